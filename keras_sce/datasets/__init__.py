@@ -1,1 +1,29 @@
-"""keras_sce.datasets."""
+"""keras_sce.datasets: interaction loaders, leave-one-out split, tf.data pipelines."""
+
+from keras_sce.datasets.sequences import (
+    PADDING_ID,
+    SequenceData,
+    from_user_item_pairs,
+    load_sequences_txt,
+)
+from keras_sce.datasets.split import (
+    LeaveOneOutSplit,
+    evaluation_arrays,
+    leave_one_out,
+    pad_sequences,
+    training_arrays,
+    training_dataset,
+)
+
+__all__ = [
+    "PADDING_ID",
+    "LeaveOneOutSplit",
+    "SequenceData",
+    "evaluation_arrays",
+    "from_user_item_pairs",
+    "leave_one_out",
+    "load_sequences_txt",
+    "pad_sequences",
+    "training_arrays",
+    "training_dataset",
+]
