@@ -41,7 +41,8 @@ class LeaveOneOutSplit:
         if stage == "valid":
             return [self.train[u] for u in self.eval_users]
         return [
-            np.append(self.train[u], t) for u, t in zip(self.eval_users, self.valid_targets)
+            np.append(self.train[u], t)
+            for u, t in zip(self.eval_users, self.valid_targets, strict=True)
         ]
 
     def targets(self, stage: str) -> np.ndarray:
@@ -93,9 +94,7 @@ def leave_one_out(data: SequenceData) -> LeaveOneOutSplit:
     )
 
 
-def pad_sequences(
-    sequences: list[np.ndarray], maxlen: int, *, padding: str = "left"
-) -> np.ndarray:
+def pad_sequences(sequences: list[np.ndarray], maxlen: int, *, padding: str = "left") -> np.ndarray:
     """Keeps the last ``maxlen`` items of each sequence and pads with 0.
 
     ``padding="left"`` right-aligns the items (the most recent item is always at

@@ -59,7 +59,9 @@ class SASRecBlock(keras.layers.Layer):
         )
         self.attention_dropout = keras.layers.Dropout(dropout)
         self.ffn_norm = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="ffn_norm")
-        self.ffn_inner = keras.layers.Dense(self.intermediate_dim, activation="relu", name="ffn_inner")
+        self.ffn_inner = keras.layers.Dense(
+            self.intermediate_dim, activation="relu", name="ffn_inner"
+        )
         self.ffn_outer = keras.layers.Dense(hidden_dim, name="ffn_outer")
         self.ffn_dropout = keras.layers.Dropout(dropout)
         self.inner_dropout = keras.layers.Dropout(dropout)
@@ -221,7 +223,10 @@ class SASRec(keras.Model):
         length = ops.shape(inputs)[1]
         padding_mask = ops.not_equal(inputs, self.padding_id)
         x = self.item_embedding(inputs) * math.sqrt(self.hidden_dim)
-        x = x + self.position_embedding(ops.arange(length))[None, :, :]
+        # With left padding, positions are counted from the right end, so a batch
+        # cut to its longest sequence gives the same outputs as a full-length one.
+        first = self.max_length - length if self.padding == "left" else 0
+        x = x + self.position_embedding(first + ops.arange(length))[None, :, :]
         x = self.embedding_dropout(x, training=training)
         x = x * ops.cast(padding_mask, x.dtype)[..., None]
         for block in self.blocks:
