@@ -45,6 +45,7 @@ class TrainConfig:
     gbce_t: float = 0.75
     jit_compile: bool = False
     valid_users: int | None = None
+    length_buckets: int | None = None
     verbose: int = 2
 
 
@@ -136,7 +137,13 @@ def train_and_evaluate(split, method: str, config: TrainConfig, *, log=print) ->
         loss=loss,
         jit_compile=config.jit_compile,
     )
-    train_ds = training_dataset(split, config.max_length, config.batch_size, seed=config.seed)
+    train_ds = training_dataset(
+        split,
+        config.max_length,
+        config.batch_size,
+        seed=config.seed,
+        length_buckets=config.length_buckets,
+    )
     v_inputs, v_targets, v_hist = evaluation_arrays(split, "valid", config.max_length)
     if config.valid_users and config.valid_users < v_targets.shape[0]:
         pick = np.random.default_rng(config.seed).choice(

@@ -14,6 +14,7 @@ from keras_sce.datasets.split import (
     training_arrays,
     training_dataset,
 )
+from keras_sce.datasets.synthetic import synthetic_sequences
 
 __all__ = [
     "PADDING_ID",
@@ -24,6 +25,7 @@ __all__ = [
     "leave_one_out",
     "load_sequences_txt",
     "pad_sequences",
+    "synthetic_sequences",
     "training_arrays",
     "training_dataset",
 ]

@@ -145,6 +145,7 @@ def training_dataset(
     shuffle: bool = True,
     seed: int | None = None,
     drop_remainder: bool = True,
+    length_buckets: int | None = None,
 ):
     """A ``tf.data.Dataset`` of ``(inputs, targets)`` batches, reshuffled every epoch.
 
@@ -156,9 +157,17 @@ def training_dataset(
         shuffle: reshuffle the users at each iteration.
         seed: shuffle seed.
         drop_remainder: keep every batch at ``batch_size`` (static shapes).
+        length_buckets: if set (e.g. 50), "sortish" batching: each epoch the
+            shuffled users are cut into pools of ``length_buckets * batch_size``,
+            sorted by length inside a pool, cut into batches, and the batches are
+            shuffled; every batch is trimmed to its longest sequence, so padded
+            positions cost (almost) nothing. With left padding and SASRec's
+            right-anchored positions this gives the same per-sequence outputs as
+            full-length batches; only which users share a batch changes.
 
     Returns:
-        A dataset yielding ``int32 [batch, L]`` inputs and targets.
+        A dataset yielding ``int32 [batch, L]`` inputs and targets (``[batch, None]``
+        with ``length_buckets``).
     """
     import tensorflow as tf
 
@@ -166,6 +175,10 @@ def training_dataset(
     inputs, targets = training_arrays(train, maxlen, padding=padding)
     if drop_remainder and inputs.shape[0] < batch_size:
         drop_remainder = False
+    if length_buckets:
+        return _sortish_dataset(
+            inputs, targets, batch_size, length_buckets, padding, shuffle, seed, drop_remainder
+        )
     ds = tf.data.Dataset.from_tensor_slices((inputs.astype(np.int32), targets.astype(np.int32)))
     if shuffle:
         ds = ds.shuffle(inputs.shape[0], seed=seed, reshuffle_each_iteration=True)
@@ -187,3 +200,34 @@ def evaluation_arrays(
     longest = max(len(h) for h in history)
     hist = pad_sequences(history, longest, padding="right")
     return inputs, split.targets(stage), hist
+
+
+def _sortish_dataset(inputs, targets, batch_size, pool, padding, shuffle, seed, drop_remainder):
+    import tensorflow as tf
+
+    lengths = (inputs != PADDING_ID).sum(axis=1)
+    rng = np.random.default_rng(seed)
+    n, width = inputs.shape
+
+    def batches():
+        order = rng.permutation(n) if shuffle else np.arange(n)
+        chunks = []
+        for start in range(0, n, pool * batch_size):
+            part = order[start : start + pool * batch_size]
+            part = part[np.argsort(-lengths[part], kind="stable")]
+            for b in range(0, part.size, batch_size):
+                chunk = part[b : b + batch_size]
+                if chunk.size == batch_size or not drop_remainder:
+                    chunks.append(chunk)
+        if shuffle:
+            rng.shuffle(chunks)
+        for chunk in chunks:
+            cut = max(int(lengths[chunk].max()), 1)
+            cols = slice(width - cut, width) if padding == "left" else slice(0, cut)
+            yield (
+                inputs[chunk, cols].astype(np.int32),
+                targets[chunk, cols].astype(np.int32),
+            )
+
+    spec = tf.TensorSpec([None, None], tf.int32)
+    return tf.data.Dataset.from_generator(batches, output_signature=(spec, spec)).prefetch(2)
