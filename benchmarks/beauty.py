@@ -75,6 +75,16 @@ def run(args):
         num_negatives=args.num_negatives,
         verbose=2,
     )
+    if args.stop_at:
+        # A wall-clock deadline (UTC "HH:MM") for the training loop, so that a run
+        # that waits for the CPU still ends on time.
+        import datetime
+
+        now = datetime.datetime.now(datetime.timezone.utc)
+        hour, minute = (int(v) for v in args.stop_at.split(":"))
+        stop = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+        left = max((stop - now).total_seconds() / 60.0, 1.0)
+        config.max_minutes = left if config.max_minutes is None else min(config.max_minutes, left)
     result = train_and_evaluate(split, args.method, config)
     result.pop("model")
     records = result.pop("records")
@@ -139,6 +149,7 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=300, help="maximum epochs")
     parser.add_argument("--patience", type=int, default=10, help="evaluations")
     parser.add_argument("--max-minutes", type=float, default=None, help="training time budget")
+    parser.add_argument("--stop-at", default=None, help="UTC HH:MM end of training")
     parser.add_argument("--dropout", type=float, default=0.3)
     parser.add_argument(
         "--valid-users",

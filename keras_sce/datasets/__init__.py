@@ -15,6 +15,7 @@ from keras_sce.datasets.split import (
     training_dataset,
 )
 from keras_sce.datasets.synthetic import synthetic_sequences
+from keras_sce.datasets.tabular import load_interactions_csv, load_movielens
 
 __all__ = [
     "PADDING_ID",
@@ -23,6 +24,8 @@ __all__ = [
     "evaluation_arrays",
     "from_user_item_pairs",
     "leave_one_out",
+    "load_interactions_csv",
+    "load_movielens",
     "load_sequences_txt",
     "pad_sequences",
     "synthetic_sequences",

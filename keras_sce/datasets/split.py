@@ -229,5 +229,10 @@ def _sortish_dataset(inputs, targets, batch_size, pool, padding, shuffle, seed, 
                 targets[chunk, cols].astype(np.int32),
             )
 
+    num_batches = 0
+    for start in range(0, n, pool * batch_size):
+        size = min(pool * batch_size, n - start)
+        num_batches += size // batch_size if drop_remainder else -(-size // batch_size)
     spec = tf.TensorSpec([None, None], tf.int32)
-    return tf.data.Dataset.from_generator(batches, output_signature=(spec, spec)).prefetch(2)
+    ds = tf.data.Dataset.from_generator(batches, output_signature=(spec, spec))
+    return ds.apply(tf.data.experimental.assert_cardinality(num_batches)).prefetch(2)
