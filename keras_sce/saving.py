@@ -13,10 +13,8 @@ def bind_losses(model):
     losses = getattr(model, "loss", None)
     if losses is None:
         return model
-    flat = (
-        losses.values()
-        if isinstance(losses, dict)
-        else (losses if isinstance(losses, (list, tuple)) else [losses])
+    flat = losses.values() if isinstance(losses, dict) else (
+        losses if isinstance(losses, (list, tuple)) else [losses]
     )
     for loss in flat:
         if isinstance(loss, (SCELoss, ItemTableLoss)) and loss.item_embeddings is None:

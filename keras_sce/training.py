@@ -160,7 +160,13 @@ def train_and_evaluate(split, method: str, config: TrainConfig, *, log=print) ->
         verbose=1 if config.verbose else 0,
     )
     start = time.perf_counter()
-    model.fit(train_ds, epochs=config.max_epochs, callbacks=[evaluation], verbose=config.verbose)
+    model.fit(
+        train_ds,
+        epochs=config.max_epochs,
+        callbacks=[evaluation],
+        verbose=config.verbose,
+        shuffle=False,  # the dataset reshuffles itself every epoch
+    )
     wall = time.perf_counter() - start
     t_inputs, t_targets, t_hist = evaluation_arrays(split, "test", config.max_length)
     test = evaluate_ranking(

@@ -214,11 +214,7 @@ class SCELoss(keras.losses.Loss):
         See also :class:`keras_sce.losses.SCECoverage` for a metric during ``fit``.
         """
         loss, details = sce_ops.scalable_cross_entropy(
-            y_pred,
-            y_true,
-            self._table(),
-            seed=self._next_seed(),
-            return_details=True,
+            y_pred, y_true, self._table(), seed=self._next_seed(), return_details=True,
             **self._kwargs(),
         )
         return {"loss": loss, **details}

@@ -29,9 +29,9 @@ def prepare_rows(hidden, labels, item_table, padding_id, sample_weight, check_id
         weight = weight * tf.reshape(sw, [-1])
     all_valid = None
     if check_ids:
-        num_items = (
-            item_table.shape[0] if item_table.shape[0] is not None else tf.shape(item_table)[0]
-        )
+        num_items = item_table.shape[0] if item_table.shape[0] is not None else tf.shape(
+            item_table
+        )[0]
         assert_op, all_valid = checks.id_range_checks(y, num_items)
         with tf.control_dependencies([assert_op]):
             y = tf.identity(y)
@@ -70,11 +70,9 @@ def full_cross_entropy(
         logits = tf.where(pad_col[tf.newaxis, :], tf.constant(float("-inf"), x.dtype), logits)
     # Padding rows point at a real column so the per-row loss stays finite; they
     # carry zero weight.
-    safe_y = (
-        y
-        if padding_id is None
-        else tf.where(weight > 0, y, tf.zeros_like(y) + _first_real(padding_id))
-    )
+    safe_y = y if padding_id is None else tf.where(weight > 0, y, tf.zeros_like(y) + _first_real(
+        padding_id
+    ))
     per_row = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe_y, logits=logits)
     per_row = tf.where(weight > 0, per_row, tf.zeros_like(per_row))
     loss = tf.math.divide_no_nan(tf.reduce_sum(weight * per_row), tf.reduce_sum(weight))

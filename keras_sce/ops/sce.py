@@ -224,9 +224,7 @@ def scalable_cross_entropy(
     # 2. Centres (no gradient).
     x_detached = tf.stop_gradient(x)
     if centers is not None:
-        centers = tf.stop_gradient(
-            tf.cast(checks.as_float_tensor(centers, "centers"), compute_dtype)
-        )
+        centers = tf.stop_gradient(tf.cast(checks.as_float_tensor(centers, "centers"), compute_dtype))
         n_b = centers.shape[0]
         _, b_x = _resolve_row_sizes(num_rows_static, num_rows, n_b, bucket_size_x)
     else:
@@ -239,8 +237,8 @@ def scalable_cross_entropy(
     _, bucket_rows = _bucket_top_k_impl(centers, x_detached, b_x, None, valid, None)
 
     # 4. Items per bucket: the streamed, XLA-compiled maximum inner product search.
-    items_available = (
-        None if num_items_static is None else (num_items_static - (0 if padding_id is None else 1))
+    items_available = None if num_items_static is None else (
+        num_items_static - (0 if padding_id is None else 1)
     )
     b_y = bucket_size_y
     if items_available is not None:
