@@ -246,3 +246,31 @@ def test_mirrored_strategy_over_two_logical_cpus():
     assert "REPLICAS 2" in result.stdout and "OK" in result.stdout, (
         result.stdout + result.stderr[-3000:]
     )
+
+
+def test_model_with_custom_train_step():
+    class TwoStepModel(keras.Model):
+        """A user model that overrides train_step and calls the loss itself."""
+
+        def __init__(self):
+            super().__init__()
+            self.items = keras.layers.Embedding(C, D)
+            self.mix = keras.layers.Dense(D)
+            self.sce = keras_sce.SCELoss(self.items, bucket_size_y=32, seed=0)
+
+        def call(self, x):
+            return self.mix(self.items(x))
+
+        def train_step(self, data):
+            x, y = data
+            with tf.GradientTape() as tape:
+                loss = self.sce(y, self(x, training=True))
+            grads = tape.gradient(loss, self.trainable_variables)
+            self.optimizer.apply_gradients(zip(grads, self.trainable_variables, strict=True))
+            return {"sce_loss": loss}  # Keras reserves "loss" for its own tracker
+
+    model = TwoStepModel()
+    model.compile(keras.optimizers.Adam(0.01))
+    x, y = _data(256)
+    history = model.fit(x, y, batch_size=64, epochs=3, verbose=0)
+    assert history.history["sce_loss"][-1] < history.history["sce_loss"][0]
