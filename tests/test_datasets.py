@@ -130,3 +130,61 @@ def test_beauty_counts(shared_data_dir):
     assert data.num_interactions == 198_502
     split = leave_one_out(data)
     assert split.eval_users.size == 22_363
+
+
+def test_csv_loader_sorts_by_time_and_maps_ids(tmp_path):
+    from keras_sce.datasets import load_interactions_csv
+
+    path = tmp_path / "log.csv"
+    path.write_text("user,item,timestamp\nu1,b,20\nu2,a,5\nu1,a,10\nu1,c,30\nu2,c,1\n")
+    data = load_interactions_csv(path)
+    assert data.num_users == 2 and data.num_interactions == 5 and data.num_items == 4
+    raw = [[data.item_ids[i] for i in seq] for seq in data.sequences]
+    assert raw == [["a", "b", "c"], ["c", "a"]]
+    path.write_text("user,item,timestamp\nu1,b,20\nu1,a,yesterday\n")
+    with pytest.raises(ValueError, match="line 3: timestamp"):
+        load_interactions_csv(path)
+    path.write_text("user,item\nu1,b\n")
+    with pytest.raises(ValueError, match="no column 'timestamp'"):
+        load_interactions_csv(path)
+    path.write_text("user,item,timestamp\nu1,b\n")
+    with pytest.raises(ValueError, match="line 2"):
+        load_interactions_csv(path)
+
+
+def test_movielens_dat_and_csv(tmp_path):
+    from keras_sce.datasets import load_movielens
+
+    dat = tmp_path / "ratings.dat"
+    dat.write_text("1::10::5::300\n1::20::3::100\n2::10::4::50\n1::30::4::200\n")
+    data = load_movielens(dat)
+    assert data.num_users == 2 and data.num_interactions == 4
+    assert [data.item_ids[i] for i in data.sequences[0]] == ["20", "30", "10"]
+    liked = load_movielens(dat, min_rating=4)
+    assert liked.num_interactions == 3
+    folder = tmp_path / "ml"
+    folder.mkdir()
+    (folder / "ratings.csv").write_text(
+        "userId,movieId,rating,timestamp\n1,10,5.0,300\n1,20,3.0,100\n"
+    )
+    data = load_movielens(folder)
+    assert [data.item_ids[i] for i in data.sequences[0]] == ["20", "10"]
+
+
+@pytest.mark.parametrize("num_items", [1_000, 10_000_000], ids=["1e3", "1e7"])
+def test_synthetic_is_deterministic_and_power_law(num_items):
+    from keras_sce.datasets import synthetic_sequences
+
+    a = synthetic_sequences(num_users=300, num_items=num_items, seed=3)
+    b = synthetic_sequences(num_users=300, num_items=num_items, seed=3)
+    c = synthetic_sequences(num_users=300, num_items=num_items, seed=4)
+    assert all((x == y).all() for x, y in zip(a.sequences, b.sequences, strict=True))
+    assert any(
+        len(x) != len(y) or (x != y).any() for x, y in zip(a.sequences, c.sequences, strict=True)
+    )
+    assert a.num_items == num_items + 1
+    assert min(len(s) for s in a.sequences) >= 3
+    counts = np.sort(a.item_counts())[::-1]
+    # Popularity is skewed: the top 1% of seen items take a large share.
+    seen = counts[counts > 0]
+    assert seen[: max(1, seen.size // 100)].sum() > 0.05 * seen.sum()
