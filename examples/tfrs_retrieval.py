@@ -51,12 +51,13 @@ import tensorflow_recommenders as tfrs  # noqa: E402
 import tf_keras  # noqa: E402
 from seqrec_data import build_examples, dataset_path, read_sequences  # noqa: E402
 
+from keras_sce.ops import scalable_cross_entropy  # noqa: E402
 from keras_sce.tfrs import SCERetrieval  # noqa: E402  (checks the stack)
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 FIELDS = ["dataset", "method", "epochs", "recall@10", "recall@100", "sec_per_epoch"]
 EXTRA_FIELDS = ["tower", "dim", "batch_size", "max_len", "learning_rate", "options",
-                "train_examples", "test_users", "num_items", "seed"]
+                "sce_covered_fraction", "train_examples", "test_users", "num_items", "seed"]
 
 
 # -- model -----------------------------------------------------------------------------
@@ -123,9 +124,11 @@ def full_catalogue_recall(model, test_hist, test_target, ks=(10, 100), batch_siz
     """Recall@k of the test targets among ALL items, with TFRS FactorizedTopK/BruteForce."""
     table = model.item_embedding.embeddings
     item_ids = tf.range(1, table.shape[0], dtype=tf.int32)  # row 0 is padding, not an item
-    index = tfrs.layers.factorized_top_k.BruteForce(k=max(ks))
+    # A catalogue smaller than k: every item is retrieved (recall@k = 1).
+    capped = tuple(min(k, len(item_ids)) for k in ks)
+    index = tfrs.layers.factorized_top_k.BruteForce(k=max(capped))
     index.index(tf.gather(table, item_ids), identifiers=item_ids)
-    metric = tfrs.metrics.FactorizedTopK(candidates=index, ks=ks)
+    metric = tfrs.metrics.FactorizedTopK(candidates=index, ks=capped)
 
     @tf.function(autograph=False)
     def update(history, target):
@@ -136,6 +139,19 @@ def full_catalogue_recall(model, test_hist, test_target, ks=(10, 100), batch_siz
     for history, target in data:
         update(history, target)
     return {k: float(r) for k, r in zip(ks, metric.result(), strict=True)}
+
+
+def sce_coverage(model, train, sce_options, num_batches=20):
+    """Mean share of training queries that fall in at least one SCE bucket (diagnostic)."""
+    fractions = []
+    for step, batch in enumerate(train.take(num_batches)):
+        _, details = scalable_cross_entropy(
+            model.query_tower(batch["history"]), batch["target"],
+            model.item_embedding.embeddings, padding_id=0, seed=step,
+            return_details=True, **sce_options,
+        )
+        fractions.append(float(details["covered_fraction"]))
+    return round(float(np.mean(fractions)), 3)
 
 
 # -- experiment ------------------------------------------------------------------------
@@ -181,6 +197,7 @@ def run_method(method, args, data):
 
     model.fit(train, epochs=args.epochs, verbose=0, callbacks=[Timer()])
     recall = full_catalogue_recall(model, test_hist, test_target)
+    covered = sce_coverage(model, train, sce_options) if method == "sce" else ""
     if method == "sce":
         options = " ".join(f"{k}={v}" for k, v in sce_options.items() if v is not None)
     else:
@@ -201,6 +218,7 @@ def run_method(method, args, data):
         "max_len": args.max_len,
         "learning_rate": args.learning_rate,
         "options": options,
+        "sce_covered_fraction": covered,
         "train_examples": len(train_target),
         "test_users": len(test_target),
         "num_items": num_items,
