@@ -67,3 +67,11 @@ def test_tfrs_example_writes_the_results_table(tmp_path):
         assert float(row["sec_per_epoch"]) > 0
     markdown = out.with_suffix(".md").read_text()
     assert "| Tiny | sce" in markdown and "examples/tfrs_retrieval.py" in markdown
+
+    # --append keeps earlier rows (several configurations in one table).
+    extra = dict(rows[1], options="bucket_size_y=8")
+    example.write_results([extra], out, "second command", append=True)
+    with open(out) as handle:
+        table = list(csv.DictReader(handle))
+    assert [row["options"] for row in table][-1] == "bucket_size_y=8" and len(table) == 3
+    assert "second command" in out.with_suffix(".md").read_text()
