@@ -237,7 +237,13 @@ class SCERetrieval(tf_keras.layers.Layer, tfrs.tasks.base.Task):
         if isinstance(source, tf.Variable):
             return source
         if not getattr(source, "built", True):
-            source.build(tf.TensorShape([None]))
+            try:
+                source.build(tf.TensorShape([None]))
+            except (ValueError, TypeError) as err:
+                raise ValueError(
+                    f"Could not build layer {source.name!r} as an embedding table ({err}). "
+                    "Pass the candidate Embedding layer or the table variable."
+                ) from err
         table = getattr(source, "embeddings", None)
         if table is None:
             raise ValueError(

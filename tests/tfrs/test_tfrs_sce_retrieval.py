@@ -191,6 +191,28 @@ def test_padding_row_is_left_untouched_by_training():
     np.testing.assert_array_equal(model.items.embeddings.numpy()[0], row0)
 
 
+def test_mixed_precision_policy_computes_in_float32():
+    query, ids, table = _inputs(seed=6)
+    want = SCERetrieval(tf.Variable(table), bucket_size_y=32, seed=2)(query, ids)
+    tf_keras.mixed_precision.set_global_policy("mixed_float16")
+    items = tf_keras.layers.Embedding(NUM_ITEMS, DIM)
+    items.build(None)
+    items.embeddings.assign(table)
+    task = SCERetrieval(items, bucket_size_y=32, seed=2)
+    with tf.GradientTape() as tape:
+        got = task(tf.cast(query, "float16"), ids)
+    grad = tape.gradient(got, items.trainable_variables)[0]
+    assert got.dtype == tf.float32
+    np.testing.assert_allclose(float(got), float(want), rtol=1e-2)
+    assert isinstance(grad, tf.IndexedSlices) and np.isfinite(grad.values.numpy()).all()
+
+
+def test_unbuilt_layer_without_a_table_is_a_clear_error():
+    query, ids, _ = _inputs()
+    with pytest.raises(ValueError, match="Pass the candidate Embedding layer"):
+        SCERetrieval(tf_keras.layers.Dense(DIM))(query, ids)
+
+
 # -- TFRS metrics -----------------------------------------------------------------------
 @pytest.mark.parametrize("id_based", [True, False], ids=["id_based", "score_based"])
 def test_factorized_top_k_metric_matches_numpy_ranking(id_based):
