@@ -166,6 +166,8 @@ def run_child(cfg: dict) -> dict:
     from keras_sce import ops
 
     gpu = cfg["device"] == "gpu"
+    if gpu and not tf.config.list_physical_devices("GPU"):
+        raise RuntimeError("--gpu was given but TensorFlow sees no GPU.")
     device = "/GPU:0" if gpu else "/CPU:0"
     n, c, d = cfg["n_rows"], cfg["catalog_size"], cfg["dim"]
     import gc
@@ -598,6 +600,8 @@ def parse_args(argv=None):
                    help="GEMM rate for the time predictions (0: measure at start)")
     p.add_argument("--config-timeout-s", type=int, default=1200)
     p.add_argument("--out", type=str, default="")
+    p.add_argument("--out-dir", type=str, default="",
+                   help="directory for the default file name (e.g. $OUT on a device)")
     p.add_argument("--report-only", action="store_true",
                    help="only rewrite the .md and .png from an existing --out CSV")
     return p.parse_args(argv)
@@ -618,6 +622,8 @@ def main(argv=None):
         device_name = f"CPU {cpu_name()} (nproc={os.cpu_count()})"
         default_out = "benchmarks/results/loss_scaling_cpu.csv"
     out = Path(args.out or default_out)
+    if args.out_dir:
+        out = Path(args.out_dir) / out.name
     title = (
         f"keras_sce loss scaling on {device_name}, d={args.dim}, "
         f"threads={args.threads or 'all'}"
