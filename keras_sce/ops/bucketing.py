@@ -44,8 +44,12 @@ def _top_k_streamed(centers, vectors, k, chunk_size, mask, exclude_id):
         # The last chunk is shifted back so that it stays inside the table (no
         # padded copy of the table is ever made); rows it revisits are masked.
         begin = tf.minimum(start, num_vectors - chunk_size)
-        chunk = tf.slice(vectors, [begin, 0], [chunk_size, -1])
         index = begin + offsets
+        # A gather, not tf.slice(vectors, [begin, 0], [chunk_size, -1]): under XLA a
+        # dynamic Slice with a -1 size is lowered through a copy of ``vectors``
+        # padded to twice its size in each dimension (4x the table, kept by the
+        # compiled program).
+        chunk = tf.gather(vectors, index)
         scores = tf.matmul(centers, chunk, transpose_b=True)  # [n_b, chunk]
         scores = _masked_scores(scores, index, mask, exclude_id)
         scores = tf.where((index >= start)[tf.newaxis, :], scores, _NEG_INF)
