@@ -13,5 +13,8 @@ adapter lives in ``keras_sce.tfrs`` and is imported only on demand.
 __version__ = "0.1.0.dev0"
 
 from keras_sce import ops  # noqa: E402
+from keras_sce.layers.sparse_grad_dense import SparseGradDense  # noqa: E402  (SparseGrad)
 
 __all__ = ["ops", "__version__"]
+# SparseGrad (importing the layer also loads the keras_sce.sparsegrad sub-package).
+__all__ += ["SparseGradDense", "sparsegrad"]

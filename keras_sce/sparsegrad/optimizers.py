@@ -1,0 +1,271 @@
+"""SparseGrad optimizer semantics: the paper's lazy Adam, routed beside a dense optimizer.
+
+The authors update the selected kernel entries with PyTorch's `SparseAdam`: only the
+entries selected at a step change their weight and their two moments; unselected
+entries keep weight and moments bit-identical; the bias correction uses the global step
+count. A dense Adam on the masked gradient is not the same (its moments decay
+everywhere and keep moving unselected weights). Every other trainable variable is
+trained by an ordinary dense optimizer (AdamW in the paper).
+
+Reference: V. Chekalina et al., "SparseGrad", EMNLP 2024, arXiv 2410.07383.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+
+def is_sparsegrad_kernel(variable) -> bool:
+    """Whether `variable` is the rotated kernel of a `SparseGradDense` layer."""
+    return bool(getattr(variable, "_keras_sce_sparsegrad", False))
+
+
+def lazy_adam_update(
+    weight,
+    m,
+    v,
+    gradient,
+    step,
+    learning_rate,
+    beta_1: float = 0.9,
+    beta_2: float = 0.999,
+    epsilon: float = 1e-8,
+):
+    """One lazy-Adam step on the entries where `gradient != 0` (pure function).
+
+    For the selected entries (non-zero gradient), with `t = step` (1-based global
+    step):
+
+        m ← β₁ m + (1 − β₁) g
+        v ← β₂ v + (1 − β₂) g²
+        w ← w − lr · √(1 − β₂ᵗ) / (1 − β₁ᵗ) · m / (√v + ε)
+
+    (PyTorch `SparseAdam`'s form, also Keras Adam's). Unselected entries are returned
+    unchanged (bit-identical). An entry selected with an exactly-zero gradient value
+    is indistinguishable from an unselected one and is treated as unselected.
+
+    Args:
+        weight, m, v, gradient: tensors of one shape.
+        step: 1-based global step (int or scalar tensor).
+        learning_rate: scalar.
+
+    Returns:
+        `(new_weight, new_m, new_v)`.
+    """
+    dtype = weight.dtype
+    gradient = tf.cast(gradient, dtype)
+    t = tf.cast(step, dtype)
+    lr = tf.cast(learning_rate, dtype)
+    b1 = tf.cast(beta_1, dtype)
+    b2 = tf.cast(beta_2, dtype)
+    selected = tf.not_equal(gradient, 0)
+    new_m = tf.where(selected, b1 * m + (1 - b1) * gradient, m)
+    new_v = tf.where(selected, b2 * v + (1 - b2) * tf.square(gradient), v)
+    alpha = lr * tf.sqrt(1 - tf.pow(b2, t)) / (1 - tf.pow(b1, t))
+    new_weight = tf.where(
+        selected, weight - alpha * new_m / (tf.sqrt(new_v) + tf.cast(epsilon, dtype)), weight
+    )
+    return new_weight, new_m, new_v
+
+
+@keras.saving.register_keras_serializable(package="keras_sce")
+class SparseGradOptimizer(keras.optimizers.Optimizer):
+    """Routes SparseGrad kernels to a lazy Adam and everything else to a dense optimizer.
+
+    Use it as the model's optimizer (`model.compile(optimizer=...)`, `fit`, or
+    `apply_gradients` in a custom loop). At build time every trainable variable is
+    classified: the rotated kernels of `keras_sce.SparseGradDense` layers get the
+    paper's lazy Adam (see `lazy_adam_update`: only the top-k selected entries change
+    their weight and moments, bias correction by this optimizer's global step, no
+    weight decay); every other variable is handed to `dense_optimizer` (AdamW by
+    default), with its own learning rate, weight decay, clipping and step counter.
+
+    Optimizer state of a SparseGrad kernel:
+
+    - full mode (layer without `support`): two moment tensors of the kernel's shape,
+      like the authors' `SparseAdam` (same bytes as dense Adam for that kernel);
+    - O(k) mode (layer built with `support=`, from
+      `keras_sce.sparsegrad.estimate_support`): moments exist only on the `s`
+      support entries (two float32 vectors of length `s`, plus the layer's int32
+      support indices), the selection is restricted to the support, and the
+      kernel is updated in place with a scatter on the support. With `s` a small
+      multiple of `k`, the state is O(k) like LoRA's.
+
+    Args:
+        dense_optimizer: optimizer (instance, name or config) for all non-SparseGrad
+            variables. Defaults to `"adamw"`.
+        learning_rate: float or schedule for the SparseGrad kernels. Defaults to 1e-4.
+        beta_1: float, first-moment decay. Defaults to 0.9.
+        beta_2: float, second-moment decay. Defaults to 0.999.
+        epsilon: float, added to `√v`. Defaults to 1e-8 (PyTorch's).
+        name: optimizer name.
+
+    Example:
+
+    ```python
+    optimizer = keras_sce.sparsegrad.SparseGradOptimizer(
+        dense_optimizer=keras.optimizers.AdamW(2e-5, weight_decay=0.01),
+        learning_rate=1e-4,
+    )
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
+    model.fit(x, y)
+    ```
+
+    References:
+        V. Chekalina et al., "SparseGrad: A Selective Method for Efficient Fine-tuning
+        of MLP Layers", EMNLP 2024. arXiv:2410.07383.
+    """
+
+    def __init__(
+        self,
+        dense_optimizer="adamw",
+        learning_rate=1e-4,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-8,
+        name: str = "sparse_grad_optimizer",
+        **kwargs,
+    ):
+        if keras.backend.backend() != "tensorflow":
+            raise RuntimeError(
+                "SparseGradOptimizer needs the TensorFlow backend of Keras 3, got "
+                f"{keras.backend.backend()!r}."
+            )
+        unsupported = {
+            key: value
+            for key, value in kwargs.items()
+            if value not in (None, False) and not (key == "ema_momentum" and value == 0.99)
+        }
+        if unsupported:
+            raise ValueError(
+                f"SparseGradOptimizer does not support {sorted(unsupported)}; set them on "
+                "`dense_optimizer` (they then apply to the non-SparseGrad variables)."
+            )
+        super().__init__(learning_rate=learning_rate, name=name)
+        for arg, value in (("beta_1", beta_1), ("beta_2", beta_2)):
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"{arg} must be in [0, 1), got {value}.")
+        if epsilon <= 0:
+            raise ValueError(f"epsilon must be > 0, got {epsilon}.")
+        self.beta_1 = float(beta_1)
+        self.beta_2 = float(beta_2)
+        self.epsilon = float(epsilon)
+        dense = keras.optimizers.get(dense_optimizer)
+        if isinstance(dense, SparseGradOptimizer):
+            raise ValueError("dense_optimizer cannot itself be a SparseGradOptimizer.")
+        self.dense_optimizer = dense
+        # Plain (untracked) containers: the state variables are tracked by add_variable.
+        object.__setattr__(self, "_sparse_state", {})
+
+    def build(self, variables):
+        variables = list(variables)
+        super().build(variables)
+        dense = []
+        for variable in variables:
+            if not is_sparsegrad_kernel(variable):
+                dense.append(variable)
+                continue
+            support = getattr(variable, "_keras_sce_support", None)
+            shape = tuple(variable.shape) if support is None else (int(support.shape[0]),)
+            prefix = variable.path.replace("/", "_")
+            m = self.add_variable(shape, dtype=variable.dtype, name=f"{prefix}_lazy_m")
+            v = self.add_variable(shape, dtype=variable.dtype, name=f"{prefix}_lazy_v")
+            self._sparse_state[id(variable)] = (m, v, support)
+        self.dense_optimizer.build(dense)
+        self.built = True
+
+    @property
+    def variables(self):
+        return self._variables[:] + self.dense_optimizer.variables
+
+    @property
+    def sparse_state_variables(self):
+        """The lazy-Adam moment variables (two per SparseGrad kernel)."""
+        return [x for m, v, _ in self._sparse_state.values() for x in (m, v)]
+
+    def apply(self, grads, trainable_variables=None):
+        grads = list(grads)
+        if trainable_variables is None:
+            if not self.built:
+                raise ValueError("Build the optimizer or pass trainable_variables.")
+            trainable_variables = self._trainable_variables
+        trainable_variables = list(trainable_variables)
+        if len(grads) != len(trainable_variables):
+            raise ValueError(
+                f"Got {len(grads)} gradients for {len(trainable_variables)} variables."
+            )
+        if not self.built:
+            with keras.name_scope(self.name, caller=self):
+                self.build(trainable_variables)
+        sparse, dense_grads, dense_vars = [], [], []
+        for grad, variable in zip(grads, trainable_variables, strict=True):
+            if grad is None:
+                continue
+            if id(variable) in self._sparse_state:
+                sparse.append((grad, variable))
+            elif is_sparsegrad_kernel(variable):
+                raise ValueError(
+                    f"SparseGrad kernel {variable.path} was not known when the optimizer "
+                    "was built; rebuild the optimizer after converting layers."
+                )
+            else:
+                dense_grads.append(grad)
+                dense_vars.append(variable)
+        if dense_vars:
+            self.dense_optimizer.apply(dense_grads, dense_vars)
+        if sparse:
+            step = self._iterations + 1
+            learning_rate = self._get_current_learning_rate()
+            for grad, variable in sparse:
+                self._sparse_update(tf.convert_to_tensor(grad), variable, step, learning_rate)
+        self._iterations.assign_add(1)
+
+    def _sparse_update(self, grad, variable, step, learning_rate):
+        m, v, support = self._sparse_state[id(variable)]
+        hyper = dict(beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
+        if support is None:
+            weight, new_m, new_v = lazy_adam_update(
+                tf.convert_to_tensor(variable), m, v, grad, step, learning_rate, **hyper
+            )
+            m.assign(new_m)
+            v.assign(new_v)
+            variable.assign(weight)
+            return
+        indices = tf.convert_to_tensor(support)
+        columns = int(variable.shape[1])
+        flat_grad = tf.reshape(tf.cast(grad, variable.dtype), [-1])
+        flat_weight = tf.reshape(tf.convert_to_tensor(variable), [-1])
+        weight, new_m, new_v = lazy_adam_update(
+            tf.gather(flat_weight, indices),
+            tf.convert_to_tensor(m),
+            tf.convert_to_tensor(v),
+            tf.gather(flat_grad, indices),
+            step,
+            learning_rate,
+            **hyper,
+        )
+        m.assign(new_m)
+        v.assign(new_v)
+        coordinates = tf.stack([indices // columns, indices % columns], axis=1)
+        variable.value.scatter_nd_update(coordinates, weight)
+
+    def get_config(self):
+        base = super().get_config()
+        return {
+            "name": self.name,
+            "learning_rate": base["learning_rate"],
+            "beta_1": self.beta_1,
+            "beta_2": self.beta_2,
+            "epsilon": self.epsilon,
+            "dense_optimizer": keras.saving.serialize_keras_object(self.dense_optimizer),
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        if isinstance(config.get("dense_optimizer"), dict):
+            config["dense_optimizer"] = keras.saving.deserialize_keras_object(
+                config["dense_optimizer"], custom_objects=custom_objects
+            )
+        return super().from_config(config, custom_objects=custom_objects)
