@@ -8,17 +8,9 @@ import tensorflow as tf
 
 from keras_sce.sparsegrad import bases as bases_lib
 from keras_sce.sparsegrad.core import SELECTION_MODES, sparse_grad_matmul
+from keras_sce.utils import require_tensorflow_backend
 
 _STORED = "stored"  # Placeholder used by `from_config`: the value comes from the weights.
-
-
-def _require_tensorflow_backend(what: str) -> None:
-    if keras.backend.backend() != "tensorflow":
-        raise RuntimeError(
-            f"{what} needs the TensorFlow backend of Keras 3 (it uses a TensorFlow custom "
-            f"gradient), but KERAS_BACKEND is {keras.backend.backend()!r}. Set "
-            "KERAS_BACKEND=tensorflow before importing keras."
-        )
 
 
 @keras.saving.register_keras_serializable(package="keras_sce")
@@ -126,7 +118,7 @@ class SparseGradDense(keras.layers.Layer):
         bias_constraint=None,
         **kwargs,
     ):
-        _require_tensorflow_backend("SparseGradDense")
+        require_tensorflow_backend("SparseGradDense")
         for banned in ("kernel_regularizer", "kernel_constraint"):
             if kwargs.get(banned) is not None:
                 raise ValueError(
@@ -349,7 +341,7 @@ class SparseGradDense(keras.layers.Layer):
             num_selected, density, selection, support: see the class docstring.
             name: name of the new layer; defaults to `dense.name`.
         """
-        _require_tensorflow_backend("SparseGradDense.from_dense")
+        require_tensorflow_backend("SparseGradDense.from_dense")
         if not isinstance(dense, keras.layers.Dense):
             raise TypeError(f"from_dense expects a keras.layers.Dense, got {type(dense)}.")
         if not dense.built:

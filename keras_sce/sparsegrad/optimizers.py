@@ -15,6 +15,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from keras_sce.utils import require_tensorflow_backend
+
 
 def is_sparsegrad_kernel(variable) -> bool:
     """Whether `variable` is the rotated kernel of a `SparseGradDense` layer."""
@@ -127,11 +129,7 @@ class SparseGradOptimizer(keras.optimizers.Optimizer):
         name: str = "sparse_grad_optimizer",
         **kwargs,
     ):
-        if keras.backend.backend() != "tensorflow":
-            raise RuntimeError(
-                "SparseGradOptimizer needs the TensorFlow backend of Keras 3, got "
-                f"{keras.backend.backend()!r}."
-            )
+        require_tensorflow_backend("SparseGradOptimizer")
         unsupported = {
             key: value
             for key, value in kwargs.items()

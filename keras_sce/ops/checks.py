@@ -1,0 +1,141 @@
+"""Input validation shared by the TensorFlow core.
+
+Static problems (wrong dtype, mismatched widths, impossible hyper-parameters) raise
+Python exceptions while the graph is traced, before any heavy work. Value problems
+(ids outside the catalogue) are checked at run time: outside XLA with an assertion
+that raises ``tf.errors.InvalidArgumentError``; inside XLA, where assertions are
+dropped by the compiler, the loss is turned into NaN on purpose (see
+:func:`poison_if_invalid`), so the misuse stays loud instead of silently reading
+zeros from ``tf.gather`` on a GPU.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import tensorflow as tf
+
+
+def as_float_tensor(x, name: str) -> tf.Tensor:
+    """Converts ``x`` to a floating tensor (variables are read, not copied)."""
+    x = tf.convert_to_tensor(x, name=name)
+    if not x.dtype.is_floating:
+        raise TypeError(f"`{name}` must be a floating-point tensor, got dtype {x.dtype.name}.")
+    return x
+
+
+def as_id_tensor(ids, name: str = "labels") -> tf.Tensor:
+    """Converts integer ids to an int32 tensor; refuses floats and strings."""
+    ids = tf.convert_to_tensor(ids, name=name)
+    if not ids.dtype.is_integer:
+        raise TypeError(
+            f"`{name}` must hold integer item ids, got dtype {ids.dtype.name}. "
+            "Cast float ids with tf.cast(..., 'int32') only if they are exact integers."
+        )
+    if ids.dtype != tf.int32:
+        ids = tf.cast(ids, tf.int32)
+    return ids
+
+
+def static_dim(x: tf.Tensor, axis: int):
+    """The static size of ``axis`` or None."""
+    return x.shape[axis] if x.shape.rank is not None else None
+
+
+def check_table(hidden: tf.Tensor, item_table: tf.Tensor) -> None:
+    """The table is rank 2 and as wide as the hidden states."""
+    if item_table.shape.rank is not None and item_table.shape.rank != 2:
+        raise ValueError(
+            f"`item_table` must be a [num_items, dim] matrix, got shape {item_table.shape}."
+        )
+    d_hidden = hidden.shape[-1] if hidden.shape.rank else None
+    d_table = static_dim(item_table, 1)
+    if d_hidden is not None and d_table is not None and d_hidden != d_table:
+        raise ValueError(
+            f"Hidden size {d_hidden} does not match the item table width {d_table}: "
+            "the model's output must live in the same space as the item embeddings "
+            f"(hidden shape {hidden.shape}, table shape {item_table.shape})."
+        )
+
+
+def check_labels_match(hidden: tf.Tensor, labels: tf.Tensor) -> None:
+    """``labels`` has the shape of ``hidden`` without its last axis."""
+    if hidden.shape.rank is None or labels.shape.rank is None:
+        return
+    if hidden.shape.rank < 2:
+        raise ValueError(f"`hidden` must be [..., dim] with rank >= 2, got shape {hidden.shape}.")
+    if not labels.shape.is_compatible_with(hidden.shape[:-1]):
+        raise ValueError(
+            f"`labels` shape {labels.shape} must match the hidden states without their last "
+            f"axis, {hidden.shape[:-1]}."
+        )
+
+
+def check_padding_id(padding_id, num_items) -> None:
+    """``padding_id`` is None or a row of the table."""
+    if padding_id is None:
+        return
+    if not isinstance(padding_id, int) or isinstance(padding_id, bool):
+        raise TypeError(f"`padding_id` must be a Python int or None, got {padding_id!r}.")
+    if num_items is not None and not 0 <= padding_id < num_items:
+        raise ValueError(
+            f"`padding_id`={padding_id} is not a row of the item table (it has {num_items} rows). "
+            "Use padding_id=None when the table has no padding row."
+        )
+
+
+def check_positive_int(value, name: str, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
+
+
+def clamp_bucket_size(requested: int, available: int, name: str, what: str) -> int:
+    """Clamps a bucket size to what is available, with a warning when it bites.
+
+    A bucket larger than the rows (or items) available would only repeat the same
+    ones; clamping to all of them is exact (it covers everything), so it is not a
+    wrong answer, but the user asked for something else, hence the warning.
+    """
+    if available < 1:
+        return requested
+    if requested > available:
+        warnings.warn(
+            f"`{name}`={requested} is larger than the {available} {what} available; "
+            f"using {available} (every {what[:-1]} is then in every bucket).",
+            UserWarning,
+            stacklevel=3,
+        )
+        return available
+    return requested
+
+
+def id_range_checks(labels: tf.Tensor, num_items: tf.Tensor, name: str = "labels"):
+    """Returns (assert_op, all_valid) for ids that must lie in ``[0, num_items)``."""
+    num_items = tf.cast(num_items, labels.dtype)
+    in_range = tf.logical_and(labels >= 0, labels < num_items)
+    all_valid = tf.reduce_all(in_range)
+    assert_op = tf.debugging.Assert(
+        all_valid,
+        [
+            f"keras_sce: `{name}` holds ids outside [0, num_items). num_items =",
+            num_items,
+            "min id =",
+            tf.reduce_min(labels),
+            "max id =",
+            tf.reduce_max(labels),
+        ],
+        name="ids_in_range",
+    )
+    return assert_op, all_valid
+
+
+def poison_if_invalid(loss: tf.Tensor, all_valid: tf.Tensor) -> tf.Tensor:
+    """NaN loss (and zero gradient) when ids were out of range.
+
+    Outside XLA the assertion already raised. Inside XLA assertions are no-ops, so
+    this is what keeps bad ids loud: the loss reads NaN and no update is made.
+    """
+    nan = tf.constant(float("nan"), loss.dtype)
+    return tf.where(all_valid, loss, nan)

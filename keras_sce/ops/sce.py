@@ -1,0 +1,305 @@
+"""Scalable Cross-Entropy (SCE) in TensorFlow ops.
+
+Mezentsev, Gusak, Oseledets, Frolov, "Scalable Cross-Entropy Loss for Sequential
+Recommendations with Large Item Catalogs", RecSys 2024, arXiv 2409.18721.
+
+The full softmax cross-entropy over a catalogue of ``C`` items needs the ``N x C``
+logits of every row against every item. SCE keeps only the logits that matter most:
+random bucket centres are drawn, each bucket gathers the ``b_x`` rows and the ``b_y``
+items with the largest inner product with its centre (a maximum inner product
+search), and each row's softmax is taken over its positive and the items of its
+bucket. Each covered row's loss is a lower bound of its full CE; with buckets that
+cover everything it *is* the full CE.
+"""
+
+from __future__ import annotations
+
+import math
+
+import tensorflow as tf
+
+from keras_sce.ops import checks
+from keras_sce.ops.bucketing import _bucket_top_k_impl, _bucket_top_k_xla
+
+_NEG_INF = float("-inf")
+
+
+def default_num_buckets(num_rows: int) -> int:
+    """The authors' rule ``n_b = b_x = int(2 * sqrt(T))`` for ``T`` rows per batch."""
+    return max(1, int(2 * math.sqrt(max(int(num_rows), 1))))
+
+
+class SeedStream:
+    """A deterministic stream of stateless seeds: fresh centres at every call.
+
+    Holds one int64 counter variable; each :meth:`next` returns ``[seed, counter]``
+    and advances the counter, so the sequence of bucket centres is reproducible
+    from ``seed`` while every training step draws new ones. Pure TensorFlow, so the
+    Keras loss and the TFRS task share it. Under a ``tf.distribute`` strategy every
+    replica reads the same counter (only the first replica's update is kept), so
+    replicas use the same centres on their own shards of the batch.
+    """
+
+    def __init__(self, seed: int):
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise TypeError(f"`seed` must be a Python int or None, got {seed!r}.")
+        self.seed = seed
+        self._counter = tf.Variable(
+            0,
+            dtype=tf.int64,
+            trainable=False,
+            name="sce_seed_counter",
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+        )
+
+    def next(self) -> tf.Tensor:
+        step = self._counter.read_value()
+        with tf.control_dependencies([step]):
+            self._counter.assign_add(1)
+        return tf.stack([tf.constant(self.seed, tf.int64), step])
+
+    def reset(self) -> None:
+        self._counter.assign(0)
+
+
+def _draw_centers(x_detached, row_weight, num_buckets, mix_x, seed):
+    """Bucket centres ``[n_b, d]``; no gradient."""
+    d = tf.shape(x_detached)[1]
+    if mix_x:
+        shape = tf.stack([tf.shape(x_detached)[0], num_buckets])
+    else:
+        shape = tf.stack([num_buckets, d])
+    if seed is None:
+        noise = tf.random.normal(shape, dtype=x_detached.dtype)
+    else:
+        if isinstance(seed, int):
+            seed = tf.constant([seed, 0], tf.int64)
+        noise = tf.random.stateless_normal(shape, seed=seed, dtype=x_detached.dtype)
+    if mix_x:
+        # Each centre is a random combination of the batch's own (non-padding) rows.
+        noise = noise * row_weight[:, tf.newaxis]
+        return tf.matmul(noise, x_detached, transpose_a=True)
+    return noise
+
+
+def _resolve_row_sizes(num_rows_static, num_rows, num_buckets, bucket_size_x):
+    """Static ints where the row count is static, scalar tensors otherwise."""
+    if num_rows_static is not None:
+        rule = default_num_buckets(num_rows_static)
+        n_b = rule if num_buckets is None else num_buckets
+        b_x = rule if bucket_size_x is None else bucket_size_x
+        if bucket_size_x is not None:
+            b_x = checks.clamp_bucket_size(b_x, num_rows_static, "bucket_size_x", "rows")
+        else:
+            b_x = min(b_x, num_rows_static)
+        return n_b, b_x
+    rule = tf.maximum(
+        tf.cast(2.0 * tf.sqrt(tf.cast(tf.maximum(num_rows, 1), tf.float32)), tf.int32), 1
+    )
+    n_b = rule if num_buckets is None else num_buckets
+    b_x = rule if bucket_size_x is None else tf.constant(bucket_size_x)
+    return n_b, tf.minimum(b_x, num_rows)
+
+
+def scalable_cross_entropy(
+    hidden,
+    labels,
+    item_table,
+    *,
+    num_buckets=None,
+    bucket_size_x=None,
+    bucket_size_y=256,
+    mix_x=False,
+    padding_id=0,
+    catalog_chunk_size=None,
+    seed=None,
+    centers=None,
+    sample_weight=None,
+    check_ids=True,
+    return_details=False,
+):
+    """Scalable Cross-Entropy of hidden states against an item table.
+
+    Algorithm (arXiv 2409.18721, as the authors compute it): draw ``n_b`` bucket
+    centres (Gaussian, or with ``mix_x`` random combinations of the batch's rows);
+    each bucket takes the ``b_x`` rows and the ``b_y`` items with the largest inner
+    product with its centre (items via :func:`bucket_top_k`, streamed over the
+    catalogue when ``catalog_chunk_size`` is set); inside a bucket each row's
+    softmax runs over its positive logit and the bucket's items (its own target
+    masked out, so the positive counts once); a row in several buckets keeps its
+    largest bucket loss; the result is the mean over valid rows covered by at least
+    one bucket. Centres and top-k choices carry no gradient; gradients reach the
+    hidden states and, sparsely, the gathered rows of the item table.
+
+    Args:
+        hidden: float tensor ``[..., d]`` of hidden states (the model output).
+        labels: integer tensor ``[...]`` of target item ids (int32 or int64).
+        item_table: float ``[C, d]`` tensor or variable (read here, so it trains;
+            its gradient is a ``tf.IndexedSlices`` over the gathered rows).
+        num_buckets: ``n_b``; None -> ``int(2 * sqrt(N))`` with ``N`` the number of
+            rows (batch x length), the authors' rule.
+        bucket_size_x: ``b_x``, rows per bucket; None -> the same rule. Clamped to
+            ``N`` (a warning when an explicit value is clamped).
+        bucket_size_y: ``b_y``, items per bucket (hard negatives); clamped to the
+            number of non-padding items with a warning.
+        mix_x: centres as random combinations of the batch's rows (the paper's
+            remedy for bucket collapse) instead of Gaussian noise.
+        padding_id: label of ignored rows, and table row never used as a negative;
+            None when the table has no padding row.
+        catalog_chunk_size: stream the item projection over chunks of this many
+            items (peak ``n_b * (b_y + chunk)`` instead of ``n_b * C``); None
+            materialises it.
+        seed: None (fresh centres from the global generator), a Python int (the
+            same stateless centres at every call), or an int ``[2]`` seed tensor
+            (e.g. ``SeedStream.next()``: reproducible and fresh every call).
+        centers: optional ``[n_b, d]`` tensor of fixed centres (tests, analysis);
+            overrides ``num_buckets``, ``mix_x`` and ``seed``.
+        sample_weight: optional float weights broadcastable to ``labels``; the
+            result is then ``sum(w * loss) / sum(w)`` over covered valid rows.
+        check_ids: verify that labels lie in ``[0, C)``. Outside XLA a violation
+            raises ``InvalidArgumentError``; inside XLA (where assertions are
+            dropped) the loss becomes NaN and its gradient zero.
+        return_details: also return a dict of diagnostics: ``covered_fraction``
+            (valid rows covered by some bucket / valid rows),
+            ``buckets_per_covered_row``, ``num_valid_rows``, ``num_covered_rows``.
+
+    Returns:
+        A float32 scalar (0 with zero gradient when no valid row is covered), or
+        ``(loss, details)`` with ``return_details=True``.
+
+    Example:
+
+    >>> import tensorflow as tf
+    >>> from keras_sce.ops import scalable_cross_entropy
+    >>> table = tf.Variable(tf.random.normal([5000, 32]))
+    >>> hidden = tf.random.normal([4, 50, 32])
+    >>> labels = tf.random.uniform([4, 50], 1, 5000, dtype=tf.int32)
+    >>> loss = scalable_cross_entropy(hidden, labels, table, bucket_size_y=128, seed=0)
+
+    References:
+        Mezentsev et al., RecSys 2024, arXiv 2409.18721.
+    """
+    hidden = checks.as_float_tensor(hidden, "hidden")
+    labels = checks.as_id_tensor(labels, "labels")
+    checks.check_labels_match(hidden, labels)
+    checks.check_table(hidden, item_table)
+    if not item_table.dtype.is_floating:
+        raise TypeError(f"`item_table` must be floating point, got {item_table.dtype.name}.")
+    num_items_static = item_table.shape[0]
+    checks.check_padding_id(padding_id, num_items_static)
+    checks.check_positive_int(num_buckets, "num_buckets", allow_none=True)
+    checks.check_positive_int(bucket_size_x, "bucket_size_x", allow_none=True)
+    checks.check_positive_int(bucket_size_y, "bucket_size_y")
+    checks.check_positive_int(catalog_chunk_size, "catalog_chunk_size", allow_none=True)
+
+    compute_dtype = tf.float32 if hidden.dtype in (tf.float16, tf.bfloat16) else hidden.dtype
+    dim = hidden.shape[-1]
+    x = tf.reshape(tf.cast(hidden, compute_dtype), [-1, dim if dim is not None else -1])
+    y = tf.reshape(labels, [-1])
+    num_rows = tf.shape(x)[0]
+    num_rows_static = x.shape[0]
+    num_items = tf.shape(item_table)[0] if num_items_static is None else num_items_static
+
+    valid = tf.ones_like(y, dtype=tf.bool) if padding_id is None else tf.not_equal(y, padding_id)
+    if sample_weight is not None:
+        weight = tf.cast(sample_weight, compute_dtype)
+        weight = tf.reshape(tf.broadcast_to(weight, tf.shape(labels)), [-1])
+        valid = tf.logical_and(valid, weight > 0)
+    else:
+        weight = None
+
+    # Run-time id check (before any gather that could silently read zeros).
+    all_valid = None
+    if check_ids:
+        assert_op, all_valid = checks.id_range_checks(y, num_items)
+        with tf.control_dependencies([assert_op]):
+            y = tf.identity(y)
+
+    def rows_of(table_rows):
+        return tf.cast(table_rows, compute_dtype)
+
+    # 1. Positive logits (with gradient; sparse gradient into the table).
+    positives = tf.reduce_sum(x * rows_of(tf.gather(item_table, y)), axis=-1)  # [N]
+
+    # 2. Centres (no gradient).
+    x_detached = tf.stop_gradient(x)
+    if centers is not None:
+        centers = tf.stop_gradient(tf.cast(checks.as_float_tensor(centers, "centers"), compute_dtype))
+        n_b = centers.shape[0]
+        _, b_x = _resolve_row_sizes(num_rows_static, num_rows, n_b, bucket_size_x)
+    else:
+        n_b, b_x = _resolve_row_sizes(num_rows_static, num_rows, num_buckets, bucket_size_x)
+        centers = _draw_centers(x_detached, tf.cast(valid, compute_dtype), n_b, mix_x, seed)
+        centers = tf.stop_gradient(centers)
+
+    # 3. Rows per bucket (no gradient); padding rows are never chosen unless a bucket
+    #    has no valid row left, and then they are masked out below.
+    _, bucket_rows = _bucket_top_k_impl(centers, x_detached, b_x, None, valid, None)
+
+    # 4. Items per bucket: the streamed, XLA-compiled maximum inner product search.
+    items_available = None if num_items_static is None else (
+        num_items_static - (0 if padding_id is None else 1)
+    )
+    b_y = bucket_size_y
+    if items_available is not None:
+        b_y = checks.clamp_bucket_size(b_y, items_available, "bucket_size_y", "items")
+    table_detached = tf.stop_gradient(tf.cast(item_table, compute_dtype))
+    item_scores, bucket_items = _bucket_top_k_xla(
+        centers, table_detached, b_y, catalog_chunk_size, None, padding_id
+    )
+    item_ok = tf.math.is_finite(item_scores)  # False only if fewer than b_y items exist
+    bucket_items = tf.where(item_ok, bucket_items, 0)
+
+    # 5. In-bucket logits (with gradient).
+    x_b = tf.gather(x, bucket_rows)  # [n_b, b_x, d]
+    w_b = rows_of(tf.gather(item_table, bucket_items))  # [n_b, b_y, d]
+    logits = tf.einsum("bxd,byd->bxy", x_b, w_b)
+
+    # 6. Mask each row's own target (it comes back once as the positive column).
+    y_b = tf.gather(y, bucket_rows)  # [n_b, b_x]
+    drop = tf.logical_or(
+        tf.equal(bucket_items[:, tf.newaxis, :], y_b[:, :, tf.newaxis]),
+        tf.logical_not(item_ok)[:, tf.newaxis, :],
+    )
+    logits = tf.where(drop, tf.constant(_NEG_INF, compute_dtype), logits)
+
+    # 7. Per (bucket, row) softmax CE against the positive.
+    pos_b = tf.gather(positives, bucket_rows)  # [n_b, b_x]
+    lse = tf.reduce_logsumexp(tf.concat([logits, pos_b[..., tf.newaxis]], axis=-1), axis=-1)
+    bucket_loss = lse - pos_b
+
+    # 8. Each row keeps its largest bucket loss (the tightest lower bound).
+    member = tf.gather(valid, bucket_rows)  # padding rows picked by a starved bucket
+    flat_rows = tf.reshape(bucket_rows, [-1])
+    flat_member = tf.reshape(member, [-1])
+    flat_loss = tf.where(
+        flat_member, tf.reshape(bucket_loss, [-1]), tf.constant(_NEG_INF, compute_dtype)
+    )
+    row_loss = tf.math.unsorted_segment_max(flat_loss, flat_rows, num_rows)
+    membership = tf.math.unsorted_segment_sum(tf.cast(flat_member, tf.int32), flat_rows, num_rows)
+    kept = tf.logical_and(membership > 0, valid)
+    row_loss = tf.where(kept, row_loss, tf.zeros_like(row_loss))
+
+    # 9. Mean over covered valid rows; 0 (never NaN) when none is covered.
+    kept_f = tf.cast(kept, compute_dtype)
+    if weight is None:
+        loss = tf.math.divide_no_nan(tf.reduce_sum(row_loss), tf.reduce_sum(kept_f))
+    else:
+        loss = tf.math.divide_no_nan(
+            tf.reduce_sum(weight * row_loss), tf.reduce_sum(weight * kept_f)
+        )
+    if all_valid is not None:
+        loss = checks.poison_if_invalid(loss, all_valid)
+    if not return_details:
+        return loss
+    num_valid = tf.reduce_sum(tf.cast(valid, compute_dtype))
+    num_covered = tf.reduce_sum(kept_f)
+    details = {
+        "covered_fraction": tf.math.divide_no_nan(num_covered, num_valid),
+        "buckets_per_covered_row": tf.math.divide_no_nan(
+            tf.reduce_sum(tf.cast(membership, compute_dtype) * kept_f), num_covered
+        ),
+        "num_valid_rows": num_valid,
+        "num_covered_rows": num_covered,
+    }
+    return loss, details
