@@ -79,8 +79,9 @@ def sparse_grad_matmul(
 
     - input gradient, exact and dense: `((g Q) K̃ᵀ) Pᵀ`;
     - kernel gradient in the rotated basis `Ĝ = (x P)ᵀ (g Q)`, accumulated in
-      float32, of which only the `num_selected` largest-magnitude entries are kept
-      (see :func:`select_top_k`), returned in the kernel's dtype;
+      float32 (float64 for float64 inputs), of which only the `num_selected`
+      largest-magnitude entries are kept (see :func:`select_top_k`), returned in
+      the kernel's dtype;
     - no gradient for the (frozen) bases or the support.
 
     `None` for a basis means the identity (no matmul): with both bases `None` this is
@@ -126,7 +127,8 @@ def sparse_grad_matmul(
             gq = tf.matmul(dy, q_c) if has_q else dy
             dxp = tf.matmul(gq, k_c, transpose_b=True)
             dx = tf.matmul(dxp, p_c, transpose_b=True) if has_p else dxp
-            g_hat = tf.matmul(tf.cast(xp, tf.float32), tf.cast(gq, tf.float32), transpose_a=True)
+            acc = tf.float64 if dtype == tf.float64 else tf.float32
+            g_hat = tf.matmul(tf.cast(xp, acc), tf.cast(gq, acc), transpose_a=True)
             g_kernel = select_top_k(g_hat, num_selected, support=sup, selection=selection)
             g_kernel = tf.cast(g_kernel, k_tilde.dtype)
             return (dx, g_kernel) + (None,) * len(bases_and_support)
