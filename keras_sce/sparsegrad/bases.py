@@ -273,10 +273,10 @@ def iterate_gradients(
         x, y, sample_weight = _unpack(batch)
         with tf.GradientTape() as tape:
             for v in watched:
-                tape.watch(v)
+                tape.watch(v.value)  # also kernels of frozen (non-trainable) layers
             y_pred = model(x, training=True)
             value = loss(y, y_pred) if sample_weight is None else loss(y, y_pred, sample_weight)
-        grads = tape.gradient(value, watched)
+        grads = tape.gradient(value, [v.value for v in watched])
         out, i = {}, 0
         for name, ks in kernels.items():
             out[name] = []
