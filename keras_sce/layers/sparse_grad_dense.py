@@ -418,18 +418,22 @@ class SparseGradDense(keras.layers.Layer):
 
     # ----------------------------------------------------------- serialization
     def _rebind_basis(self, attribute: str, value) -> None:
+        """Points `attribute` at the interned variable for `value`, in place.
+
+        The tracked variable is replaced at the same position, so `layer.weights`
+        (and `get_weights`/`set_weights`) keep the order they had before saving.
+        """
         current = getattr(self, attribute)
         shared = bases_lib.shared_basis(value, attribute)
         if shared is current:
             return
-        self._untrack_variable(current)
-        locked = self._tracker.locked
-        self._tracker.unlock()
-        try:
-            setattr(self, attribute, shared)
-        finally:
-            if locked:
-                self._tracker.lock()
+        store = self._non_trainable_variables
+        index = next(i for i, v in enumerate(store) if v is current)
+        list.__setitem__(store, index, shared)
+        ids = self._tracker.stored_ids["non_trainable_variables"]
+        ids.discard(id(current))
+        ids.add(id(shared))
+        object.__setattr__(self, attribute, shared)
 
     def save_own_variables(self, store):
         store["kernel"] = self.kernel

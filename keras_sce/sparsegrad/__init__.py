@@ -47,3 +47,12 @@ __all__ = [
 ]
 
 # --- issue 6 (keras-hub integration: apply/fold) may add its exports below this line ---
+from keras_sce.sparsegrad.integration import (  # noqa: E402
+    KERAS_HUB_TARGETS,
+    FeedForwardSlot,
+    apply,
+    find_feedforward_layers,
+    fold,
+)
+
+__all__ += ["KERAS_HUB_TARGETS", "FeedForwardSlot", "apply", "find_feedforward_layers", "fold"]

@@ -23,6 +23,13 @@ def is_sparsegrad_kernel(variable) -> bool:
     return bool(getattr(variable, "_keras_sce_sparsegrad", False))
 
 
+def _scalar(value, dtype):
+    """Python numbers go straight to `dtype` (no float32 detour); tensors are cast."""
+    if isinstance(value, int | float):
+        return tf.constant(value, dtype)
+    return tf.cast(value, dtype)
+
+
 def lazy_adam_update(
     weight,
     m,
@@ -57,16 +64,16 @@ def lazy_adam_update(
     """
     dtype = weight.dtype
     gradient = tf.cast(gradient, dtype)
-    t = tf.cast(step, dtype)
-    lr = tf.cast(learning_rate, dtype)
-    b1 = tf.cast(beta_1, dtype)
-    b2 = tf.cast(beta_2, dtype)
+    t = _scalar(step, dtype)
+    lr = _scalar(learning_rate, dtype)
+    b1 = _scalar(beta_1, dtype)
+    b2 = _scalar(beta_2, dtype)
     selected = tf.not_equal(gradient, 0)
     new_m = tf.where(selected, b1 * m + (1 - b1) * gradient, m)
     new_v = tf.where(selected, b2 * v + (1 - b2) * tf.square(gradient), v)
     alpha = lr * tf.sqrt(1 - tf.pow(b2, t)) / (1 - tf.pow(b1, t))
     new_weight = tf.where(
-        selected, weight - alpha * new_m / (tf.sqrt(new_v) + tf.cast(epsilon, dtype)), weight
+        selected, weight - alpha * new_m / (tf.sqrt(new_v) + _scalar(epsilon, dtype)), weight
     )
     return new_weight, new_m, new_v
 
