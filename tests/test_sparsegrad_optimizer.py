@@ -141,27 +141,87 @@ def test_support_mode_keeps_state_on_the_support_only():
     np.testing.assert_allclose(state_v.numpy(), v, rtol=1e-4, atol=1e-12)
 
 
-@pytest.mark.parametrize("support", [None, np.arange(0, IN * OUT, 2)], ids=["full", "support"])
-def test_compile_fit_xla_and_keras_round_trip_with_optimizer_state(tmp_path, support):
+@pytest.mark.parametrize("mode", ["full", "support", "pool"])
+def test_compile_fit_xla_and_keras_round_trip_with_optimizer_state(tmp_path, mode):
+    support = np.arange(0, IN * OUT, 2) if mode == "support" else None
     model, _ = _model(support=support)
     model.compile(
-        optimizer=sparsegrad.SparseGradOptimizer(_dense_optimizer(), learning_rate=LR),
+        optimizer=sparsegrad.SparseGradOptimizer(
+            _dense_optimizer(), learning_rate=LR, pool_factor=2 if mode == "pool" else None
+        ),
         loss="mse",
         jit_compile=True,
     )
     (x, y), (x2, y2) = _batches(2)
-    model.fit(x, y, epochs=2, verbose=0)
+    model.fit(x, y, epochs=8, verbose=0)
     path = str(tmp_path / "model.keras")
     model.save(path)
     loaded = keras.saving.load_model(path)
     assert isinstance(loaded.optimizer, sparsegrad.SparseGradOptimizer)
-    assert int(loaded.optimizer.iterations) == int(model.optimizer.iterations) == 2
+    assert loaded.optimizer.pool_factor == model.optimizer.pool_factor
+    assert int(loaded.optimizer.iterations) == int(model.optimizer.iterations) == 8
     for a, b in zip(model.optimizer.variables, loaded.optimizer.variables, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     model.train_on_batch(x2, y2)
     loaded.train_on_batch(x2, y2)
     for a, b in zip(model.weights, loaded.weights, strict=True):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7)
+
+
+def numpy_pool_step(w, g, pool, t, k):
+    """Reference of the bounded-pool rule: LRU slots, fresh moments for new entries."""
+    slots, stamps, m, v = pool
+    flat_w, flat_g = w.ravel().copy(), g.ravel()
+    order = np.argsort(-np.abs(flat_g), kind="stable")[:k]
+    where = {int(index): i for i, index in enumerate(slots)}
+    hits = {where[int(i)] for i in order if flat_g[i] != 0 and int(i) in where}
+    free = sorted((i for i in range(len(slots)) if i not in hits), key=lambda i: (stamps[i], i))
+    taken = 0
+    for index in order:
+        gi = flat_g[index]
+        if gi == 0:
+            continue
+        if int(index) in where:
+            slot, mi, vi = where[int(index)], m[where[int(index)]], v[where[int(index)]]
+        else:
+            slot, mi, vi = free[taken], 0.0, 0.0
+            taken += 1
+        wi, mi, vi = numpy_lazy_adam(flat_w[index], mi, vi, gi, t)
+        flat_w[index], m[slot], v[slot], slots[slot], stamps[slot] = wi, mi, vi, index, t
+    return flat_w.reshape(w.shape)
+
+
+def test_pool_mode_equals_full_state_until_the_pool_is_full():
+    runs = {}
+    for name, factor in (("full", None), ("pool", 4)):  # 4 steps x K entries fit in 4K slots
+        model, layer = _model()
+        optimizer = sparsegrad.SparseGradOptimizer("sgd", learning_rate=LR, pool_factor=factor)
+        for x, y in _batches(4):
+            _step(model, optimizer, x, y)
+        runs[name] = (layer.kernel.numpy(), optimizer)
+    np.testing.assert_allclose(runs["pool"][0], runs["full"][0], rtol=1e-6, atol=1e-7)
+    assert [s.shape for s in runs["pool"][1].sparse_state_variables] == [(4 * K,)] * 2
+
+
+def test_pool_mode_with_evictions_matches_numpy_reference():
+    model, layer = _model()
+    optimizer = sparsegrad.SparseGradOptimizer("sgd", learning_rate=LR, pool_factor=1.4)
+    optimizer.build(model.trainable_variables)
+    size = 7  # ceil(1.4 * 5)
+    pool = [np.full(size, IN * OUT), np.full(size, -1), np.zeros(size), np.zeros(size)]
+    w = layer.kernel.numpy().astype(np.float64)
+    evictions = 0
+    for t, (x, y) in enumerate(_batches(6, seed=3), start=1):
+        before_slots = pool[0].copy()
+        g = _step(model, optimizer, x, y)[_index(model, layer.kernel)]
+        w = numpy_pool_step(w, g.astype(np.float64), pool, t, K)
+        evictions += int(np.sum((before_slots != pool[0]) & (before_slots != IN * OUT)))
+        np.testing.assert_allclose(layer.kernel.numpy(), w, rtol=1e-5, atol=1e-6)
+    assert evictions > 0
+    m, v = optimizer.sparse_state_variables
+    assert m.shape == (size,)
+    np.testing.assert_allclose(m.numpy(), pool[2], rtol=1e-4, atol=1e-8)
+    np.testing.assert_allclose(v.numpy(), pool[3], rtol=1e-3, atol=1e-12)
 
 
 def test_config_round_trip():
@@ -195,6 +255,8 @@ def test_errors():
         sparsegrad.SparseGradOptimizer(clipnorm=1.0)
     with pytest.raises(ValueError, match="beta_1"):
         sparsegrad.SparseGradOptimizer(beta_1=1.0)
+    with pytest.raises(ValueError, match="pool_factor"):
+        sparsegrad.SparseGradOptimizer(pool_factor=0.5)
     with pytest.raises(ValueError, match="epsilon"):
         sparsegrad.SparseGradOptimizer(epsilon=0.0)
     with pytest.raises(ValueError, match="dense_optimizer"):

@@ -275,6 +275,7 @@ class SparseGradDense(keras.layers.Layer):
         # Markers read by keras_sce.sparsegrad.SparseGradOptimizer.
         self.kernel._keras_sce_sparsegrad = True
         self.kernel._keras_sce_support = self.support
+        self.kernel._keras_sce_k = self._k
         if self.use_bias:
             self.bias = self.add_weight(
                 shape=(self.units,),

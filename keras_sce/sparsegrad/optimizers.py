@@ -12,7 +12,10 @@ Reference: V. Chekalina et al., "SparseGrad", EMNLP 2024, arXiv 2410.07383.
 
 from __future__ import annotations
 
+import math
+
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_sce.utils import require_tensorflow_backend
@@ -90,16 +93,24 @@ class SparseGradOptimizer(keras.optimizers.Optimizer):
     weight decay); every other variable is handed to `dense_optimizer` (AdamW by
     default), with its own learning rate, weight decay, clipping and step counter.
 
-    Optimizer state of a SparseGrad kernel:
+    Optimizer state of a SparseGrad kernel (three modes):
 
-    - full mode (layer without `support`): two moment tensors of the kernel's shape,
-      like the authors' `SparseAdam` (same bytes as dense Adam for that kernel);
-    - O(k) mode (layer built with `support=`, from
-      `keras_sce.sparsegrad.estimate_support`): moments exist only on the `s`
-      support entries (two float32 vectors of length `s`, plus the layer's int32
-      support indices), the selection is restricted to the support, and the
-      kernel is updated in place with a scatter on the support. With `s` a small
-      multiple of `k`, the state is O(k) like LoRA's.
+    - full state (default): two moment tensors of the kernel's shape, like the
+      authors' `SparseAdam` (the same bytes as dense Adam for that kernel);
+    - bounded pool (`pool_factor=c`, O(k) state): moments for at most `s = ⌈c·k⌉`
+      entries, plus their int32 flat indices and last-selection steps. The per-step
+      selection is the layer's unrestricted top-k; an entry already in the pool keeps
+      its moments, a new one takes the least recently selected slot and starts from
+      zero moments (the state of a never-selected entry in the full-state rule), and
+      the kernel is updated in place with a scatter. Until the pool is full this is
+      exactly the full-state rule; afterwards only entries unselected for the longest
+      time lose their moments. Recommended O(k) mode (best quality per byte in
+      `benchmarks/sparsegrad_quality.py`);
+    - fixed support (layer built with `support=`, from
+      `keras_sce.sparsegrad.estimate_support`): the selection itself is restricted to
+      `s` entries chosen once from the preliminary gradients, and the moments exist
+      only there (two float32 vectors of length `s`). Cheapest, but entries outside
+      the support can never be trained.
 
     Args:
         dense_optimizer: optimizer (instance, name or config) for all non-SparseGrad
@@ -108,6 +119,9 @@ class SparseGradOptimizer(keras.optimizers.Optimizer):
         beta_1: float, first-moment decay. Defaults to 0.9.
         beta_2: float, second-moment decay. Defaults to 0.999.
         epsilon: float, added to `√v`. Defaults to 1e-8 (PyTorch's).
+        pool_factor: float >= 1 or `None`. If set, kernels without a fixed support
+            keep their moments in a bounded pool of `⌈pool_factor·k⌉` entries (O(k)
+            state, see above). Defaults to `None` (full state).
         name: optimizer name.
 
     Example:
@@ -133,6 +147,7 @@ class SparseGradOptimizer(keras.optimizers.Optimizer):
         beta_1: float = 0.9,
         beta_2: float = 0.999,
         epsilon: float = 1e-8,
+        pool_factor: float | None = None,
         name: str = "sparse_grad_optimizer",
         **kwargs,
     ):
@@ -153,6 +168,11 @@ class SparseGradOptimizer(keras.optimizers.Optimizer):
                 raise ValueError(f"{arg} must be in [0, 1), got {value}.")
         if epsilon <= 0:
             raise ValueError(f"epsilon must be > 0, got {epsilon}.")
+        if pool_factor is not None and not float(pool_factor) >= 1.0:
+            raise ValueError(
+                f"pool_factor must be >= 1 (pool of pool_factor·k), got {pool_factor}."
+            )
+        self.pool_factor = None if pool_factor is None else float(pool_factor)
         self.beta_1 = float(beta_1)
         self.beta_2 = float(beta_2)
         self.epsilon = float(epsilon)
@@ -171,12 +191,37 @@ class SparseGradOptimizer(keras.optimizers.Optimizer):
             if not is_sparsegrad_kernel(variable):
                 dense.append(variable)
                 continue
-            support = getattr(variable, "_keras_sce_support", None)
-            shape = tuple(variable.shape) if support is None else (int(support.shape[0]),)
             prefix = variable.path.replace("/", "_")
+            support = getattr(variable, "_keras_sce_support", None)
+            size = int(np.prod(variable.shape))
+            pool = None
+            if support is not None:
+                shape = (int(support.shape[0]),)
+            elif self.pool_factor is not None:
+                k = int(variable._keras_sce_k)
+                shape = (min(size, int(math.ceil(self.pool_factor * k))),)
+                if shape[0] < size:
+                    # Empty slots hold the sentinel index `size` and the stamp -1.
+                    slots = self.add_variable(
+                        shape,
+                        initializer=keras.initializers.Constant(size),
+                        dtype="int32",
+                        name=f"{prefix}_pool_slots",
+                    )
+                    stamps = self.add_variable(
+                        shape,
+                        initializer=keras.initializers.Constant(-1),
+                        dtype="int32",
+                        name=f"{prefix}_pool_stamps",
+                    )
+                    pool = (slots, stamps, k)
+                else:
+                    shape = tuple(variable.shape)
+            else:
+                shape = tuple(variable.shape)
             m = self.add_variable(shape, dtype=variable.dtype, name=f"{prefix}_lazy_m")
             v = self.add_variable(shape, dtype=variable.dtype, name=f"{prefix}_lazy_v")
-            self._sparse_state[id(variable)] = (m, v, support)
+            self._sparse_state[id(variable)] = (m, v, support, pool)
         self.dense_optimizer.build(dense)
         self.built = True
 
@@ -187,7 +232,7 @@ class SparseGradOptimizer(keras.optimizers.Optimizer):
     @property
     def sparse_state_variables(self):
         """The lazy-Adam moment variables (two per SparseGrad kernel)."""
-        return [x for m, v, _ in self._sparse_state.values() for x in (m, v)]
+        return [x for m, v, _, _ in self._sparse_state.values() for x in (m, v)]
 
     def apply(self, grads, trainable_variables=None):
         grads = list(grads)
@@ -227,9 +272,9 @@ class SparseGradOptimizer(keras.optimizers.Optimizer):
         self._iterations.assign_add(1)
 
     def _sparse_update(self, grad, variable, step, learning_rate):
-        m, v, support = self._sparse_state[id(variable)]
+        m, v, support, pool = self._sparse_state[id(variable)]
         hyper = dict(beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
-        if support is None:
+        if support is None and pool is None:
             weight, new_m, new_v = lazy_adam_update(
                 tf.convert_to_tensor(variable), m, v, grad, step, learning_rate, **hyper
             )
@@ -237,10 +282,13 @@ class SparseGradOptimizer(keras.optimizers.Optimizer):
             v.assign(new_v)
             variable.assign(weight)
             return
-        indices = tf.convert_to_tensor(support)
         columns = int(variable.shape[1])
         flat_grad = tf.reshape(tf.cast(grad, variable.dtype), [-1])
         flat_weight = tf.reshape(tf.convert_to_tensor(variable), [-1])
+        if pool is not None:
+            self._pool_update(flat_grad, flat_weight, variable, m, v, pool, step, learning_rate)
+            return
+        indices = tf.convert_to_tensor(support)
         weight, new_m, new_v = lazy_adam_update(
             tf.gather(flat_weight, indices),
             tf.convert_to_tensor(m),
@@ -255,6 +303,62 @@ class SparseGradOptimizer(keras.optimizers.Optimizer):
         coordinates = tf.stack([indices // columns, indices % columns], axis=1)
         variable.value.scatter_nd_update(coordinates, weight)
 
+    def _pool_update(self, flat_grad, flat_weight, variable, m, v, pool, step, learning_rate):
+        """Lazy Adam with moments kept in a bounded pool of `s >= k` slots (LRU).
+
+        The k selected entries are looked up in the pool (sorted search); entries
+        already there keep their moments, new ones take the least recently selected
+        slots (never one selected at this step) and start from zero moments — the
+        state a never-selected entry has in the full-state rule. Until the pool is
+        full this is exactly the full-state lazy Adam.
+        """
+        slots_var, stamps_var, k = pool
+        size = int(m.shape[0])
+        columns = int(variable.shape[1])
+        _, indices = tf.math.top_k(tf.abs(flat_grad), k=k)
+        values = tf.gather(flat_grad, indices)
+        valid = tf.not_equal(values, 0)
+        slots = tf.convert_to_tensor(slots_var)
+        stamps = tf.convert_to_tensor(stamps_var)
+        order = tf.argsort(slots, stable=True)
+        sorted_slots = tf.gather(slots, order)
+        position = tf.minimum(tf.searchsorted(sorted_slots, indices, side="left"), size - 1)
+        hit = tf.logical_and(valid, tf.equal(tf.gather(sorted_slots, position), indices))
+        hit_slot = tf.gather(order, position)
+        miss = tf.logical_and(valid, tf.logical_not(hit))
+        protected = tf.scatter_nd(hit_slot[:, None], tf.cast(hit, tf.int32), [size]) > 0
+        score = tf.where(protected, tf.constant(2**30, tf.int32), stamps)
+        _, victims = tf.math.top_k(-score, k=k)  # least recently selected first
+        rank = tf.maximum(tf.cumsum(tf.cast(miss, tf.int32)) - 1, 0)
+        slot = tf.where(hit, hit_slot, tf.gather(victims, rank))
+        target = tf.where(valid, slot, size)[:, None]  # invalid entries write a dummy slot
+        zeros = tf.zeros_like(values)
+        old_m = tf.where(hit, tf.gather(tf.convert_to_tensor(m), hit_slot), zeros)
+        old_v = tf.where(hit, tf.gather(tf.convert_to_tensor(v), hit_slot), zeros)
+        weight, new_m, new_v = lazy_adam_update(
+            tf.gather(flat_weight, indices),
+            old_m,
+            old_v,
+            values,
+            step,
+            learning_rate,
+            beta_1=self.beta_1,
+            beta_2=self.beta_2,
+            epsilon=self.epsilon,
+        )
+
+        def scatter(buffer, updates):
+            padded = tf.concat([buffer, tf.zeros([1], buffer.dtype)], axis=0)
+            return tf.tensor_scatter_nd_update(padded, target, updates)[:size]
+
+        m.assign(scatter(tf.convert_to_tensor(m), new_m))
+        v.assign(scatter(tf.convert_to_tensor(v), new_v))
+        slots_var.assign(scatter(slots, indices))
+        stamp = tf.fill(tf.shape(indices), tf.cast(step, tf.int32))
+        stamps_var.assign(scatter(stamps, stamp))
+        coordinates = tf.stack([indices // columns, indices % columns], axis=1)
+        variable.value.scatter_nd_update(coordinates, weight)
+
     def get_config(self):
         base = super().get_config()
         return {
@@ -263,6 +367,7 @@ class SparseGradOptimizer(keras.optimizers.Optimizer):
             "beta_1": self.beta_1,
             "beta_2": self.beta_2,
             "epsilon": self.epsilon,
+            "pool_factor": self.pool_factor,
             "dense_optimizer": keras.saving.serialize_keras_object(self.dense_optimizer),
         }
 
