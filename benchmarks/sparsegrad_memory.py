@@ -5,7 +5,8 @@ blocks of Dense 768→3072 and 3072→768) as real Keras variables, builds each 
 real optimizer on them, and adds up the bytes of the variables that exist only
 because of fine-tuning:
 
-- ``optimizer_state_bytes``: every variable of the optimizer (moments, counters);
+- ``optimizer_state_bytes``: every variable of the optimizer (moments, counters,
+  and for the bounded pool its int32 slot indices and last-selection steps);
 - ``extra_weight_bytes``: persistent non-optimizer additions — SparseGrad's frozen
   bases (counted once per distinct variable: they are shared by all blocks of a
   group), its int32 supports, LoRA's factors;
@@ -100,7 +101,7 @@ def _sparse_layers(blocks, hidden, intermediate, k, bases, support_size=None):
     return layers
 
 
-def measure(blocks, hidden, intermediate, lora_rank, support_factors):
+def measure(blocks, hidden, intermediate, lora_rank, support_factors, pool_factors):
     k = sparsegrad.lora_equivalent_budget(lora_rank, hidden, intermediate)
     rows = []
 
@@ -156,6 +157,19 @@ def measure(blocks, hidden, intermediate, lora_rank, support_factors):
         )
         row(method, sparsegrad.SparseGradOptimizer(), kernels, extra, updated)
         del layers, kernels
+    for factor in pool_factors:
+        layers = _sparse_layers(blocks, hidden, intermediate, k, bases)
+        kernels = [layer.kernel for layer in layers]
+        extra = _bytes([b for layer in layers for b in (layer.input_basis, layer.output_basis)])
+        row(
+            f"sparsegrad_pool_{factor}k",
+            sparsegrad.SparseGradOptimizer(pool_factor=factor),
+            kernels,
+            extra,
+            updated,
+            support=f"pool:{factor * k}",
+        )
+        del layers, kernels
     for factor in support_factors:
         s = factor * k
         layers = _sparse_layers(blocks, hidden, intermediate, k, bases, support_size=s)
@@ -186,10 +200,16 @@ def main(argv=None):
     parser.add_argument("--intermediate", type=int, default=3072)
     parser.add_argument("--lora-rank", type=int, default=7)
     parser.add_argument("--support-factors", type=int, nargs="*", default=[1, 2, 4])
+    parser.add_argument("--pool-factors", type=int, nargs="*", default=[1, 2, 4])
     parser.add_argument("--csv", default=None, help="write the table to this CSV file")
     args = parser.parse_args(argv)
     rows = measure(
-        args.blocks, args.hidden, args.intermediate, args.lora_rank, args.support_factors
+        args.blocks,
+        args.hidden,
+        args.intermediate,
+        args.lora_rank,
+        args.support_factors,
+        args.pool_factors,
     )
     writer = csv.DictWriter(sys.stdout, FIELDS)
     writer.writeheader()
