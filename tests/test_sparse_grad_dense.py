@@ -375,3 +375,16 @@ def test_rank_one_input_is_rejected():
     layer = keras_sce.SparseGradDense(OUT, num_selected=2)
     with pytest.raises(ValueError):
         layer(np.zeros((IN,), np.float32))
+
+
+def test_import_does_not_load_legacy_tf_keras():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, keras_sce; from keras_sce import sparsegrad; "
+        "assert 'tf_keras' not in sys.modules, 'tf_keras imported'; "
+        "assert keras_sce.SparseGradDense is keras_sce.layers.SparseGradDense"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
