@@ -217,6 +217,27 @@ def run(args):
     return rows
 
 
+def summarize(rows) -> str:
+    """Markdown table: per method, the learning rate with the best mean over seeds."""
+    table: dict[str, dict[float, list[float]]] = {}
+    extra: dict[str, str] = {}
+    for r in rows:
+        lrs = table.setdefault(r["method"], {})
+        lrs.setdefault(float(r["learning_rate"]), []).append(float(r["relative_val_mse"]))
+        extra[r["method"]] = str(r["support_per_layer"] or "")
+    lines = [
+        "| method | state entries per layer | best lr | relative val MSE (mean) | per seed |",
+        "|---|---|---:|---:|---|",
+    ]
+    for method, lrs in table.items():
+        lr, values = min(lrs.items(), key=lambda item: np.mean(item[1]))
+        per_seed = ", ".join(f"{v:.3f}" for v in values)
+        lines.append(
+            f"| {method} | {extra[method] or '-'} | {lr:g} | {np.mean(values):.3f} | {per_seed} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--d", type=int, default=64)
@@ -235,7 +256,19 @@ def main(argv=None):
     parser.add_argument("--pool-factors", type=int, nargs="*", default=[1, 2, 4])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--csv", default=None)
+    parser.add_argument("--markdown", default=None, help="also write the summary table here")
+    parser.add_argument(
+        "--summary-from", default=None, help="only summarize an existing CSV (no training)"
+    )
     args = parser.parse_args(argv)
+    if args.summary_from:
+        with open(args.summary_from) as f:
+            table = summarize(list(csv.DictReader(f)))
+        print(table)
+        if args.markdown:
+            with open(args.markdown, "w") as f:
+                f.write(table)
+        return
     rows = run(args)
     writer = csv.DictWriter(sys.stdout, FIELDS)
     writer.writeheader()
@@ -246,6 +279,11 @@ def main(argv=None):
             w = csv.DictWriter(f, FIELDS)
             w.writeheader()
             w.writerows(rows)
+    table = summarize(rows)
+    print(table, file=sys.stderr)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(table)
 
 
 if __name__ == "__main__":
