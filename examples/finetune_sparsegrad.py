@@ -394,7 +394,7 @@ def run_one(args, method: str, seed: int) -> dict:
             v for slot in slots for v in (slot.layer.lora_kernel_a, slot.layer.lora_kernel_b)
         ]
     else:
-        options = {"rank": args.rank}
+        options = {"rank": args.rank, "selection": args.selection}
         if method == "meprop":
             options["bases"] = "identity"
         else:
@@ -653,7 +653,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="prefix of the .csv/.md/.png outputs",
     )
     p.add_argument("--sequence-length", type=int, default=32)
-    p.add_argument("--num-train", type=int, default=2048, help="training subset (0 = all)")
+    p.add_argument("--num-train", type=int, default=3072, help="training subset (0 = all)")
     p.add_argument("--num-val", type=int, default=512, help="cap on the val split (0 = all)")
     p.add_argument("--num-test", type=int, default=0, help="cap on the test split (0 = all)")
     p.add_argument("--epochs", type=int, default=1)
@@ -667,6 +667,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="sparsegrad_ok support size per layer, in units of k",
     )
     p.add_argument("--basis-steps", type=int, default=8)
+    p.add_argument(
+        "--selection",
+        default="approx",
+        choices=("approx", "top_k"),
+        help="top-k kernel: on CPU/GPU approx_max_k is exact, and tf.math.top_k inside "
+        "the full XLA train step is pathologically slow on CPU (~1 s per layer)",
+    )
     p.add_argument("--head-lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument(
