@@ -167,12 +167,30 @@ def test_identity_bases_reproduce_meprop():
     assert meprop.input_basis is None and meprop.output_basis is None
 
 
-def test_approx_selection_keeps_k_entries():
-    layer = keras_sce.SparseGradDense.from_dense(
-        _dense(), _orthogonal(IN, 1), _orthogonal(OUT, 2), num_selected=4, selection="approx"
-    )
-    _, dk, _ = _grads(layer, _inputs((3, IN)))
-    assert 1 <= np.count_nonzero(dk) <= 4
+@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
+def test_approx_selection_is_exact_on_cpu(jit):
+    """`approx_max_k` is approximate only on TPU; on CPU it selects the exact top-k."""
+    if tf.config.list_physical_devices("TPU"):
+        pytest.skip("approx_max_k is approximate on TPU")
+    in_dim, out_dim, k = 48, 40, 37
+    dense = _dense(in_dim=in_dim, out_dim=out_dim)
+    p, q = _orthogonal(in_dim, 1), _orthogonal(out_dim, 2)
+    x = tf.constant(_inputs((6, 5, in_dim)))
+    grads = {}
+    for selection in ("top_k", "approx"):
+        layer = keras_sce.SparseGradDense.from_dense(
+            dense, p, q, num_selected=k, selection=selection
+        )
+
+        @tf.function(jit_compile=jit)
+        def kernel_grad(layer=layer):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(tf.sin(layer(x)))
+            return tape.gradient(loss, layer.kernel)
+
+        grads[selection] = kernel_grad().numpy()
+    assert np.count_nonzero(grads["approx"]) == k
+    np.testing.assert_array_equal(grads["approx"], grads["top_k"])
 
 
 def test_density_resolves_budget():
