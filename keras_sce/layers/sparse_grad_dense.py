@@ -61,10 +61,9 @@ class SparseGradDense(keras.layers.Layer):
             is given, `density=0.01`.
         selection: `"top_k"` (`tf.math.top_k`, exact on every platform; default) or
             `"approx"` (`tf.math.approx_max_k`: approximate on TPU, where it is fast;
-            on CPU it returns the exact top-k, checked in the tests). Inside a
-            keras-hub BERT train step compiled by XLA on CPU, `"top_k"` was measured
-            at ~1.2 s per 384×1536 layer against ~13 ms for `"approx"` (issue 6), so
-            prefer `"approx"` for XLA on CPU.
+            on CPU it returns the exact top-k, checked in the tests). Inside a full
+            keras-hub train step compiled by XLA on CPU, `"top_k"` has been observed to
+            be much slower than `"approx"`, so prefer `"approx"` for XLA on CPU.
         support: optional 1-D array of distinct flat indices into the `[in, units]`
             kernel restricting the selection (O(k)-state mode).
         activation: activation function or name. Defaults to `None`.
