@@ -106,6 +106,18 @@ def _resolve(owner, path: tuple):
     return value
 
 
+def _swap_tracked(tracker, old_layer, new_layer) -> None:
+    """Moves the tracker's "layers" entry from `old_layer` to `new_layer`."""
+    if not tracker.is_in_store("layers", old_layer):
+        return
+    store = tracker.config["layers"][1]
+    if any(lyr is old_layer for lyr in store):
+        tracker.replace_tracked_value("layers", old_layer, new_layer)
+    else:  # the owner re-bound its list (Sequential.build does): only the ids are stale
+        tracker.stored_ids["layers"].discard(id(old_layer))
+        tracker.stored_ids["layers"].add(id(new_layer))
+
+
 def _replace_in(container, key, old_layer, new_layer) -> None:
     tracker = getattr(container, "_tracker", None)
     if tracker is None:
@@ -113,24 +125,20 @@ def _replace_in(container, key, old_layer, new_layer) -> None:
     was_locked = tracker.locked
     tracker.unlock()
     try:
+        _swap_tracked(tracker, old_layer, new_layer)
         if isinstance(key, int):
             # A Sequential: swap in its layer list, then rebuild its functional graph.
             index = next(i for i, lyr in enumerate(container._layers) if lyr is old_layer)
-            tracker.replace_tracked_value("layers", old_layer, new_layer)
             container._layers[index] = new_layer
             if container.built:
                 container._maybe_rebuild()
         else:
-            if tracker.is_in_store("layers", old_layer):
-                tracker.replace_tracked_value("layers", old_layer, new_layer)
             setattr(container, key, new_layer)
     finally:
         if was_locked:
             tracker.lock()
-    # The Sequential case may also be referenced by attribute, and vice versa.
-    for store_owner in (container,):
-        if any(lyr is old_layer for lyr in getattr(store_owner, "_layers", [])):
-            raise RuntimeError(f"Layer {old_layer.name} is still tracked after replacement.")
+    if any(lyr is old_layer for lyr in container._layers):
+        raise RuntimeError(f"Layer {old_layer.name} is still tracked after replacement.")
 
 
 def _owners(model) -> Iterable[keras.layers.Layer]:
