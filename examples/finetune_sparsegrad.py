@@ -563,7 +563,7 @@ def markdown_table(summary: list[dict]) -> str:
     full_state = next((s["mlp_state_mb"] for s in summary if s["method"] == "full"), None)
     lines = [
         "| method | seeds | test accuracy (%) | folded (%) | trainable params (MLP) "
-        "| MLP optimizer state (MB) | all optimizer state (MB) | peak RSS in training (MB) "
+        "| MLP optimizer state (MiB) | all optimizer state (MiB) | peak RSS in training (MiB) "
         "| step (ms) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -603,7 +603,7 @@ def plot(summary: list[dict], rows: list[dict], png_path) -> None:
     axes[0].set_ylim(max(lo, 0), 100)
     axes[0].set_ylabel("test accuracy (%)")
     axes[1].bar(names, [s["mlp_state_mb"] for s in summary], color="tab:orange")
-    axes[1].set_ylabel("MLP optimizer state (MB)")
+    axes[1].set_ylabel("MLP optimizer state (MiB)")
     axes[2].bar(names, [s["step_ms"] for s in summary], color="tab:green")
     axes[2].set_ylabel("step time (ms, median)")
     for ax in axes:
@@ -614,12 +614,60 @@ def plot(summary: list[dict], rows: list[dict], png_path) -> None:
     plt.close(fig)
 
 
+def target_checks(summary: list[dict], rows: list[dict]) -> str:
+    """The issue's targets, checked on the measured figures (Markdown bullet list)."""
+    by = {s["method"]: s for s in summary}
+
+    def gap(a, b):
+        se = math.sqrt(
+            by[a]["acc_std"] ** 2 / by[a]["seeds"] + by[b]["acc_std"] ** 2 / by[b]["seeds"]
+        )
+        return by[a]["acc_mean"] - by[b]["acc_mean"], se
+
+    lines = []
+    for sparse in ("sparsegrad", "sparsegrad_ok"):
+        if sparse in by and "lora" in by:
+            d, se = gap(sparse, "lora")
+            verdict = "met" if d >= 0 else "missed"
+            lines.append(
+                f"- `{sparse}` − `lora` = {d:+.2f} points (± {se:.2f} s.e.); target >= 0: {verdict}"
+            )
+        if sparse in by and "full" in by:
+            d, se = gap("full", sparse)
+            verdict = "met" if d <= 1.0 else "missed"
+            lines.append(
+                f"- `full` − `{sparse}` = {d:+.2f} points (± {se:.2f} s.e.); "
+                f"target <= 1.0: {verdict}"
+            )
+    if "sparsegrad_ok" in by and "full" in by:
+        ratio = 100 * by["sparsegrad_ok"]["mlp_state_mb"] / by["full"]["mlp_state_mb"]
+        verdict = "met" if ratio <= 5.0 else "missed"
+        lines.append(
+            f"- MLP optimizer state of `sparsegrad_ok` = {ratio:.1f}% of `full`'s "
+            f"({by['sparsegrad_ok']['mlp_state_mb']:.2f} MiB vs {by['full']['mlp_state_mb']:.2f} "
+            f"MiB, support indices included); target <= 5%: {verdict}"
+        )
+    folded = [r for r in rows if r.get("folded_test_accuracy") not in ("", None)]
+    if folded:
+        same = sum(float(r["folded_test_accuracy"]) == float(r["test_accuracy"]) for r in folded)
+        worst = max(
+            abs(float(r["folded_test_accuracy"]) - float(r["test_accuracy"])) for r in folded
+        )
+        verdict = "met" if same == len(folded) else "missed"
+        lines.append(
+            f"- folded model accuracy identical to the unfolded one in {same} of "
+            f"{len(folded)} SparseGrad/MeProp runs (largest difference {100 * worst:.2f} "
+            f"points); target identical: {verdict}"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def write_report(csv_path, prefix) -> str:
     rows = read_rows(csv_path)
     if not rows:
         raise ValueError(f"No results in {csv_path}.")
     summary = summarize(rows)
-    table = markdown_table(summary)
+    table = markdown_table(summary) + "\n" + target_checks(summary, rows)
     pathlib.Path(f"{prefix}.md").write_text(table)
     plot(summary, rows, f"{prefix}.png")
     return table
