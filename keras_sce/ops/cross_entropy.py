@@ -16,17 +16,6 @@ import tensorflow as tf
 from keras_sce.ops import checks
 
 
-def as_table(item_table):
-    """Variables pass through (so they get gradients); anything else becomes a tensor.
-
-    Lets NumPy arrays and lists be used as tables (``prepare_rows`` reads
-    ``item_table.shape.rank``, which a NumPy shape tuple lacks).
-    """
-    if isinstance(item_table, tf.Variable):
-        return item_table
-    return tf.convert_to_tensor(item_table, name="item_table")
-
-
 def prepare_rows(hidden, labels, item_table, padding_id, sample_weight, check_ids):
     """Shared front end of the exact losses: validation, flattening, row weights.
 
@@ -44,9 +33,11 @@ def prepare_rows(hidden, labels, item_table, padding_id, sample_weight, check_id
     weight = tf.ones_like(y, dtype=compute_dtype)
     if padding_id is not None:
         weight = tf.where(tf.equal(y, padding_id), tf.zeros_like(weight), weight)
+        # Padding positions may hold anything (even NaN from fully masked attention):
+        # they must not reach any gradient.
+        x = tf.where(tf.equal(y, padding_id)[:, tf.newaxis], tf.zeros_like(x), x)
     if sample_weight is not None:
-        sw = tf.broadcast_to(tf.cast(sample_weight, compute_dtype), tf.shape(labels))
-        weight = weight * tf.reshape(sw, [-1])
+        weight = weight * checks.row_weights(sample_weight, labels, compute_dtype)
     all_valid = None
     if check_ids:
         num_items = item_table.shape[0] if item_table.shape[0] is not None else tf.shape(
@@ -80,7 +71,7 @@ def full_cross_entropy(
     Returns:
         Float scalar; 0 when no row is valid.
     """
-    item_table = as_table(item_table)
+    item_table = checks.as_table(item_table)
     x, y, weight, all_valid = prepare_rows(
         hidden, labels, item_table, padding_id, sample_weight, check_ids
     )
@@ -277,7 +268,7 @@ def chunked_cross_entropy(
         Mezentsev et al., arXiv 2409.18721 (SCE, which this is the exact baseline for).
     """
     checks.check_positive_int(chunk_size, "chunk_size", allow_none=True)
-    item_table = as_table(item_table)
+    item_table = checks.as_table(item_table)
     x, y, weight, all_valid = prepare_rows(
         hidden, labels, item_table, padding_id, sample_weight, check_ids
     )

@@ -53,6 +53,18 @@ class SeedStream:
         )
 
     def next(self) -> tf.Tensor:
+        context = tf.distribute.get_replica_context()
+        if (
+            context is not None
+            and context.num_replicas_in_sync > 1
+            and not isinstance(self._counter, tf.distribute.DistributedValues)
+        ):
+            raise RuntimeError(
+                "keras_sce: this seeded loss was created outside the distribution "
+                "strategy's scope, so its replicas would race on one seed counter. Create "
+                "the loss (e.g. SCELoss(..., seed=...)) inside `with strategy.scope():`, "
+                "or use seed=None."
+            )
         step = self._counter.read_value()
         with tf.control_dependencies([step]):
             self._counter.assign_add(1)
@@ -182,6 +194,7 @@ def scalable_cross_entropy(
     """
     hidden = checks.as_float_tensor(hidden, "hidden")
     labels = checks.as_id_tensor(labels, "labels")
+    item_table = checks.as_table(item_table)
     checks.check_labels_match(hidden, labels)
     checks.check_table(hidden, item_table)
     if not item_table.dtype.is_floating:
@@ -202,12 +215,13 @@ def scalable_cross_entropy(
     num_items = tf.shape(item_table)[0] if num_items_static is None else num_items_static
 
     valid = tf.ones_like(y, dtype=tf.bool) if padding_id is None else tf.not_equal(y, padding_id)
+    weight = None
     if sample_weight is not None:
-        weight = tf.cast(sample_weight, compute_dtype)
-        weight = tf.reshape(tf.broadcast_to(weight, tf.shape(labels)), [-1])
-        valid = tf.logical_and(valid, weight > 0)
-    else:
-        weight = None
+        weight = checks.row_weights(sample_weight, labels, compute_dtype)
+        valid = tf.logical_and(valid, tf.not_equal(weight, 0))
+    # Ignored positions may hold anything (even NaN from fully masked attention):
+    # zero them so that they reach neither the centres nor any gradient.
+    x = tf.where(valid[:, tf.newaxis], x, tf.zeros_like(x))
 
     # Run-time id check (before any gather that could silently read zeros).
     all_valid = None
@@ -245,11 +259,13 @@ def scalable_cross_entropy(
     b_y = bucket_size_y
     if items_available is not None:
         b_y = checks.clamp_bucket_size(b_y, items_available, "bucket_size_y", "items")
-    table_detached = tf.stop_gradient(tf.cast(item_table, compute_dtype))
+    # The table goes in as stored; the search casts it chunk by chunk.
     item_scores, bucket_items = _bucket_top_k_xla(
-        centers, table_detached, b_y, catalog_chunk_size, None, padding_id
+        centers, tf.stop_gradient(item_table), b_y, catalog_chunk_size, None, padding_id
     )
-    item_ok = tf.math.is_finite(item_scores)  # False only if fewer than b_y items exist
+    # Empty slots (fewer than b_y items) score -inf; NaN scores are kept, so that a
+    # NaN in the table shows in the loss instead of being dropped.
+    item_ok = tf.not_equal(item_scores, tf.constant(_NEG_INF, item_scores.dtype))
     bucket_items = tf.where(item_ok, bucket_items, 0)
 
     # 5. In-bucket logits (with gradient).
@@ -290,6 +306,11 @@ def scalable_cross_entropy(
         loss = tf.math.divide_no_nan(
             tf.reduce_sum(weight * row_loss), tf.reduce_sum(weight * kept_f)
         )
+    # Non-finite centres (with mix_x: a NaN hidden state) would pick arbitrary
+    # buckets and could hide the NaN; make it show.
+    loss = tf.where(
+        tf.reduce_all(tf.math.is_finite(centers)), loss, tf.constant(float("nan"), loss.dtype)
+    )
     if all_valid is not None:
         loss = checks.poison_if_invalid(loss, all_valid)
     if not return_details:
