@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 
 from keras_sce import ops as sce_ops
 from keras_sce.utils import require_tensorflow_backend, resolve_table, table_value
+
+try:  # Keras' symbolic (shape-inference) scope; absent from the public API.
+    from keras.src.backend import in_symbolic_scope
+except ImportError:  # pragma: no cover - older/newer Keras layouts
+
+    def in_symbolic_scope():
+        return False
+
 
 DEFAULT_CATALOG_CHUNK_SIZE = 65_536
 
@@ -201,6 +210,13 @@ class SCELoss(keras.losses.Loss):
     def __call__(self, y_true, y_pred, sample_weight=None):
         # Keras' default __call__ casts ids to float and re-reduces a per-sample
         # loss; SCE's ids stay integers and its reduction is part of the method.
+        if in_symbolic_scope():
+            # Keras only infers output specs here (and, under tf.distribute, hands
+            # placeholder targets of a made-up float dtype): check what can be
+            # checked statically and return a float32 scalar of the right kind.
+            table = self._table()
+            sce_ops.checks.check_table(tf.convert_to_tensor(y_pred), table)
+            return tf.zeros([], tf.float32)
         with keras.name_scope(self.name):
             return self.call(y_true, y_pred, sample_weight)
 

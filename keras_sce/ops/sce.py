@@ -161,7 +161,8 @@ def scalable_cross_entropy(
             dropped) the loss becomes NaN and its gradient zero.
         return_details: also return a dict of diagnostics: ``covered_fraction``
             (valid rows covered by some bucket / valid rows),
-            ``buckets_per_covered_row``, ``num_valid_rows``, ``num_covered_rows``.
+            ``buckets_per_covered_row``, ``num_valid_rows``, ``num_covered_rows``,
+            and per position ``row_loss`` (0 where not kept) and ``row_covered``.
 
     Returns:
         A float32 scalar (0 with zero gradient when no valid row is covered), or
@@ -224,7 +225,8 @@ def scalable_cross_entropy(
     # 2. Centres (no gradient).
     x_detached = tf.stop_gradient(x)
     if centers is not None:
-        centers = tf.stop_gradient(tf.cast(checks.as_float_tensor(centers, "centers"), compute_dtype))
+        centers = checks.as_float_tensor(centers, "centers")
+        centers = tf.stop_gradient(tf.cast(centers, compute_dtype))
         n_b = centers.shape[0]
         _, b_x = _resolve_row_sizes(num_rows_static, num_rows, n_b, bucket_size_x)
     else:
@@ -301,5 +303,7 @@ def scalable_cross_entropy(
         ),
         "num_valid_rows": num_valid,
         "num_covered_rows": num_covered,
+        "row_loss": tf.reshape(row_loss, tf.shape(labels)),
+        "row_covered": tf.reshape(kept, tf.shape(labels)),
     }
     return loss, details
