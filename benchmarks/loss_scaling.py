@@ -417,6 +417,12 @@ def run_config(cfg, args, budget_bytes) -> dict:
     return row
 
 
+def _ordered(rows):
+    """Grid order: catalogue size, rows, method."""
+    return sorted(rows, key=lambda r: (int(r["catalog_size"]), int(r["n_rows"]),
+                                       METHODS.index(r["method"])))
+
+
 def write_csv(rows, path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
@@ -602,6 +608,8 @@ def parse_args(argv=None):
     p.add_argument("--out", type=str, default="")
     p.add_argument("--out-dir", type=str, default="",
                    help="directory for the default file name (e.g. $OUT on a device)")
+    p.add_argument("--update", action="store_true",
+                   help="keep the rows of an existing --out CSV that this run does not redo")
     p.add_argument("--report-only", action="store_true",
                    help="only rewrite the .md and .png from an existing --out CSV")
     return p.parse_args(argv)
@@ -659,6 +667,11 @@ def main(argv=None):
         gflops = args.gflops
     print(f"# {device_name}; budget {budget / 2**30:.1f} GiB; GEMM {gflops:.1f} GFLOP/s; "
           f"exp {elem_ns:.2f} ns/elem; threads={args.threads or 'all'}", flush=True)
+    kept = []
+    if args.update and out.exists():
+        redo = {(m, n, c) for m in methods for n in n_rows for c in sizes}
+        kept = [r for r in read_csv(out)
+                if (r["method"], int(r["n_rows"]), int(r["catalog_size"])) not in redo]
     rows = []
     for c in sizes:
         for n in n_rows:
@@ -677,7 +690,8 @@ def main(argv=None):
                       f"mem={row['peak_mem_mb']!s:>9} MB step={row['step_ms']!s:>9} ms  "
                       f"pred={row['predicted_mem_mb']} MB/{row['predicted_step_s']} s  "
                       f"[{time.perf_counter() - t0:.0f} s] {row['note'][:90]}", flush=True)
-                write_csv(rows, out)  # after every configuration: a crash keeps the rest
+                write_csv(_ordered(kept + rows), out)  # a crash keeps what ran
+    rows = _ordered(kept + rows)
     write_markdown(rows, out.with_suffix(".md"), header)
     write_plot(rows, out.with_suffix(".png"), title)
     print(f"wrote {out}, {out.with_suffix('.md')}, {out.with_suffix('.png')}")
