@@ -37,27 +37,21 @@ def test_streamed_bucket_top_k_makes_no_padded_copy_of_the_table(num_vectors, ch
     centers = tf.random.normal([8, dim])
     vectors = tf.random.normal([num_vectors, dim])
     hlo = _bucket_top_k_xla.experimental_get_compiler_ir(
-        centers, vectors, 32, chunk, None, 0
+        centers, vectors, 32, chunk, None, 0, None
     )(stage="optimized_hlo")
     assert _largest_hlo_tensor(hlo) <= num_vectors * dim
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: the SCE item search reads the table with a ReadVariableOp outside XLA; "
-    "after a sparse (scatter) update TensorFlow copies the whole table at each such read",
-)
 @pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux /proc")
 def test_sce_train_step_does_not_copy_the_table():
-    """Known problem (open): the item search reads the table with a ReadVariableOp
-    outside XLA; in a train step that also applies the sparse update (scatter_sub),
-    TensorFlow then copies the whole table at every step (measured +260 MB at
-    C=10^6, d=64; +2.5 GB at C=10^7). Handing the variable itself to the compiled
-    search removes the copy (131 MB instead of 391 MB here) but breaks eager and
-    persistent tapes (XLA refuses the gradient-recording forward of the loop), so it
-    is not applied. Runs one step of benchmarks/loss_scaling.py's SCE method in a
-    fresh process and bounds its attributable peak memory."""
+    """Regression: the item search must not copy the table at every training step.
+
+    After a sparse (scatter) update TensorFlow puts a variable in copy-on-read mode,
+    so a dense read outside XLA copies the whole table (measured +260 MB at
+    C=10^6, d=64; +2.5 GB at C=10^7). The search therefore takes the variable
+    itself into the compiled program. Runs one step of benchmarks/loss_scaling.py's
+    SCE method in a fresh process and bounds its attributable peak memory."""
     num_items, dim = 1_000_000, 64
     cfg = dict(
         method="sce", n_rows=256, catalog_size=num_items, dim=dim, steps=1, warmup=1,

@@ -27,15 +27,34 @@ def _masked_scores(scores, index, mask, exclude_id):
     return scores
 
 
-def _top_k_dense(centers, vectors, k, mask, exclude_id):
+def _read_all(vectors, handle_spec):
+    if handle_spec is None:
+        return vectors
+    num_vectors, dim, dtype = handle_spec
+    value = tf.raw_ops.ReadVariableOp(resource=vectors, dtype=dtype)
+    value.set_shape([num_vectors, dim])
+    return value
+
+
+def _gather_rows(vectors, index, handle_spec):
+    if handle_spec is None:
+        return tf.gather(vectors, index)
+    _, dim, dtype = handle_spec
+    rows = tf.raw_ops.ResourceGather(resource=vectors, indices=index, dtype=dtype)
+    rows.set_shape([index.shape[0], dim])
+    return rows
+
+
+def _top_k_dense(centers, vectors, k, mask, exclude_id, handle_spec=None):
+    vectors = _read_all(vectors, handle_spec)
     scores = tf.matmul(centers, tf.cast(vectors, centers.dtype), transpose_b=True)  # [n_b, M]
     index = tf.range(tf.shape(vectors)[0], dtype=tf.int32)
     scores = _masked_scores(scores, index, mask, exclude_id)
     return tf.math.top_k(scores, k=k, sorted=True)
 
 
-def _top_k_streamed(centers, vectors, k, chunk_size, mask, exclude_id):
-    num_vectors = tf.shape(vectors)[0]
+def _top_k_streamed(centers, vectors, k, chunk_size, mask, exclude_id, handle_spec=None):
+    num_vectors = tf.shape(vectors)[0] if handle_spec is None else handle_spec[0]
     n_buckets = tf.shape(centers)[0]
     num_chunks = (num_vectors + chunk_size - 1) // chunk_size
     offsets = tf.range(chunk_size, dtype=tf.int32)
@@ -51,7 +70,7 @@ def _top_k_streamed(centers, vectors, k, chunk_size, mask, exclude_id):
         # padded to twice its size in each dimension (4x the table, kept by the
         # compiled program).
         # Cast chunk by chunk: a bf16/fp16 table is never copied whole.
-        chunk = tf.cast(tf.gather(vectors, index), centers.dtype)
+        chunk = tf.cast(_gather_rows(vectors, index, handle_spec), centers.dtype)
         scores = tf.matmul(centers, chunk, transpose_b=True)  # [n_b, chunk]
         scores = _masked_scores(scores, index, mask, exclude_id)
         scores = tf.where(
@@ -78,11 +97,13 @@ def _top_k_streamed(centers, vectors, k, chunk_size, mask, exclude_id):
     return scores, index
 
 
-def _bucket_top_k_impl(centers, vectors, k, chunk_size, mask, exclude_id):
-    num_vectors = vectors.shape[0]
+def _bucket_top_k_impl(centers, vectors, k, chunk_size, mask, exclude_id, handle_spec=None):
+    """``vectors`` is a tensor, or (with ``handle_spec=(rows, dim, dtype)``) the
+    resource handle of a variable, read inside the compiled program only."""
+    num_vectors = vectors.shape[0] if handle_spec is None else handle_spec[0]
     if chunk_size is None or num_vectors is None or chunk_size >= num_vectors:
-        return _top_k_dense(centers, vectors, k, mask, exclude_id)
-    return _top_k_streamed(centers, vectors, k, chunk_size, mask, exclude_id)
+        return _top_k_dense(centers, vectors, k, mask, exclude_id, handle_spec)
+    return _top_k_streamed(centers, vectors, k, chunk_size, mask, exclude_id, handle_spec)
 
 
 # One XLA program per (shapes, k, chunk_size, exclude_id); Python ints are static.

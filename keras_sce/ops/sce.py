@@ -14,9 +14,15 @@ cover everything it *is* the full CE.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import tensorflow as tf
+
+try:  # Pauses every active gradient tape; TensorFlow's own (non-exported) helper.
+    from tensorflow.python.eager.record import stop_recording as _stop_recording
+except ImportError:  # pragma: no cover - other TensorFlow layouts
+    _stop_recording = None
 
 from keras_sce.ops import checks
 from keras_sce.ops.bucketing import _bucket_top_k_impl, _bucket_top_k_xla
@@ -259,10 +265,27 @@ def scalable_cross_entropy(
     b_y = bucket_size_y
     if items_available is not None:
         b_y = checks.clamp_bucket_size(b_y, items_available, "bucket_size_y", "items")
-    # The table goes in as stored; the search casts it chunk by chunk.
-    item_scores, bucket_items = _bucket_top_k_xla(
-        centers, tf.stop_gradient(item_table), b_y, catalog_chunk_size, None, padding_id
-    )
+    # The table goes in as stored; the search casts it chunk by chunk. A variable
+    # is handed to the compiled search itself, not read first: after a sparse update
+    # TensorFlow would copy the whole table on a dense read outside XLA (copy-on-read
+    # mode), at every step. Tapes are paused instead of stop_gradient (which has no
+    # XLA kernel for a resource): no gradient flows through the search anyway.
+    # The handle (not the variable object) is passed, so the compiled search never
+    # holds on to a particular variable between calls.
+    if (
+        isinstance(item_table, tf.Variable)
+        and _stop_recording is not None
+        and item_table.shape.is_fully_defined()
+    ):
+        search_table, pause = item_table.handle, _stop_recording()
+        handle_spec = (int(item_table.shape[0]), int(item_table.shape[1]), item_table.dtype)
+    else:
+        search_table, pause = tf.stop_gradient(item_table), contextlib.nullcontext()
+        handle_spec = None
+    with pause:
+        item_scores, bucket_items = _bucket_top_k_xla(
+            centers, search_table, b_y, catalog_chunk_size, None, padding_id, handle_spec
+        )
     # Empty slots (fewer than b_y items) score -inf; NaN scores are kept, so that a
     # NaN in the table shows in the loss instead of being dropped.
     item_ok = tf.not_equal(item_scores, tf.constant(_NEG_INF, item_scores.dtype))
