@@ -7,6 +7,7 @@ import keras
 
 def bind_losses(model):
     """Re-binds every keras_sce loss of a compiled model to the model's tables."""
+    from keras_sce.losses.baselines import ItemTableLoss
     from keras_sce.losses.sce_loss import SCELoss
 
     losses = getattr(model, "loss", None)
@@ -16,7 +17,7 @@ def bind_losses(model):
         losses if isinstance(losses, (list, tuple)) else [losses]
     )
     for loss in flat:
-        if isinstance(loss, SCELoss) and loss.item_embeddings is None:
+        if isinstance(loss, (SCELoss, ItemTableLoss)) and loss.item_embeddings is None:
             loss.bind(model)
     return model
 

@@ -1,1 +1,34 @@
-"""keras_sce.datasets."""
+"""keras_sce.datasets: interaction loaders, leave-one-out split, tf.data pipelines."""
+
+from keras_sce.datasets.sequences import (
+    PADDING_ID,
+    SequenceData,
+    from_user_item_pairs,
+    load_sequences_txt,
+)
+from keras_sce.datasets.split import (
+    LeaveOneOutSplit,
+    evaluation_arrays,
+    leave_one_out,
+    pad_sequences,
+    training_arrays,
+    training_dataset,
+)
+from keras_sce.datasets.synthetic import synthetic_sequences
+from keras_sce.datasets.tabular import load_interactions_csv, load_movielens
+
+__all__ = [
+    "PADDING_ID",
+    "LeaveOneOutSplit",
+    "SequenceData",
+    "evaluation_arrays",
+    "from_user_item_pairs",
+    "leave_one_out",
+    "load_interactions_csv",
+    "load_movielens",
+    "load_sequences_txt",
+    "pad_sequences",
+    "synthetic_sequences",
+    "training_arrays",
+    "training_dataset",
+]

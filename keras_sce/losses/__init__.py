@@ -1,5 +1,19 @@
 """Floor 2 of keras_sce: Keras 3 losses over the TensorFlow core."""
 
+from keras_sce.losses.baselines import (
+    FullCrossEntropyLoss,
+    GBCELoss,
+    ItemTableLoss,
+    SampledBCELoss,
+    SampledSoftmaxLoss,
+)
 from keras_sce.losses.sce_loss import SCELoss
 
-__all__ = ["SCELoss"]
+__all__ = [
+    "FullCrossEntropyLoss",
+    "GBCELoss",
+    "ItemTableLoss",
+    "SCELoss",
+    "SampledBCELoss",
+    "SampledSoftmaxLoss",
+]

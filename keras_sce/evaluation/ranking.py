@@ -1,0 +1,239 @@
+"""Full-catalogue ranking: streamed top-k with history exclusion, and metrics.
+
+Every user's target is ranked against the whole catalogue (no sampled metrics).
+Scores are computed chunk by chunk over the item table, so the largest live tensor
+is ``[query_batch, chunk_size + k]``; no ``[users, items]`` matrix is ever built.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+DEFAULT_KS = (1, 5, 10, 20, 50)
+
+
+def _mask_excluded(scores, ids_start, exclude, keep):
+    """Sets ``scores[r, e - ids_start]`` to -inf for every excluded id e of row r.
+
+    ``exclude`` is ``[n, H]`` (``-1`` = nothing); ``keep`` is ``[n]`` (an id never
+    excluded, e.g. the target). Uses a scatter-min with +inf for out-of-chunk
+    entries, so shapes stay static.
+    """
+    n = tf.shape(scores)[0]
+    width = tf.shape(scores)[1]
+    local = exclude - ids_start
+    valid = (local >= 0) & (local < width) & (exclude >= 0) & (exclude != keep[:, None])
+    local = tf.clip_by_value(local, 0, tf.maximum(width - 1, 0))
+    rows = tf.broadcast_to(tf.range(n)[:, None], tf.shape(local))
+    indices = tf.stack([rows, local], axis=-1)
+    inf = tf.constant(np.inf, scores.dtype)
+    updates = tf.where(valid, -inf, inf)
+    return tf.tensor_scatter_nd_min(scores, indices, updates)
+
+
+@tf.function(reduce_retracing=True)
+def _rank_and_top_k(queries, table, targets, exclude, k, chunk_size, padding_id):
+    num_items = tf.shape(table)[0]
+    n = tf.shape(queries)[0]
+    targets = tf.cast(targets, tf.int32)
+    exclude = tf.cast(exclude, tf.int32)
+    neg_inf = tf.constant(-np.inf, queries.dtype)
+    target_scores = tf.reduce_sum(queries * tf.gather(table, targets), axis=-1)
+    best_scores = tf.fill([n, k], neg_inf)
+    best_ids = tf.fill([n, k], tf.constant(-1, tf.int32))
+    above = tf.zeros([n], tf.int32)
+    for start in tf.range(0, num_items, chunk_size):
+        tf.autograph.experimental.set_loop_options(
+            shape_invariants=[(best_scores, tf.TensorShape([None, None]))]
+        )
+        width = tf.minimum(chunk_size, num_items - start)
+        chunk = table[start : start + width]
+        scores = tf.matmul(queries, chunk, transpose_b=True)
+        ids = start + tf.range(width)
+        scores = tf.where((ids == padding_id)[None, :], neg_inf, scores)
+        scores = _mask_excluded(scores, start, exclude, targets)
+        # Ties are counted against the target (pessimistic rank).
+        beats = (scores >= target_scores[:, None]) & (ids[None, :] != targets[:, None])
+        above += tf.reduce_sum(tf.cast(beats, tf.int32), axis=1)
+        all_scores = tf.concat([best_scores, scores], axis=1)
+        all_ids = tf.concat([best_ids, tf.broadcast_to(ids[None, :], tf.shape(scores))], axis=1)
+        best_scores, position = tf.math.top_k(all_scores, k=k)
+        best_ids = tf.gather(all_ids, position, batch_dims=1)
+    return above, best_scores, best_ids
+
+
+def streamed_top_k(
+    queries,
+    item_table,
+    k: int,
+    *,
+    exclude=None,
+    targets=None,
+    chunk_size: int = 8192,
+    batch_size: int = 1024,
+    padding_id: int = 0,
+):
+    """Top-k items by inner product, streamed over catalogue chunks.
+
+    For each query row, scores ``queries @ item_table^T`` one catalogue chunk at a
+    time, sets the padding id and the row's excluded ids (its history) to -inf,
+    and merges the chunk into a running top-k. When ``targets`` are given it also
+    counts, per row, the non-excluded items scoring at least as high as the target
+    (the target's 0-based rank, ties counted against it); a row's own target is
+    never excluded even if it is in its history.
+
+    Args:
+        queries: ``float [n, d]`` user representations.
+        item_table: ``float [C, d]`` item embeddings (row ``padding_id`` is skipped).
+        k: number of items to return per row (``k <= C - 1``).
+        exclude: optional ``int [n, H]`` ids to exclude per row; ``padding_id`` or
+            negative entries mean "nothing".
+        targets: optional ``int [n]`` target ids whose rank is returned.
+        chunk_size: catalogue rows scored at once.
+        batch_size: query rows processed at once.
+        padding_id: id that is never recommended.
+
+    Returns:
+        ``(scores [n, k], ids [n, k])`` as NumPy arrays, plus ``ranks [n]`` when
+        ``targets`` is given.
+
+    Example:
+
+    >>> import numpy as np
+    >>> table = np.eye(4, dtype="float32")
+    >>> scores, ids = streamed_top_k(np.array([[0, 3, 2, 1]], "float32"), table, 2)
+    >>> ids.tolist()
+    [[1, 2]]
+    """
+    queries = tf.convert_to_tensor(queries)
+    table = tf.convert_to_tensor(item_table, dtype=queries.dtype)
+    num_items = int(table.shape[0])
+    if queries.shape.rank != 2 or table.shape.rank != 2 or queries.shape[1] != table.shape[1]:
+        raise ValueError(
+            f"queries [n, d] and item_table [C, d] must agree on d; got {queries.shape} "
+            f"and {table.shape}."
+        )
+    if not 1 <= k <= num_items - 1:
+        raise ValueError(f"k must be in [1, {num_items - 1}] (catalogue minus padding), got {k}.")
+    n = int(queries.shape[0])
+    if exclude is None:
+        exclude = np.full((n, 1), -1, dtype=np.int32)
+    exclude = np.asarray(exclude, dtype=np.int32)
+    exclude = np.where(exclude == padding_id, -1, exclude)
+    if exclude.shape[0] != n:
+        raise ValueError(f"exclude has {exclude.shape[0]} rows for {n} queries.")
+    with_targets = targets is not None
+    if with_targets:
+        targets = np.asarray(targets, dtype=np.int32)
+        if targets.shape != (n,):
+            raise ValueError(f"targets must have shape [{n}], got {targets.shape}.")
+        if targets.size and (targets.min() < 0 or targets.max() >= num_items):
+            raise ValueError(f"target ids must lie in [0, {num_items - 1}].")
+        if np.any(targets == padding_id):
+            raise ValueError("a target equals the padding id.")
+    else:
+        targets = np.full((n,), -1, dtype=np.int32)
+    out_scores, out_ids, out_ranks = [], [], []
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        ranks, scores, ids = _rank_and_top_k(
+            queries[start:stop],
+            table,
+            tf.constant(np.maximum(targets[start:stop], 0)),
+            tf.constant(exclude[start:stop]),
+            tf.constant(k),
+            tf.constant(chunk_size),
+            tf.constant(padding_id),
+        )
+        out_scores.append(scores.numpy())
+        out_ids.append(ids.numpy())
+        out_ranks.append(ranks.numpy())
+    scores = np.concatenate(out_scores) if out_scores else np.zeros((0, k), np.float32)
+    ids = np.concatenate(out_ids) if out_ids else np.zeros((0, k), np.int32)
+    if with_targets:
+        return scores, ids, np.concatenate(out_ranks) if out_ranks else np.zeros(0, np.int32)
+    return scores, ids
+
+
+def ranking_metrics(
+    ranks, top_ids=None, *, num_items: int | None = None, ks=DEFAULT_KS
+) -> dict[str, float]:
+    """HR@K, NDCG@K, MRR@K (and COV@K) from 0-based target ranks.
+
+    With one relevant item per user: ``HR@K = [rank < K]``,
+    ``NDCG@K = [rank < K] / log2(rank + 2)``, ``MRR@K = [rank < K] / (rank + 1)``,
+    averaged over users. ``COV@K`` is the share of the catalogue (padding
+    excluded, ``num_items - 1`` items) that appears in at least one user's top-K.
+
+    Args:
+        ranks: ``int [n]`` 0-based rank of each user's target.
+        top_ids: optional ``int [n, >= max(ks)]`` recommended ids (for coverage).
+        num_items: id-space size including padding (needed with ``top_ids``).
+        ks: cut-offs.
+
+    Returns:
+        A dict such as ``{"ndcg@10": ..., "hr@10": ..., "mrr@10": ..., "cov@10": ...}``.
+
+    Example:
+
+    >>> round(ranking_metrics([0, 2], ks=(10,))["ndcg@10"], 4)  # (1 + 1/log2(4)) / 2
+    0.75
+    """
+    ranks = np.asarray(ranks, dtype=np.float64)
+    if ranks.ndim != 1 or ranks.size == 0:
+        raise ValueError("ranks must be a non-empty 1-D array.")
+    if np.any(ranks < 0):
+        raise ValueError("ranks are 0-based and must be >= 0.")
+    out = {}
+    for k in ks:
+        hit = ranks < k
+        out[f"hr@{k}"] = float(hit.mean())
+        out[f"ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0).mean())
+        out[f"mrr@{k}"] = float(np.where(hit, 1.0 / (ranks + 1.0), 0.0).mean())
+        if top_ids is not None:
+            if num_items is None:
+                raise ValueError("num_items is required to compute coverage.")
+            top_ids = np.asarray(top_ids)
+            if top_ids.shape[1] < k:
+                raise ValueError(f"top_ids has {top_ids.shape[1]} columns; COV@{k} needs {k}.")
+            out[f"cov@{k}"] = float(np.unique(top_ids[:, :k]).size / (num_items - 1))
+    return out
+
+
+def evaluate_ranking(
+    queries,
+    item_table,
+    targets,
+    *,
+    exclude=None,
+    ks=DEFAULT_KS,
+    chunk_size: int = 8192,
+    batch_size: int = 1024,
+    padding_id: int = 0,
+) -> dict[str, float]:
+    """Full-ranking metrics for user representations against an item table.
+
+    See `streamed_top_k` (ranking) and `ranking_metrics` (definitions).
+    """
+    num_items = int(np.shape(item_table)[0])
+    k = min(max(ks), num_items - 1)
+    _, ids, ranks = streamed_top_k(
+        queries,
+        item_table,
+        k,
+        exclude=exclude,
+        targets=targets,
+        chunk_size=chunk_size,
+        batch_size=batch_size,
+        padding_id=padding_id,
+    )
+    ks = tuple(x for x in ks if x <= k) or (k,)
+    return ranking_metrics(ranks, ids, num_items=num_items, ks=ks)
+
+
+def ndcg_at(rank: int, k: int) -> float:
+    """NDCG@k of a single target at 0-based ``rank`` (for documentation/tests)."""
+    return 1.0 / math.log2(rank + 2) if rank < k else 0.0
