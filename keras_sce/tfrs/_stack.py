@@ -28,19 +28,33 @@ _HOW_TO = (
 
 
 def _tf_keras_flavour():
-    """Which Keras ``tf.keras`` already resolved to, or None if not resolved yet."""
+    """Which Keras ``tf.keras`` already resolved to: "tf_keras", "keras_3", "keras_2" or None.
+
+    None means not resolved yet (or TensorFlow not imported). Never triggers the
+    resolution it observes.
+    """
     tf = sys.modules.get("tensorflow")
     if tf is None:
         return None
-    loader = tf.__dict__.get("keras")
-    if loader is None:
+    keras_attr = tf.__dict__.get("keras")
+    if keras_attr is None:
         return None
-    # TensorFlow's KerasLazyLoader keeps its state in the module's __dict__; reading
-    # it there does not trigger the resolution we are trying to observe.
-    state = vars(loader)
-    if not state.get("_tfll_initialized", False):
-        return None
-    return state.get("_tfll_keras_version")
+    state = vars(keras_attr)
+    if "_tfll_initialized" in state:
+        # Still TensorFlow's KerasLazyLoader: its state lives in its __dict__.
+        if not state["_tfll_initialized"]:
+            return None
+        return state.get("_tfll_keras_version")
+    # Once used, the loader replaces itself in `tensorflow` by the module it loaded.
+    name = state.get("__name__", "")
+    if name.startswith("tf_keras"):
+        return "tf_keras"
+    version = state.get("__version__", "")
+    if not version and callable(state.get("version")):
+        version = state["version"]()
+    if name.startswith("keras._tf_keras") or str(version).startswith("3."):
+        return "keras_3"
+    return "keras_2"
 
 
 def check_legacy_keras_stack(feature: str = "keras_sce.tfrs"):
@@ -61,7 +75,7 @@ def check_legacy_keras_stack(feature: str = "keras_sce.tfrs"):
             f"is Keras 3.\n{_HOW_TO}"
         )
     flavour = _tf_keras_flavour()
-    if flavour is not None and flavour != "tf_keras":
+    if flavour == "keras_3":
         raise ImportError(
             f"{feature}: TF_USE_LEGACY_KERAS is set, but too late — `tf.keras` was already "
             f"resolved to {flavour!r} (Keras 3) earlier in this process, and TensorFlow never "

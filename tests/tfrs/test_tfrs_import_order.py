@@ -74,9 +74,11 @@ def test_import_works_with_the_variable_set_after_importing_tensorflow():
         import tensorflow as tf
         import keras_sce
         os.environ["TF_USE_LEGACY_KERAS"] = "1"  # after `import tensorflow`: still fine
-        from keras_sce.tfrs import SCERetrieval
-        import tensorflow_recommenders as tfrs
+        import tensorflow_recommenders as tfrs  # resolves tf.keras to tf_keras first
         import tf_keras
+        from keras_sce.tfrs import SCERetrieval
+        from keras_sce.tfrs._stack import _tf_keras_flavour
+        assert _tf_keras_flavour() == "tf_keras", _tf_keras_flavour()
         assert issubclass(SCERetrieval, tfrs.tasks.base.Task)
         assert issubclass(SCERetrieval, tf_keras.layers.Layer)
         assert tf.keras.layers.Layer is tf_keras.layers.Layer
