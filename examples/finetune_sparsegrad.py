@@ -237,6 +237,17 @@ def reset_peak_rss() -> bool:
         return False
 
 
+def current_rss_mb() -> float:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:  # pragma: no cover - non-Linux
+        pass
+    return float("nan")
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -432,6 +443,7 @@ def run_one(args, method: str, seed: int) -> dict:
 
     timer = _StepTimer()
     reset_ok = reset_peak_rss()
+    print(f"[{method} seed {seed}] RSS when the peak counter is reset: {current_rss_mb():.0f} MiB")
     train_start = time.perf_counter()
     model.fit(
         x_train,
