@@ -617,7 +617,7 @@ def plot(summary: list[dict], rows: list[dict], png_path) -> None:
     axes[1].bar(names, [s["mlp_state_mb"] for s in summary], color="tab:orange")
     axes[1].set_ylabel("MLP optimizer state (MiB)")
     axes[2].bar(names, [s["step_ms"] for s in summary], color="tab:green")
-    axes[2].set_ylabel("step time (ms, median)")
+    axes[2].set_ylabel("CPU time per step (ms, median)")
     for ax in axes:
         ax.tick_params(axis="x", rotation=30)
     fig.suptitle("Rotten Tomatoes, all-MiniLM-L6-v2 MLP fine-tuning (CPU, 1 thread)")
