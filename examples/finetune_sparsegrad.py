@@ -576,7 +576,7 @@ def markdown_table(summary: list[dict]) -> str:
     lines = [
         "| method | seeds | test accuracy (%) | folded (%) | trainable params (MLP) "
         "| MLP optimizer state (MiB) | all optimizer state (MiB) | peak RSS in training (MiB) "
-        "| step (ms) |",
+        "| CPU ms / step |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in summary:
