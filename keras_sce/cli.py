@@ -222,8 +222,11 @@ def run_train(args) -> list[dict]:
     print("\n" + format_table(results))
     print(f"\nkeras-sce: wrote {out / 'results.csv'}", end="")
     if not args.no_plot:
-        plot(results, out / "results.png")
-        print(f" and {out / 'results.png'}", end="")
+        try:
+            plot(results, out / "results.png")
+            print(f" and {out / 'results.png'}", end="")
+        except ImportError:
+            print(" (no plot: install matplotlib, e.g. pip install 'keras-sce[plot]')", end="")
     print(f"\nkeras-sce: data = {description}")
     with open(out / "records.json", "w") as handle:
         json.dump(results, handle, indent=1, default=float)

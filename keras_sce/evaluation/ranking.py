@@ -7,8 +7,6 @@ is ``[query_batch, chunk_size + k]``; no ``[users, items]`` matrix is ever built
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import tensorflow as tf
 
@@ -232,8 +230,3 @@ def evaluate_ranking(
     )
     ks = tuple(x for x in ks if x <= k) or (k,)
     return ranking_metrics(ranks, ids, num_items=num_items, ks=ks)
-
-
-def ndcg_at(rank: int, k: int) -> float:
-    """NDCG@k of a single target at 0-based ``rank`` (for documentation/tests)."""
-    return 1.0 / math.log2(rank + 2) if rank < k else 0.0
