@@ -14,6 +14,8 @@ import pathlib
 
 import numpy as np
 
+from keras_sce.datasets import load_sequences_txt, pad_sequences
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -29,24 +31,16 @@ def dataset_path(dataset: str, data_dir: str | None = None) -> pathlib.Path:
 
 
 def read_sequences(path, max_users=None):
-    """Item sequences of the users with at least two items (a training and a test target)."""
-    sequences = []
-    with open(path) as handle:
-        for line in handle:
-            parts = line.split()
-            if len(parts) < 3:
-                continue
-            sequences.append([int(p) for p in parts[1:]])
-            if max_users is not None and len(sequences) >= max_users:
-                break
+    """Item sequences of the users with at least two items (a training and a test target).
+
+    Parsed by :func:`keras_sce.datasets.load_sequences_txt` (which names the line of
+    any malformed entry).
+    """
+    data = load_sequences_txt(path)
+    sequences = [seq.tolist() for seq in data.sequences if len(seq) >= 2][:max_users]
     if not sequences:
         raise ValueError(f"No user with at least two items in {path}.")
     return sequences
-
-
-def _left_pad(history, max_len):
-    history = history[-max_len:]
-    return [0] * (max_len - len(history)) + history
 
 
 def build_examples(sequences, max_len):
@@ -54,12 +48,14 @@ def build_examples(sequences, max_len):
     train_hist, train_target, test_hist, test_target = [], [], [], []
     for seq in sequences:
         for t in range(1, len(seq) - 1):
-            train_hist.append(_left_pad(seq[:t], max_len))
+            train_hist.append(seq[:t])
             train_target.append(seq[t])
-        test_hist.append(_left_pad(seq[:-1], max_len))
+        test_hist.append(seq[:-1])
         test_target.append(seq[-1])
     num_items = max(max(seq) for seq in sequences)
 
-    hist = lambda x: np.asarray(x, dtype=np.int32).reshape(-1, max_len)
-    ids = lambda x: np.asarray(x, dtype=np.int32)
+    def hist(rows):
+        return pad_sequences(rows, max_len, padding="left").astype(np.int32).reshape(-1, max_len)
+
+    ids = lambda x: np.asarray(x, dtype=np.int32)  # noqa: E731
     return hist(train_hist), ids(train_target), hist(test_hist), ids(test_target), num_items
