@@ -13,16 +13,20 @@ adapter lives in ``keras_sce.tfrs`` and is imported only on demand.
 __version__ = "0.1.0.dev0"
 
 from keras_sce import datasets, evaluation, losses, models, ops  # noqa: E402
+from keras_sce.layers.sparse_grad_dense import SparseGradDense  # noqa: E402
 from keras_sce.losses import SCELoss  # noqa: E402
 from keras_sce.saving import load_model  # noqa: E402
 
+# Importing the layer also loads the keras_sce.sparsegrad sub-package.
 __all__ = [
     "SCELoss",
-    "load_model",
-    "losses",
-    "ops",
+    "SparseGradDense",
     "__version__",
     "datasets",
     "evaluation",
+    "load_model",
+    "losses",
     "models",
+    "ops",
+    "sparsegrad",
 ]

@@ -90,3 +90,21 @@ def test_bad_arguments(kwargs, error):
 def test_width_mismatch():
     with pytest.raises(ValueError, match="width"):
         bucket_top_k(tf.random.normal([2, 5]), tf.random.normal([100, 6]), 3)
+
+
+def test_mask_and_exclude_id_are_validated():
+    centers, vectors = tf.random.normal([2, 5]), tf.random.normal([10, 5])
+    with pytest.raises(ValueError, match="mask"):
+        bucket_top_k(centers, vectors, 3, mask=tf.ones([4], tf.bool))
+    for bad in (10, -1):
+        with pytest.raises(ValueError, match="exclude_id"):
+            bucket_top_k(centers, vectors, 3, exclude_id=bad)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "bfloat16"])
+def test_other_dtypes_with_exclusion(dtype):
+    centers = tf.random.normal([3, 6], dtype=tf.float64 if dtype == "float64" else tf.float32)
+    vectors = tf.cast(tf.random.normal([200, 6]), dtype)
+    for chunk in (None, 64):
+        scores, idx = bucket_top_k(centers, vectors, 7, chunk_size=chunk, exclude_id=0)
+        assert scores.dtype == centers.dtype and not np.any(idx.numpy() == 0)

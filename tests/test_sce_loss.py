@@ -90,9 +90,29 @@ def test_rank2_targets_and_sample_weight():
     inputs = keras.Input((L,), dtype="int32")
     hidden = keras.layers.Dense(D)(keras.layers.GlobalAveragePooling1D()(items(inputs)))
     model = keras.Model(inputs, hidden)
-    model.compile("adam", loss=keras_sce.SCELoss(items, bucket_size_y=16))
     x, y = _data(64)
-    model.fit(x, y[:, -1], sample_weight=np.linspace(0, 1, 64), epochs=1, verbose=0)
+    target = y[:, -1]
+    w = np.linspace(0, 1, 64).astype("float32")
+    loss = keras_sce.SCELoss(items, num_buckets=1, bucket_size_x=64, bucket_size_y=C - 1)
+    expected = ops.full_cross_entropy(model(x), target, items.embeddings.value, sample_weight=w)
+    np.testing.assert_allclose(loss(target, model(x), sample_weight=w).numpy(),
+                               expected.numpy(), rtol=1e-5)
+    model.compile("adam", loss=loss)
+    history = model.fit(x, target, sample_weight=w, batch_size=64, epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+
+
+def test_raw_tf_variable_table_saves_with_a_warning_and_loads_unbound(tmp_path):
+    table = tf.Variable(tf.random.normal([C, D]))
+    loss = keras_sce.SCELoss(table, bucket_size_y=16)
+    with pytest.warns(UserWarning, match="without a Keras path"):
+        config = loss.get_config()
+    assert config["item_embeddings"] is None
+    model, _ = _model()
+    restored = keras_sce.SCELoss.from_config(config)
+    with pytest.warns(UserWarning, match="stays unbound"):
+        restored.bind(model)
+    assert restored.item_embeddings is None
 
 
 def test_mixed_bfloat16_gives_finite_float32_loss():
@@ -221,7 +241,10 @@ def test_importing_keras_sce_does_not_touch_tf_keras():
 
 
 @pytest.mark.slow
-def test_mirrored_strategy_over_two_logical_cpus():
+def test_mirrored_strategy_matches_single_device():
+    # Buckets that cover every row and item make SCE equal full CE whatever the
+    # centres, so the two-replica run must reproduce the single-device loss and
+    # update exactly (Keras divides each replica's loss by the number of replicas).
     result = _run_python(
         """
         import numpy as np, tensorflow as tf
@@ -229,21 +252,45 @@ def test_mirrored_strategy_over_two_logical_cpus():
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         import keras, keras_sce
-        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-        with strategy.scope():
-            items = keras.layers.Embedding(200, 8)
+
+        def build():
+            keras.utils.set_random_seed(0)
+            items = keras.layers.Embedding(50, 8)
             inputs = keras.Input((6,), dtype="int32")
             model = keras.Model(inputs, keras.layers.Dense(8)(items(inputs)))
-            model.compile("adam", loss=keras_sce.SCELoss(items, bucket_size_y=16, seed=0))
-        x = np.random.randint(1, 200, (64, 6)).astype("int32")
-        h = model.fit(x, x, batch_size=16, epochs=2, verbose=0)
-        print("REPLICAS", strategy.num_replicas_in_sync, "LOSS", h.history["loss"])
-        assert all(np.isfinite(h.history["loss"]))
+            model.compile(keras.optimizers.SGD(0.5), loss=keras_sce.SCELoss(
+                items, num_buckets=1, bucket_size_x=192, bucket_size_y=49, seed=0))
+            return model
+
+        rng = np.random.default_rng(0)
+        x = rng.integers(1, 50, (32, 6)).astype("int32")
+        y = rng.integers(1, 50, (32, 6)).astype("int32")
+        single = build()
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        with strategy.scope():
+            mirrored = build()
+        assert strategy.num_replicas_in_sync == 2
+        l1 = single.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
+        l2 = mirrored.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
+        l1, l2 = l1.history["loss"][0], l2.history["loss"][0]
+        print("LOSSES", l1, l2)
+        assert abs(l1 - l2) < 1e-4 * abs(l1), (l1, l2)
+        for a, b in zip(single.get_weights(), mirrored.get_weights(), strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-5)
+        # A seeded loss created outside the scope is refused instead of racing.
+        outside = keras_sce.SCELoss(mirrored.layers[1], bucket_size_y=8, seed=1)
+        with strategy.scope():
+            mirrored.compile("sgd", loss=outside)
+        try:
+            mirrored.fit(x, y, batch_size=32, epochs=1, verbose=0)
+        except RuntimeError as err:
+            assert "strategy" in str(err)
+            print("REFUSED")
         print("OK")
         """,
         {"KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
-    assert "REPLICAS 2" in result.stdout and "OK" in result.stdout, (
+    assert "OK" in result.stdout and "REFUSED" in result.stdout, (
         result.stdout + result.stderr[-3000:]
     )
 

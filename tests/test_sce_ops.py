@@ -88,9 +88,10 @@ def test_per_row_lower_bound_and_monotone_in_bucket_size_y():
     np.testing.assert_allclose(rows[covered], full_rows[covered], rtol=1e-4)
 
 
-def test_padding_rows_and_padding_item_never_contribute():
+@pytest.mark.parametrize("mix_x", [False, True], ids=["gauss", "mix_x"])
+def test_padding_rows_and_padding_item_never_contribute(mix_x):
     hidden, labels, table = _problem(seed=4)
-    kwargs = dict(num_buckets=4, bucket_size_x=12, bucket_size_y=50, seed=11)
+    kwargs = dict(num_buckets=4, bucket_size_x=12, bucket_size_y=50, mix_x=mix_x, seed=11)
     base = ops.scalable_cross_entropy(hidden, labels, table, **kwargs)
     pad = labels.numpy() == 0
     changed_hidden = tf.where(pad[:, None], 100.0 * tf.ones_like(hidden), hidden)
@@ -279,3 +280,148 @@ def test_out_of_range_ids_make_the_xla_loss_nan_not_silent():
     )
     assert np.isfinite(f(labels).numpy())
     assert np.isnan(f(bad).numpy())
+
+
+# -- review-driven checks: numerics, dtypes, weights ---------------------------------
+
+
+def test_float64_finite_differences_with_partial_buckets_and_padding():
+    hidden, labels, table = _problem(seed=10, n=9, c=40, d=5, padding_rows=2)
+    hidden = tf.cast(hidden, tf.float64)
+    table = tf.Variable(tf.cast(table, tf.float64))
+    centers = tf.random.stateless_normal([3, 5], seed=[4, 4], dtype=tf.float64)
+    kw = dict(bucket_size_x=4, bucket_size_y=12, centers=centers)
+
+    def f(h, w):
+        return ops.scalable_cross_entropy(h, labels, w, **kw)
+
+    with tf.GradientTape() as tape:
+        tape.watch(hidden)
+        loss = f(hidden, table)
+    g_h, g_w = tape.gradient(loss, [hidden, table])
+    assert loss.dtype == tf.float64
+    eps = 1e-6
+    h0 = hidden.numpy()
+    for i, j in [(2, 0), (4, 3), (8, 1), (0, 2)]:
+        hp, hm = h0.copy(), h0.copy()
+        hp[i, j] += eps
+        hm[i, j] -= eps
+        numeric = (f(tf.constant(hp), table) - f(tf.constant(hm), table)).numpy() / (2 * eps)
+        np.testing.assert_allclose(g_h.numpy()[i, j], numeric, atol=1e-7)
+    w0 = table.numpy()
+    dense_gw = tf.convert_to_tensor(g_w).numpy()
+    for i, j in [(int(labels[3]), 1), (7, 2), (0, 0)]:
+        wp, wm = w0.copy(), w0.copy()
+        wp[i, j] += eps
+        wm[i, j] -= eps
+        numeric = (f(hidden, tf.constant(wp)) - f(hidden, tf.constant(wm))).numpy() / (2 * eps)
+        np.testing.assert_allclose(dense_gw[i, j], numeric, atol=1e-7)
+
+
+@pytest.mark.parametrize("loss_fn", ["sce", "full"])
+def test_per_sequence_weights_weigh_every_position(loss_fn):
+    # B == L on purpose: a naive broadcast would weigh positions instead of sequences.
+    rng = np.random.default_rng(11)
+    hidden = tf.constant(rng.normal(size=(4, 4, D)), tf.float32)
+    labels = tf.constant(rng.integers(1, C, size=(4, 4)), tf.int32)
+    _, _, table = _problem(seed=11)
+    w = np.array([1.0, 0.0, 3.0, 0.5], "float32")
+    kw = dict(num_buckets=1, bucket_size_x=16, bucket_size_y=C - 1, seed=0)
+    fn = (lambda **k: ops.scalable_cross_entropy(hidden, labels, table, **k, **kw)) if (
+        loss_fn == "sce") else (lambda **k: ops.full_cross_entropy(hidden, labels, table, **k))
+    rows = _numpy_full_ce_rows(tf.reshape(hidden, [-1, D]), tf.reshape(labels, [-1]), table)
+    expected = (np.repeat(w, 4) * rows).sum() / (4 * w.sum())
+    np.testing.assert_allclose(fn(sample_weight=w).numpy(), expected, rtol=1e-5)
+    with pytest.raises(ValueError, match="sample_weight"):
+        fn(sample_weight=np.ones(3, "float32"))
+
+
+def test_int64_ids_beyond_int32_are_reported_not_wrapped():
+    hidden, labels, table = _problem()
+    bad = tf.cast(labels, tf.int64) + tf.one_hot(3, N, dtype=tf.int64) * (2**32)
+    for fn in (ops.scalable_cross_entropy, ops.full_cross_entropy):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="outside"):
+            fn(hidden, bad, table)
+
+
+def test_float64_inputs_with_padding_work():
+    hidden, labels, table = _problem()
+    loss = ops.scalable_cross_entropy(tf.cast(hidden, tf.float64), labels,
+                                      tf.cast(table, tf.float64), bucket_size_y=32, seed=0)
+    assert loss.dtype == tf.float64 and np.isfinite(loss.numpy())
+
+
+@pytest.mark.parametrize("mix_x", [False, True], ids=["gauss", "mix_x"])
+def test_nan_at_padding_positions_stays_out(mix_x):
+    hidden, labels, table = _problem(seed=12)
+    pad = labels.numpy() == 0
+    poisoned = tf.where(pad[:, None], float("nan") * tf.ones_like(hidden), hidden)
+    kw = dict(num_buckets=4, bucket_size_x=12, bucket_size_y=50, mix_x=mix_x, seed=3)
+    with tf.GradientTape() as tape:
+        tape.watch(poisoned)
+        loss = ops.scalable_cross_entropy(poisoned, labels, table, **kw)
+    g_h, g_w = tape.gradient(loss, [poisoned, table])
+    clean = ops.scalable_cross_entropy(hidden, labels, table, **kw)
+    np.testing.assert_allclose(loss.numpy(), clean.numpy(), rtol=1e-6)
+    assert np.all(np.isfinite(g_h.numpy())) and np.all(np.isfinite(g_w.values.numpy()))
+    full = ops.full_cross_entropy(poisoned, labels, table)
+    assert np.isfinite(full.numpy())
+
+
+@pytest.mark.parametrize("mix_x", [False, True], ids=["gauss", "mix_x"])
+def test_nan_in_real_inputs_shows_in_the_loss(mix_x):
+    hidden, labels, table = _problem(seed=13)
+    kw = dict(num_buckets=4, bucket_size_x=N, bucket_size_y=C - 1, mix_x=mix_x, seed=3)
+    bad_table = tf.Variable(tf.tensor_scatter_nd_update(
+        tf.convert_to_tensor(table), [[17]], [tf.fill([D], float("nan"))]))
+    assert np.isnan(ops.scalable_cross_entropy(hidden, labels, bad_table, **kw).numpy())
+    bad_hidden = tf.tensor_scatter_nd_update(hidden, [[20]], [tf.fill([D], float("nan"))])
+    assert np.isnan(ops.scalable_cross_entropy(bad_hidden, labels, table, **kw).numpy())
+
+
+def test_xla_gradients_and_seeded_paths_agree_with_eager():
+    hidden, labels, table = _problem(seed=14)
+    centers = tf.random.stateless_normal([5, D], seed=[1, 3])
+
+    def grads(h, y, **kw):
+        with tf.GradientTape() as tape:
+            tape.watch(h)
+            loss = ops.scalable_cross_entropy(h, y, table, bucket_size_x=9, bucket_size_y=64,
+                                              catalog_chunk_size=256, **kw)
+        g_h, g_w = tape.gradient(loss, [h, table])
+        return loss, g_h, tf.convert_to_tensor(g_w)
+
+    eager = grads(hidden, labels, centers=centers)
+    xla = tf.function(lambda h, y: grads(h, y, centers=centers), jit_compile=True)(
+        hidden, labels)
+    for a, b in zip(eager, xla, strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6)
+    for mix_x in (False, True):
+        seeded = tf.function(lambda h, y, m=mix_x: grads(h, y, mix_x=m, seed=5),
+                             jit_compile=True)(hidden, labels)
+        assert all(np.all(np.isfinite(t.numpy())) for t in seeded)
+
+
+def test_dynamic_int64_and_bfloat16_agree_with_the_plain_path():
+    _, _, table = _problem()
+    rng = np.random.default_rng(15)
+    h = tf.constant(rng.normal(size=(3, 6, D)), tf.float32)
+    y = tf.constant(rng.integers(0, C, size=(3, 6)), tf.int32)
+    centers = tf.random.stateless_normal([4, D], seed=[2, 2])
+    kw = dict(bucket_size_x=6, bucket_size_y=32, centers=centers)
+    plain = ops.scalable_cross_entropy(h, y, table, **kw).numpy()
+    dynamic = tf.function(
+        lambda a, b: ops.scalable_cross_entropy(a, b, table, **kw),
+        input_signature=[tf.TensorSpec([None, None, D]), tf.TensorSpec([None, None], tf.int32)],
+    )(h, y).numpy()
+    int64 = ops.scalable_cross_entropy(h, tf.cast(y, tf.int64), table, **kw).numpy()
+    bf16 = ops.scalable_cross_entropy(tf.cast(h, tf.bfloat16), y, table, **kw).numpy()
+    np.testing.assert_allclose(dynamic, plain, rtol=1e-6)
+    assert int64 == plain
+    np.testing.assert_allclose(bf16, plain, rtol=2e-2)
+
+
+def test_table_with_only_the_padding_row_is_refused():
+    with pytest.raises(ValueError, match="no items"):
+        ops.scalable_cross_entropy(tf.ones([2, 3]), tf.constant([0, 0]), tf.Variable(
+            tf.ones([1, 3])), seed=0)

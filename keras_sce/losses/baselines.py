@@ -10,90 +10,9 @@ from __future__ import annotations
 
 import keras
 
+from keras_sce.losses.base import ItemTableLoss
 from keras_sce.ops import SeedStream
 from keras_sce.ops import sampled as sampled_ops
-from keras_sce.utils import require_tensorflow_backend, resolve_table, table_value
-
-
-class ItemTableLoss(keras.losses.Loss):
-    """Base class: a loss of (hidden states, item ids) against a bound item table.
-
-    Subclasses implement ``_compute(y_true, y_pred, table)`` and list their
-    hyper-parameters in ``_config_keys``. Ids stay integers (Keras' default
-    ``__call__`` would cast them to float) and the reduction is the op's own
-    mean over non-padding positions.
-    """
-
-    _config_keys: tuple[str, ...] = ()
-
-    def __init__(self, item_embeddings=None, *, padding_id=0, name=None, dtype=None):
-        require_tensorflow_backend(type(self).__name__)
-        super().__init__(name=name, reduction="sum_over_batch_size", dtype=dtype)
-        if padding_id is not None and (not isinstance(padding_id, int) or padding_id < 0):
-            raise ValueError(f"`padding_id` must be a non-negative int or None, got {padding_id!r}")
-        self.padding_id = padding_id
-        self._item_embeddings = None
-        self._table_path = None
-        self.bind(item_embeddings)
-
-    def bind(self, item_embeddings):
-        """Points the loss at its table (layer, variable, model or variable path)."""
-        if isinstance(item_embeddings, keras.Model) and self._table_path is not None:
-            matches = [v for v in item_embeddings.variables if v.path == self._table_path]
-            if not matches:
-                raise ValueError(
-                    f"{type(self).__name__}: no variable with path {self._table_path!r} in "
-                    f"model {item_embeddings.name!r}; pass the item embedding layer instead."
-                )
-            item_embeddings = matches[0]
-        if isinstance(item_embeddings, str):
-            self._table_path = item_embeddings
-            self._item_embeddings = None
-            return self
-        if item_embeddings is not None:
-            resolve_table(item_embeddings, allow_unbuilt=True)
-        self._item_embeddings = item_embeddings
-        return self
-
-    @property
-    def item_embeddings(self):
-        return self._item_embeddings
-
-    def _table(self):
-        if self._item_embeddings is None:
-            raise ValueError(
-                f"This {type(self).__name__} is not bound to an item table; pass the item "
-                "embedding layer or variable, or call `loss.bind(model)` after loading."
-            )
-        return table_value(resolve_table(self._item_embeddings))
-
-    def call(self, y_true, y_pred, sample_weight=None):
-        if sample_weight is not None:
-            raise NotImplementedError(f"{type(self).__name__} does not take sample weights.")
-        return self._compute(y_true, y_pred, self._table())
-
-    def __call__(self, y_true, y_pred, sample_weight=None):
-        with keras.name_scope(self.name):
-            return self.call(y_true, y_pred, sample_weight)
-
-    def get_config(self):
-        config = super().get_config()
-        config.pop("reduction", None)
-        path = self._table_path
-        if self._item_embeddings is not None:
-            try:
-                path = resolve_table(self._item_embeddings).path
-            except (AttributeError, ValueError):
-                path = None
-        config.update(item_embeddings=path, padding_id=self.padding_id)
-        config.update({key: getattr(self, key) for key in self._config_keys})
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        table = config.pop("item_embeddings", None)
-        return cls(table, **config)
 
 
 @keras.saving.register_keras_serializable(package="keras_sce")
@@ -121,10 +40,12 @@ class FullCrossEntropyLoss(ItemTableLoss):
     ...     model.item_embedding_layer))
     """
 
+    supports_sample_weight = False
+
     def __init__(self, item_embeddings=None, *, padding_id=0, name="full_ce_loss", dtype=None):
         super().__init__(item_embeddings, padding_id=padding_id, name=name, dtype=dtype)
 
-    def _compute(self, y_true, y_pred, table):
+    def _compute(self, y_true, y_pred, table, sample_weight):
         return sampled_ops.gathered_cross_entropy(y_pred, y_true, table, padding_id=self.padding_id)
 
 
@@ -148,6 +69,8 @@ class SampledSoftmaxLoss(ItemTableLoss):
     References:
         Yi et al., RecSys 2019 (logQ correction); Jean et al., arXiv 1412.2007.
     """
+
+    supports_sample_weight = False
 
     _config_keys = ("num_sampled", "sampler", "item_counts", "distortion", "seed")
 
@@ -173,7 +96,7 @@ class SampledSoftmaxLoss(ItemTableLoss):
         self.distortion = distortion
         self.seed = seed
 
-    def _compute(self, y_true, y_pred, table):
+    def _compute(self, y_true, y_pred, table, sample_weight):
         return sampled_ops.sampled_softmax(
             y_pred,
             y_true,
@@ -204,6 +127,8 @@ class SampledBCELoss(ItemTableLoss):
         Kang & McAuley, "Self-Attentive Sequential Recommendation", arXiv 1808.09781.
     """
 
+    supports_sample_weight = False
+
     _config_keys = ("num_negatives", "seed")
 
     def __init__(
@@ -224,7 +149,7 @@ class SampledBCELoss(ItemTableLoss):
     def _seed(self):
         return None if self._seeds is None else self._seeds.next()
 
-    def _compute(self, y_true, y_pred, table):
+    def _compute(self, y_true, y_pred, table, sample_weight):
         return sampled_ops.sampled_bce(
             y_pred,
             y_true,
@@ -280,7 +205,7 @@ class GBCELoss(SampledBCELoss):
             raise ValueError(f"t must be in [0, 1], got {t}.")
         self.t = t
 
-    def _compute(self, y_true, y_pred, table):
+    def _compute(self, y_true, y_pred, table, sample_weight):
         return sampled_ops.gbce(
             y_pred,
             y_true,

@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
 
 from keras_sce import ops as sce_ops
-from keras_sce.utils import require_tensorflow_backend, resolve_table, table_value
-
-try:  # Keras' symbolic (shape-inference) scope; absent from the public API.
-    from keras.src.backend import in_symbolic_scope
-except ImportError:  # pragma: no cover - older/newer Keras layouts
-
-    def in_symbolic_scope():
-        return False
-
+from keras_sce.losses.base import ItemTableLoss
 
 DEFAULT_CATALOG_CHUNK_SIZE = 65_536
 
 
 @keras.saving.register_keras_serializable(package="keras_sce")
-class SCELoss(keras.losses.Loss):
+class SCELoss(ItemTableLoss):
     """Scalable Cross-Entropy loss for models that output hidden states.
 
     Full softmax cross-entropy over a catalogue of ``C`` items costs an ``N x C``
@@ -110,7 +101,6 @@ class SCELoss(keras.losses.Loss):
         dtype=None,
         **kwargs,
     ):
-        require_tensorflow_backend("SCELoss")
         reduction = kwargs.pop("reduction", "sum_over_batch_size")
         if reduction not in ("sum_over_batch_size", None):
             raise ValueError(
@@ -119,7 +109,7 @@ class SCELoss(keras.losses.Loss):
             )
         if kwargs:
             raise TypeError(f"Unexpected keyword arguments for SCELoss: {sorted(kwargs)}")
-        super().__init__(name=name, reduction="sum_over_batch_size", dtype=dtype)
+        super().__init__(item_embeddings, padding_id=padding_id, name=name, dtype=dtype)
         for key, value in (
             ("num_buckets", num_buckets),
             ("bucket_size_x", bucket_size_x),
@@ -127,60 +117,14 @@ class SCELoss(keras.losses.Loss):
         ):
             sce_ops.checks.check_positive_int(value, key, allow_none=True)
         sce_ops.checks.check_positive_int(bucket_size_y, "bucket_size_y")
-        if padding_id is not None and (not isinstance(padding_id, int) or padding_id < 0):
-            raise ValueError(f"`padding_id` must be a non-negative int or None, got {padding_id!r}")
         self.num_buckets = num_buckets
         self.bucket_size_x = bucket_size_x
         self.bucket_size_y = bucket_size_y
         self.mix_x = bool(mix_x)
-        self.padding_id = padding_id
         self.catalog_chunk_size = catalog_chunk_size
         self.seed = seed
         self.check_ids = bool(check_ids)
         self._seed_stream = None if seed is None else sce_ops.SeedStream(seed)
-        self._item_embeddings = None
-        self._table_path = None
-        self.bind(item_embeddings)
-
-    # -- the item table -------------------------------------------------------------
-    def bind(self, item_embeddings):
-        """Points the loss at its item table and returns ``self``.
-
-        ``item_embeddings``: an Embedding-like layer, a variable, a Keras model
-        (the table is then found by the variable path saved with the loss), a
-        variable path string, or None (unbound).
-        """
-        if isinstance(item_embeddings, keras.Model) and self._table_path is not None:
-            matches = [v for v in item_embeddings.variables if v.path == self._table_path]
-            if not matches:
-                raise ValueError(
-                    f"SCELoss: no variable with path {self._table_path!r} in model "
-                    f"{item_embeddings.name!r}; pass the item embedding layer instead."
-                )
-            item_embeddings = matches[0]
-        if isinstance(item_embeddings, str):
-            self._table_path = item_embeddings
-            self._item_embeddings = None
-            return self
-        if item_embeddings is not None:
-            resolve_table(item_embeddings, allow_unbuilt=True)  # validates the kind
-        self._item_embeddings = item_embeddings
-        return self
-
-    @property
-    def item_embeddings(self):
-        return self._item_embeddings
-
-    def _table(self):
-        if self._item_embeddings is None:
-            where = f" (saved table path: {self._table_path!r})" if self._table_path else ""
-            raise ValueError(
-                "This SCELoss is not bound to an item table" + where + ". Pass the item "
-                "embedding layer or variable to SCELoss(...), or after "
-                "keras.saving.load_model call `model.loss.bind(model)` "
-                "(keras_sce.load_model does it for you)."
-            )
-        return table_value(resolve_table(self._item_embeddings))
 
     # -- computation ----------------------------------------------------------------
     def _kwargs(self):
@@ -197,28 +141,11 @@ class SCELoss(keras.losses.Loss):
     def _next_seed(self):
         return None if self._seed_stream is None else self._seed_stream.next()
 
-    def call(self, y_true, y_pred, sample_weight=None):
+    def _compute(self, y_true, y_pred, table, sample_weight):
         return sce_ops.scalable_cross_entropy(
-            y_pred,
-            y_true,
-            self._table(),
-            seed=self._next_seed(),
-            sample_weight=sample_weight,
+            y_pred, y_true, table, seed=self._next_seed(), sample_weight=sample_weight,
             **self._kwargs(),
         )
-
-    def __call__(self, y_true, y_pred, sample_weight=None):
-        # Keras' default __call__ casts ids to float and re-reduces a per-sample
-        # loss; SCE's ids stay integers and its reduction is part of the method.
-        if in_symbolic_scope():
-            # Keras only infers output specs here (and, under tf.distribute, hands
-            # placeholder targets of a made-up float dtype): check what can be
-            # checked statically and return a float32 scalar of the right kind.
-            table = self._table()
-            sce_ops.checks.check_table(tf.convert_to_tensor(y_pred), table)
-            return tf.zeros([], tf.float32)
-        with keras.name_scope(self.name):
-            return self.call(y_true, y_pred, sample_weight)
 
     def diagnostics(self, y_true, y_pred):
         """Bucket statistics for one batch (draws its own centres).
@@ -227,39 +154,22 @@ class SCELoss(keras.losses.Loss):
         non-padding positions that fall in at least one bucket) and
         ``buckets_per_covered_row``. Use it to tune ``num_buckets`` and
         ``bucket_size_x``: low coverage means many positions get no loss at all.
-        See also :class:`keras_sce.losses.SCECoverage` for a metric during ``fit``.
+        It does not advance the training stream of centres; with a ``seed`` its
+        centres are reproducible (a fixed stateless seed of their own).
         """
+        seed = None if self.seed is None else [self.seed, -1]
         loss, details = sce_ops.scalable_cross_entropy(
-            y_pred, y_true, self._table(), seed=self._next_seed(), return_details=True,
-            **self._kwargs(),
+            y_pred, y_true, self._table(), seed=seed, return_details=True, **self._kwargs()
         )
         return {"loss": loss, **details}
 
     # -- serialization --------------------------------------------------------------
-    def get_config(self):
-        config = super().get_config()
-        config.pop("reduction", None)
-        path = self._table_path
-        if self._item_embeddings is not None:
-            try:
-                path = resolve_table(self._item_embeddings).path
-            except (AttributeError, ValueError):
-                path = None
-        config.update(
-            item_embeddings=path,
-            num_buckets=self.num_buckets,
-            bucket_size_x=self.bucket_size_x,
-            bucket_size_y=self.bucket_size_y,
-            mix_x=self.mix_x,
-            padding_id=self.padding_id,
-            catalog_chunk_size=self.catalog_chunk_size,
-            seed=self.seed,
-            check_ids=self.check_ids,
-        )
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        table = config.pop("item_embeddings", None)
-        return cls(table, **config)
+    _config_keys = (
+        "num_buckets",
+        "bucket_size_x",
+        "bucket_size_y",
+        "mix_x",
+        "catalog_chunk_size",
+        "seed",
+        "check_ids",
+    )

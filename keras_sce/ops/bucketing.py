@@ -19,22 +19,42 @@ _NEG_INF = float("-inf")
 
 def _masked_scores(scores, index, mask, exclude_id):
     """Sets the scores of ineligible vectors to -inf. ``index``: [chunk] int32."""
+    neg_inf = tf.constant(_NEG_INF, scores.dtype)
     if mask is not None:
-        scores = tf.where(tf.gather(mask, index)[tf.newaxis, :], scores, _NEG_INF)
+        scores = tf.where(tf.gather(mask, index)[tf.newaxis, :], scores, neg_inf)
     if exclude_id is not None:
-        scores = tf.where((index == exclude_id)[tf.newaxis, :], _NEG_INF, scores)
+        scores = tf.where((index == exclude_id)[tf.newaxis, :], neg_inf, scores)
     return scores
 
 
-def _top_k_dense(centers, vectors, k, mask, exclude_id):
-    scores = tf.matmul(centers, vectors, transpose_b=True)  # [n_b, M]
+def _read_all(vectors, handle_spec):
+    if handle_spec is None:
+        return vectors
+    num_vectors, dim, dtype = handle_spec
+    value = tf.raw_ops.ReadVariableOp(resource=vectors, dtype=dtype)
+    value.set_shape([num_vectors, dim])
+    return value
+
+
+def _gather_rows(vectors, index, handle_spec):
+    if handle_spec is None:
+        return tf.gather(vectors, index)
+    _, dim, dtype = handle_spec
+    rows = tf.raw_ops.ResourceGather(resource=vectors, indices=index, dtype=dtype)
+    rows.set_shape([index.shape[0], dim])
+    return rows
+
+
+def _top_k_dense(centers, vectors, k, mask, exclude_id, handle_spec=None):
+    vectors = _read_all(vectors, handle_spec)
+    scores = tf.matmul(centers, tf.cast(vectors, centers.dtype), transpose_b=True)  # [n_b, M]
     index = tf.range(tf.shape(vectors)[0], dtype=tf.int32)
     scores = _masked_scores(scores, index, mask, exclude_id)
     return tf.math.top_k(scores, k=k, sorted=True)
 
 
-def _top_k_streamed(centers, vectors, k, chunk_size, mask, exclude_id):
-    num_vectors = tf.shape(vectors)[0]
+def _top_k_streamed(centers, vectors, k, chunk_size, mask, exclude_id, handle_spec=None):
+    num_vectors = tf.shape(vectors)[0] if handle_spec is None else handle_spec[0]
     n_buckets = tf.shape(centers)[0]
     num_chunks = (num_vectors + chunk_size - 1) // chunk_size
     offsets = tf.range(chunk_size, dtype=tf.int32)
@@ -44,11 +64,18 @@ def _top_k_streamed(centers, vectors, k, chunk_size, mask, exclude_id):
         # The last chunk is shifted back so that it stays inside the table (no
         # padded copy of the table is ever made); rows it revisits are masked.
         begin = tf.minimum(start, num_vectors - chunk_size)
-        chunk = tf.slice(vectors, [begin, 0], [chunk_size, -1])
         index = begin + offsets
+        # A gather, not tf.slice(vectors, [begin, 0], [chunk_size, -1]): under XLA a
+        # dynamic Slice with a -1 size is lowered through a copy of ``vectors``
+        # padded to twice its size in each dimension (4x the table, kept by the
+        # compiled program).
+        # Cast chunk by chunk: a bf16/fp16 table is never copied whole.
+        chunk = tf.cast(_gather_rows(vectors, index, handle_spec), centers.dtype)
         scores = tf.matmul(centers, chunk, transpose_b=True)  # [n_b, chunk]
         scores = _masked_scores(scores, index, mask, exclude_id)
-        scores = tf.where((index >= start)[tf.newaxis, :], scores, _NEG_INF)
+        scores = tf.where(
+            (index >= start)[tf.newaxis, :], scores, tf.constant(_NEG_INF, scores.dtype)
+        )
         merged_scores = tf.concat([best_scores, scores], axis=1)
         merged_index = tf.concat(
             [best_index, tf.broadcast_to(index[tf.newaxis, :], tf.shape(scores))], axis=1
@@ -70,11 +97,13 @@ def _top_k_streamed(centers, vectors, k, chunk_size, mask, exclude_id):
     return scores, index
 
 
-def _bucket_top_k_impl(centers, vectors, k, chunk_size, mask, exclude_id):
-    num_vectors = vectors.shape[0]
+def _bucket_top_k_impl(centers, vectors, k, chunk_size, mask, exclude_id, handle_spec=None):
+    """``vectors`` is a tensor, or (with ``handle_spec=(rows, dim, dtype)``) the
+    resource handle of a variable, read inside the compiled program only."""
+    num_vectors = vectors.shape[0] if handle_spec is None else handle_spec[0]
     if chunk_size is None or num_vectors is None or chunk_size >= num_vectors:
-        return _top_k_dense(centers, vectors, k, mask, exclude_id)
-    return _top_k_streamed(centers, vectors, k, chunk_size, mask, exclude_id)
+        return _top_k_dense(centers, vectors, k, mask, exclude_id, handle_spec)
+    return _top_k_streamed(centers, vectors, k, chunk_size, mask, exclude_id, handle_spec)
 
 
 # One XLA program per (shapes, k, chunk_size, exclude_id); Python ints are static.
@@ -144,6 +173,15 @@ def bucket_top_k(centers, vectors, k, *, chunk_size=None, mask=None, exclude_id=
         mask = tf.convert_to_tensor(mask)
         if mask.dtype != tf.bool:
             raise TypeError(f"`mask` must be a bool tensor, got {mask.dtype.name}.")
-    if vectors.dtype != centers.dtype:
-        vectors = tf.cast(vectors, centers.dtype)
+        if mask.shape.rank != 1 or (
+            num_vectors is not None and mask.shape[0] is not None and mask.shape[0] != num_vectors
+        ):
+            raise ValueError(
+                f"`mask` must have shape [{num_vectors}] (one flag per vector), got {mask.shape}."
+            )
+    if exclude_id is not None:
+        if not isinstance(exclude_id, int) or isinstance(exclude_id, bool):
+            raise TypeError(f"`exclude_id` must be a Python int or None, got {exclude_id!r}.")
+        if exclude_id < 0 or (num_vectors is not None and exclude_id >= num_vectors):
+            raise ValueError(f"`exclude_id`={exclude_id} is not a row of `vectors`.")
     return _bucket_top_k_xla(centers, vectors, k, chunk_size, mask, exclude_id)

@@ -33,8 +33,53 @@ def as_id_tensor(ids, name: str = "labels") -> tf.Tensor:
             "Cast float ids with tf.cast(..., 'int32') only if they are exact integers."
         )
     if ids.dtype != tf.int32:
+        if ids.dtype.is_unsigned:
+            ids = tf.cast(ids, tf.int64)
+        if ids.dtype == tf.int64:
+            # Ids beyond int32 would wrap around to valid-looking rows; map them to
+            # -1 so that the range check reports them instead.
+            fits = tf.logical_and(ids >= tf.int32.min, ids <= tf.int32.max)
+            ids = tf.where(fits, ids, tf.constant(-1, tf.int64))
         ids = tf.cast(ids, tf.int32)
     return ids
+
+
+def as_table(item_table):
+    """Variables pass through (so they get gradients); anything else becomes a tensor.
+
+    Lets NumPy arrays and lists be used as tables (the checks read
+    ``item_table.shape.rank``, which a NumPy shape tuple lacks).
+    """
+    if isinstance(item_table, tf.Variable):
+        return item_table
+    return tf.convert_to_tensor(item_table, name="item_table")
+
+
+def row_weights(sample_weight, labels: tf.Tensor, dtype) -> tf.Tensor:
+    """Flat per-row weights ``[N]`` for ``labels`` of shape ``[...]``.
+
+    Weights of lower rank get trailing axes (``[B]`` weights for ``[B, L]`` targets
+    weigh every position of a sequence), then are broadcast. Incompatible shapes
+    raise; negative weights raise at run time (outside XLA).
+    """
+    weight = tf.cast(tf.convert_to_tensor(sample_weight), dtype)
+    if weight.shape.rank is not None and labels.shape.rank is not None:
+        while weight.shape.rank < labels.shape.rank:
+            weight = weight[..., tf.newaxis]
+        if weight.shape.rank > labels.shape.rank:
+            weight = tf.reshape(weight, tf.shape(labels))
+        for w_dim, l_dim in zip(weight.shape, labels.shape, strict=True):
+            if w_dim is not None and l_dim is not None and w_dim not in (1, l_dim):
+                raise ValueError(
+                    f"`sample_weight` of shape {weight.shape} does not fit targets of shape "
+                    f"{labels.shape}: pass one weight per sequence or one per position."
+                )
+    weight = tf.broadcast_to(weight, tf.shape(labels))
+    assert_op = tf.debugging.assert_non_negative(
+        weight, message="keras_sce: `sample_weight` must be non-negative."
+    )
+    with tf.control_dependencies([assert_op]):
+        return tf.reshape(weight, [-1])
 
 
 def static_dim(x: tf.Tensor, axis: int):
@@ -99,7 +144,7 @@ def clamp_bucket_size(requested: int, available: int, name: str, what: str) -> i
     wrong answer, but the user asked for something else, hence the warning.
     """
     if available < 1:
-        return requested
+        raise ValueError(f"`{name}`: there are no {what} to choose from.")
     if requested > available:
         warnings.warn(
             f"`{name}`={requested} is larger than the {available} {what} available; "
@@ -135,7 +180,8 @@ def poison_if_invalid(loss: tf.Tensor, all_valid: tf.Tensor) -> tf.Tensor:
     """NaN loss (and zero gradient) when ids were out of range.
 
     Outside XLA the assertion already raised. Inside XLA assertions are no-ops, so
-    this is what keeps bad ids loud: the loss reads NaN and no update is made.
+    this is what keeps bad ids loud: the loss reads NaN and its gradient is zero
+    (optimizers with momentum may still move weights along their history).
     """
     nan = tf.constant(float("nan"), loss.dtype)
     return tf.where(all_valid, loss, nan)

@@ -14,9 +14,15 @@ cover everything it *is* the full CE.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import tensorflow as tf
+
+try:  # Pauses every active gradient tape; TensorFlow's own (non-exported) helper.
+    from tensorflow.python.eager.record import stop_recording as _stop_recording
+except ImportError:  # pragma: no cover - other TensorFlow layouts
+    _stop_recording = None
 
 from keras_sce.ops import checks
 from keras_sce.ops.bucketing import _bucket_top_k_impl, _bucket_top_k_xla
@@ -53,6 +59,18 @@ class SeedStream:
         )
 
     def next(self) -> tf.Tensor:
+        context = tf.distribute.get_replica_context()
+        if (
+            context is not None
+            and context.num_replicas_in_sync > 1
+            and not isinstance(self._counter, tf.distribute.DistributedValues)
+        ):
+            raise RuntimeError(
+                "keras_sce: this seeded loss was created outside the distribution "
+                "strategy's scope, so its replicas would race on one seed counter. Create "
+                "the loss (e.g. SCELoss(..., seed=...)) inside `with strategy.scope():`, "
+                "or use seed=None."
+            )
         step = self._counter.read_value()
         with tf.control_dependencies([step]):
             self._counter.assign_add(1)
@@ -182,6 +200,7 @@ def scalable_cross_entropy(
     """
     hidden = checks.as_float_tensor(hidden, "hidden")
     labels = checks.as_id_tensor(labels, "labels")
+    item_table = checks.as_table(item_table)
     checks.check_labels_match(hidden, labels)
     checks.check_table(hidden, item_table)
     if not item_table.dtype.is_floating:
@@ -202,12 +221,13 @@ def scalable_cross_entropy(
     num_items = tf.shape(item_table)[0] if num_items_static is None else num_items_static
 
     valid = tf.ones_like(y, dtype=tf.bool) if padding_id is None else tf.not_equal(y, padding_id)
+    weight = None
     if sample_weight is not None:
-        weight = tf.cast(sample_weight, compute_dtype)
-        weight = tf.reshape(tf.broadcast_to(weight, tf.shape(labels)), [-1])
-        valid = tf.logical_and(valid, weight > 0)
-    else:
-        weight = None
+        weight = checks.row_weights(sample_weight, labels, compute_dtype)
+        valid = tf.logical_and(valid, tf.not_equal(weight, 0))
+    # Ignored positions may hold anything (even NaN from fully masked attention):
+    # zero them so that they reach neither the centres nor any gradient.
+    x = tf.where(valid[:, tf.newaxis], x, tf.zeros_like(x))
 
     # Run-time id check (before any gather that could silently read zeros).
     all_valid = None
@@ -245,11 +265,30 @@ def scalable_cross_entropy(
     b_y = bucket_size_y
     if items_available is not None:
         b_y = checks.clamp_bucket_size(b_y, items_available, "bucket_size_y", "items")
-    table_detached = tf.stop_gradient(tf.cast(item_table, compute_dtype))
-    item_scores, bucket_items = _bucket_top_k_xla(
-        centers, table_detached, b_y, catalog_chunk_size, None, padding_id
-    )
-    item_ok = tf.math.is_finite(item_scores)  # False only if fewer than b_y items exist
+    # The table goes in as stored; the search casts it chunk by chunk. A variable
+    # is handed to the compiled search itself, not read first: after a sparse update
+    # TensorFlow would copy the whole table on a dense read outside XLA (copy-on-read
+    # mode), at every step. Tapes are paused instead of stop_gradient (which has no
+    # XLA kernel for a resource): no gradient flows through the search anyway.
+    # The handle (not the variable object) is passed, so the compiled search never
+    # holds on to a particular variable between calls.
+    if (
+        isinstance(item_table, tf.Variable)
+        and _stop_recording is not None
+        and item_table.shape.is_fully_defined()
+    ):
+        search_table, pause = item_table.handle, _stop_recording()
+        handle_spec = (int(item_table.shape[0]), int(item_table.shape[1]), item_table.dtype)
+    else:
+        search_table, pause = tf.stop_gradient(item_table), contextlib.nullcontext()
+        handle_spec = None
+    with pause:
+        item_scores, bucket_items = _bucket_top_k_xla(
+            centers, search_table, b_y, catalog_chunk_size, None, padding_id, handle_spec
+        )
+    # Empty slots (fewer than b_y items) score -inf; NaN scores are kept, so that a
+    # NaN in the table shows in the loss instead of being dropped.
+    item_ok = tf.not_equal(item_scores, tf.constant(_NEG_INF, item_scores.dtype))
     bucket_items = tf.where(item_ok, bucket_items, 0)
 
     # 5. In-bucket logits (with gradient).
@@ -290,6 +329,11 @@ def scalable_cross_entropy(
         loss = tf.math.divide_no_nan(
             tf.reduce_sum(weight * row_loss), tf.reduce_sum(weight * kept_f)
         )
+    # Non-finite centres (with mix_x: a NaN hidden state) would pick arbitrary
+    # buckets and could hide the NaN; make it show.
+    loss = tf.where(
+        tf.reduce_all(tf.math.is_finite(centers)), loss, tf.constant(float("nan"), loss.dtype)
+    )
     if all_valid is not None:
         loss = checks.poison_if_invalid(loss, all_valid)
     if not return_details:

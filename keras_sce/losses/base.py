@@ -1,0 +1,160 @@
+"""``ItemTableLoss``: the common door of every keras_sce loss onto the TensorFlow core.
+
+A loss of (hidden states, item ids) against an item table that it reads at every
+call, so the table is trained. This base class owns what all of them share:
+binding to the table (a layer, a variable, or — after loading a model — the saved
+variable path), Keras' calling conventions (integer ids are never cast to float;
+the op's own reduction; the per-replica scaling of ``tf.distribute``; Keras'
+shape-inference pass) and serialization.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import keras
+import tensorflow as tf
+
+from keras_sce.ops import checks
+from keras_sce.utils import require_tensorflow_backend, resolve_table, table_value
+
+try:  # Keras' symbolic (shape-inference) scope; absent from the public API.
+    from keras.src.backend import in_symbolic_scope
+except ImportError:  # pragma: no cover - other Keras layouts
+
+    def in_symbolic_scope():
+        return False
+
+
+class ItemTableLoss(keras.losses.Loss):
+    """Base class: a loss of (hidden states, item ids) against a bound item table.
+
+    Subclasses implement ``_compute(y_true, y_pred, table, sample_weight)`` (one
+    call of a :mod:`keras_sce.ops` function returning a scalar) and list their extra
+    hyper-parameters in ``_config_keys``.
+
+    Args:
+        item_embeddings: an Embedding-like layer (anything with ``.embeddings``), a
+            ``[C, d]`` variable, or None (bind later with :meth:`bind`).
+        padding_id: ignored target id and never-negative table row (None: none).
+        name: loss name.
+        dtype: accepted for Keras compatibility; losses are computed in float32.
+    """
+
+    _config_keys: tuple[str, ...] = ()
+    supports_sample_weight = True
+
+    def __init__(self, item_embeddings=None, *, padding_id=0, name=None, dtype=None):
+        require_tensorflow_backend(type(self).__name__)
+        super().__init__(name=name, reduction="sum_over_batch_size", dtype=dtype)
+        if padding_id is not None and (
+            not isinstance(padding_id, int) or isinstance(padding_id, bool) or padding_id < 0
+        ):
+            raise ValueError(f"`padding_id` must be a non-negative int or None, got {padding_id!r}")
+        self.padding_id = padding_id
+        self._item_embeddings = None
+        self._table_path = None
+        self.bind(item_embeddings)
+
+    # -- the item table -------------------------------------------------------------
+    def bind(self, item_embeddings):
+        """Points the loss at its item table and returns ``self``.
+
+        ``item_embeddings``: an Embedding-like layer, a variable, a Keras model (the
+        table is then found by the variable path saved with the loss), a variable
+        path string, or None (unbound).
+        """
+        if isinstance(item_embeddings, keras.Model):
+            if self._table_path is None:
+                warnings.warn(
+                    f"{type(self).__name__}: no table path was saved with this loss (it was "
+                    "bound to a variable without a Keras path), so it stays unbound; call "
+                    "`loss.bind(<item embedding layer or variable>)`.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+                return self
+            matches = [v for v in item_embeddings.variables if v.path == self._table_path]
+            if not matches:
+                raise ValueError(
+                    f"{type(self).__name__}: no variable with path {self._table_path!r} in "
+                    f"model {item_embeddings.name!r}; pass the item embedding layer instead."
+                )
+            item_embeddings = matches[0]
+        if isinstance(item_embeddings, str):
+            self._table_path = item_embeddings
+            self._item_embeddings = None
+            return self
+        if item_embeddings is not None:
+            resolve_table(item_embeddings, allow_unbuilt=True)  # validates the kind
+        self._item_embeddings = item_embeddings
+        return self
+
+    @property
+    def item_embeddings(self):
+        return self._item_embeddings
+
+    def _table(self):
+        if self._item_embeddings is None:
+            where = f" (saved table path: {self._table_path!r})" if self._table_path else ""
+            raise ValueError(
+                f"This {type(self).__name__} is not bound to an item table{where}. Pass the "
+                "item embedding layer or variable to the loss, or after "
+                "keras.saving.load_model call `model.loss.bind(model)` "
+                "(keras_sce.load_model does it for you)."
+            )
+        return table_value(resolve_table(self._item_embeddings))
+
+    # -- computation ----------------------------------------------------------------
+    def _compute(self, y_true, y_pred, table, sample_weight):
+        raise NotImplementedError
+
+    def call(self, y_true, y_pred, sample_weight=None):
+        if sample_weight is not None and not self.supports_sample_weight:
+            raise NotImplementedError(f"{type(self).__name__} does not take sample weights.")
+        return self._compute(y_true, y_pred, self._table(), sample_weight)
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        # Keras' default __call__ casts ids to float and re-reduces a per-sample
+        # loss; here ids stay integers and the reduction belongs to the method.
+        if in_symbolic_scope():
+            # Keras only infers output specs here (and, under tf.distribute, hands
+            # placeholder targets of a made-up float dtype): check what can be
+            # checked statically and return a float32 scalar.
+            checks.check_table(tf.convert_to_tensor(y_pred), self._table())
+            return tf.zeros([], tf.float32)
+        with keras.name_scope(self.name):
+            loss = self.call(y_true, y_pred, sample_weight)
+            # As Keras' own losses do: under tf.distribute each replica's loss is
+            # divided by the number of replicas (gradients are summed across them).
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            if replicas > 1:
+                loss = loss * tf.cast(1.0 / replicas, loss.dtype)
+            return loss
+
+    # -- serialization --------------------------------------------------------------
+    def get_config(self):
+        config = super().get_config()
+        config.pop("reduction", None)
+        path = self._table_path
+        if self._item_embeddings is not None:
+            table = resolve_table(self._item_embeddings, allow_unbuilt=True)
+            path = getattr(table, "path", None)
+            if path is None and table is not None:
+                warnings.warn(
+                    f"{type(self).__name__}: the item table is a variable without a Keras "
+                    "path, so a saved model cannot re-bind this loss on load.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            elif table is None:  # an unbuilt layer: its variable will be `<layer>/embeddings`
+                path = f"{self._item_embeddings.path}/embeddings"
+        config.update(item_embeddings=path, padding_id=self.padding_id)
+        config.update({key: getattr(self, key) for key in self._config_keys})
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        table = config.pop("item_embeddings", None)
+        return cls(table, **config)

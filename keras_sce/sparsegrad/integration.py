@@ -1,0 +1,453 @@
+"""Switch a Keras transformer's feed-forward layers to SparseGrad, and back.
+
+`apply(model, ...)` finds the feed-forward (MLP) `Dense` layers of every transformer
+block of a model — keras-hub `TransformerEncoder` / `TransformerDecoder` blocks (BERT,
+RoBERTa, GPT-2, ... backbones) out of the box, any other block through `targets` —
+estimates one pair of frozen orthogonal bases per layer type on the task's own data
+(or takes the bases you give it), and puts a `keras_sce.SparseGradDense` in place of
+each of those layers, in the block that owns it. `fold(model)` puts plain `Dense`
+layers back (kernel `P K̃ Qᵀ`, identical outputs) for serving.
+
+Replacement happens in place, inside the owning block: the block's attribute is
+rebound, and the new layer takes the old one's slot in the block's tracked
+sub-layers (the block's tracker is unlocked only for that swap), so the old
+weights are no longer tracked, `model.weights` keeps its order, and the model's
+functional graph is untouched. A `keras.Sequential` feed-forward (the usual shape of
+a hand-written Keras transformer block) is rebuilt around the new layer.
+
+Reference: V. Chekalina et al., "SparseGrad: A Selective Method for Efficient
+Fine-tuning of MLP Layers", EMNLP 2024, arXiv 2410.07383.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Iterable, Mapping
+
+import keras
+import numpy as np
+
+from keras_sce.sparsegrad import bases as bases_lib
+
+# keras-hub TransformerEncoder and TransformerDecoder keep their MLP here.
+KERAS_HUB_TARGETS: dict[str, str] = {
+    "_feedforward_intermediate_dense": "intermediate",
+    "_feedforward_output_dense": "output",
+}
+
+
+def _sparse_grad_dense():
+    # Imported lazily: the layer module itself imports keras_sce.sparsegrad.
+    from keras_sce.layers.sparse_grad_dense import SparseGradDense
+
+    return SparseGradDense
+
+
+_PATH_ITEM = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$|^\d+$")
+
+
+@dataclasses.dataclass
+class FeedForwardSlot:
+    """Where one feed-forward layer lives: `owner.<path>` (ints index a Sequential).
+
+    Attributes:
+        owner: the block (a `keras.layers.Layer`) the path starts from.
+        path: tuple of attribute names and integer positions (into a
+            `keras.Sequential`'s layers), e.g. `("_feedforward_output_dense",)` or
+            `("ffn", 1)`.
+        layer: the layer currently in the slot.
+        group: the layer type; all slots of one group share one pair of bases.
+    """
+
+    owner: keras.layers.Layer
+    path: tuple
+    layer: keras.layers.Layer
+    group: str
+
+    @property
+    def container(self):
+        """The object holding the layer directly (the owner or a Sequential)."""
+        holder = self.owner
+        for item in self.path[:-1]:
+            holder = holder.layers[item] if isinstance(item, int) else getattr(holder, item)
+        return holder
+
+    def replace(self, new_layer: keras.layers.Layer) -> None:
+        """Puts `new_layer` in this slot, untracking the old layer."""
+        _replace_in(self.container, self.path[-1], self.layer, new_layer)
+        self.layer = new_layer
+
+
+def _parse_path(spec: str) -> tuple:
+    items = tuple(spec.split("."))
+    if not items or not all(_PATH_ITEM.match(item) for item in items):
+        raise ValueError(
+            f"Invalid target path {spec!r}: use attribute names and Sequential positions "
+            "separated by dots, e.g. '_feedforward_output_dense' or 'ffn.1'."
+        )
+    return tuple(int(item) if item.isdigit() else item for item in items)
+
+
+def _resolve(owner, path: tuple):
+    value = owner
+    for item in path:
+        if isinstance(item, int):
+            if not isinstance(value, keras.Sequential):
+                return None
+            layers = value.layers
+            if item >= len(layers):
+                return None
+            value = layers[item]
+        else:
+            value = getattr(value, item, None)
+            if value is None:
+                return None
+    return value
+
+
+def _swap_tracked(tracker, old_layer, new_layer) -> None:
+    """Moves the tracker's "layers" entry from `old_layer` to `new_layer`."""
+    if not tracker.is_in_store("layers", old_layer):
+        return
+    store = tracker.config["layers"][1]
+    if any(lyr is old_layer for lyr in store):
+        tracker.replace_tracked_value("layers", old_layer, new_layer)
+    else:  # the owner re-bound its list (Sequential.build does): only the ids are stale
+        tracker.stored_ids["layers"].discard(id(old_layer))
+        tracker.stored_ids["layers"].add(id(new_layer))
+
+
+def _replace_in(container, key, old_layer, new_layer) -> None:
+    tracker = getattr(container, "_tracker", None)
+    if tracker is None:
+        raise TypeError(f"Cannot replace a layer inside {type(container).__name__}.")
+    was_locked = tracker.locked
+    tracker.unlock()
+    try:
+        _swap_tracked(tracker, old_layer, new_layer)
+        if isinstance(key, int):
+            # A Sequential: swap in its layer list, then rebuild its functional graph.
+            index = next(i for i, lyr in enumerate(container._layers) if lyr is old_layer)
+            container._layers[index] = new_layer
+            if container.built:
+                container._maybe_rebuild()
+        else:
+            setattr(container, key, new_layer)
+    finally:
+        if was_locked:
+            tracker.lock()
+    if any(lyr is old_layer for lyr in container._layers):
+        raise RuntimeError(f"Layer {old_layer.name} is still tracked after replacement.")
+
+
+def _owners(model) -> Iterable[keras.layers.Layer]:
+    seen = set()
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        if id(layer) not in seen:
+            seen.add(id(layer))
+            yield layer
+
+
+def find_feedforward_layers(
+    model: keras.layers.Layer,
+    targets: Mapping[str, str] | None = None,
+    layer_type: type | tuple = keras.layers.Dense,
+) -> list[FeedForwardSlot]:
+    """Lists the feed-forward layers of every block of `model`, in model order.
+
+    Args:
+        model: a Keras model or layer (e.g. a keras-hub backbone or task model).
+        targets: `{path: group}`; a path is an attribute name of a block, possibly
+            dotted through attributes and `keras.Sequential` positions (`"ffn.0"`).
+            Defaults to `KERAS_HUB_TARGETS` (keras-hub encoder/decoder blocks).
+        layer_type: class(es) a slot's layer must be an instance of.
+
+    Returns:
+        A list of `FeedForwardSlot`, one per layer found, each layer once.
+    """
+    targets = dict(KERAS_HUB_TARGETS if targets is None else targets)
+    parsed = {_parse_path(spec): group for spec, group in targets.items()}
+    slots, seen = [], set()
+    for owner in _owners(model):
+        for path, group in parsed.items():
+            layer = _resolve(owner, path)
+            if isinstance(layer, layer_type) and id(layer) not in seen:
+                seen.add(id(layer))
+                slots.append(FeedForwardSlot(owner, path, layer, group))
+    return slots
+
+
+def _budget_for(layer, group, num_selected, density, rank):
+    given = [
+        name
+        for name, v in (("num_selected", num_selected), ("density", density), ("rank", rank))
+        if v is not None
+    ]
+    if len(given) > 1:
+        raise ValueError(f"Pass at most one of num_selected, density and rank; got {given}.")
+
+    def pick(value):
+        if isinstance(value, Mapping):
+            if group not in value:
+                raise ValueError(f"No budget given for group {group!r}.")
+            return value[group]
+        return value
+
+    input_dim, units = (int(d) for d in layer.kernel.shape)
+    if rank is not None:
+        return {"num_selected": bases_lib.lora_equivalent_budget(int(pick(rank)), input_dim, units)}
+    if num_selected is not None:
+        return {"num_selected": int(pick(num_selected))}
+    if density is not None:
+        return {"density": float(pick(density))}
+    return {}
+
+
+def _normalize_bases(bases, groups):
+    if isinstance(bases, str):
+        if bases != "identity":
+            raise ValueError(f"bases must be a mapping, None or 'identity', got {bases!r}.")
+        return {group: (None, None) for group in groups}
+    out = {}
+    for group in groups:
+        if group not in bases:
+            raise ValueError(
+                f"No bases for layer group {group!r} (bases has {sorted(bases)}); "
+                "estimate them with keras_sce.sparsegrad.estimate_bases."
+            )
+        value = bases[group]
+        if isinstance(value, bases_lib.Bases):
+            out[group] = (value.input_basis, value.output_basis)
+        elif isinstance(value, tuple | list) and len(value) == 2:
+            out[group] = (value[0], value[1])
+        else:
+            raise TypeError(
+                f"bases[{group!r}] must be a Bases or an (input_basis, output_basis) pair."
+            )
+    return out
+
+
+def apply(
+    model: keras.layers.Layer,
+    bases: Mapping | str | None = None,
+    *,
+    data: Iterable | None = None,
+    loss: Callable | None = None,
+    num_steps: int = 30,
+    orientation: str = "consistent",
+    num_selected: int | Mapping[str, int] | None = None,
+    density: float | Mapping[str, float] | None = None,
+    rank: int | Mapping[str, int] | None = None,
+    selection: str = "top_k",
+    support_size: int | Mapping[str, int] | None = None,
+    targets: Mapping[str, str] | None = None,
+) -> dict:
+    """Converts the feed-forward `Dense` layers of `model`'s blocks to `SparseGradDense`.
+
+    Steps: (1) find the feed-forward layers (`find_feedforward_layers`); (2) unless
+    `bases` are given, estimate one pair of orthogonal bases per layer group from
+    `num_steps` batches of `data` (`keras_sce.sparsegrad.estimate_bases`; gradients
+    at the current weights, the model is not updated); (3) with `support_size`,
+    choose each layer's bounded support for the O(k)-state mode
+    (`keras_sce.sparsegrad.estimate_support`, `num_steps` more batches); (4) replace
+    each layer, in place, by `SparseGradDense.from_dense(...)` (outputs unchanged; the
+    layer keeps its name and its `trainable` flag). All layers of a group share one
+    basis variable per side.
+
+    Compile (or re-compile) the model after `apply`, with a
+    `keras_sce.sparsegrad.SparseGradOptimizer`.
+
+    Args:
+        model: a built Keras model or layer, e.g. a keras-hub backbone or task model.
+        bases: `{group: Bases or (input_basis, output_basis)}`, or `"identity"` (P = Q = I:
+            the MeProp baseline), or `None` to estimate them from `data` and `loss`.
+        data: iterable of `(x, y)` or `(x, y, sample_weight)` batches of the task's
+            training data (needed when `bases` is `None` or `support_size` is set).
+        loss: `loss(y_true, y_pred)` for those batches.
+        num_steps: number of batches for the estimation. Defaults to 30 (the paper's).
+        orientation: `"consistent"` (default) or `"paper"`; see `estimate_bases`.
+        num_selected: k, an int or `{group: int}`.
+        density: k as a fraction of the kernel, a float or `{group: float}`.
+        rank: a LoRA rank `r` (int or `{group: int}`); `k = r · (in + out)` per layer.
+            At most one of `num_selected`, `density`, `rank`; none means density 1%.
+        selection: `"top_k"` (exact) or `"approx"`.
+        support_size: with it, the O(k)-state mode: each layer's selection (and its
+            optimizer state) is restricted to this many entries, int or `{group: int}`.
+        targets: `{path: group}` of the feed-forward layers of a block; defaults to
+            `KERAS_HUB_TARGETS`. For a hand-written block with
+            `self.ffn = keras.Sequential([Dense(4 * d), Dense(d)])`, pass
+            `{"ffn.0": "intermediate", "ffn.1": "output"}`.
+
+    Returns:
+        A dict with `"layers"` (the new `SparseGradDense` layers, in model order),
+        `"groups"` (`{group: [layer names]}`), `"bases"` (`{group: Bases or
+        (P, Q)}`: keep them to re-apply the same conversion to a fresh copy of the
+        model, e.g. before `load_weights`) and `"support"` (`{group: [indices]}` or
+        `None`).
+
+    Example:
+
+    ```python
+    backbone = keras_hub.models.BertBackbone.from_preset("bert_tiny_en_uncased")
+    classifier = ...  # any model containing the backbone
+    result = keras_sce.sparsegrad.apply(
+        classifier, data=train_ds.take(30), loss=loss_fn, rank=7
+    )
+    classifier.compile(optimizer=keras_sce.sparsegrad.SparseGradOptimizer(), loss=loss_fn)
+    classifier.fit(train_ds)
+    keras_sce.sparsegrad.fold(classifier)  # plain Dense layers again, for serving
+    ```
+
+    References:
+        V. Chekalina et al., "SparseGrad: A Selective Method for Efficient Fine-tuning
+        of MLP Layers", EMNLP 2024. arXiv:2410.07383.
+    """
+    if not getattr(model, "built", False):
+        raise ValueError("Build the model (call it once) before keras_sce.sparsegrad.apply.")
+    slots = find_feedforward_layers(model, targets)
+    if not slots:
+        converted = find_feedforward_layers(model, targets, layer_type=_sparse_grad_dense())
+        if converted:
+            raise ValueError("The feed-forward layers of this model are already SparseGrad.")
+        raise ValueError(
+            "No feed-forward Dense layer found. keras-hub TransformerEncoder/Decoder "
+            "blocks are found by default; for other blocks pass targets={path: group}."
+        )
+    for slot in slots:
+        if getattr(slot.layer, "lora_enabled", False):
+            raise ValueError(f"Layer {slot.layer.path} has LoRA enabled; cannot convert it.")
+        if not slot.layer.built:
+            raise ValueError(f"Layer {slot.layer.name} is not built; call the model once.")
+    groups: dict[str, list] = {}
+    for slot in slots:
+        groups.setdefault(slot.group, []).append(slot.layer)
+    for group, layers in groups.items():
+        shapes = {tuple(layer.kernel.shape) for layer in layers}
+        if len(shapes) > 1:
+            raise ValueError(
+                f"Layer group {group!r} mixes kernel shapes {sorted(shapes)}; one pair of "
+                "bases per group needs one shape. Split the group with `targets`."
+            )
+    if bases is None:
+        if data is None or loss is None:
+            raise ValueError(
+                "Pass `bases`, or `data` and `loss` to estimate them (or bases='identity')."
+            )
+        bases = bases_lib.estimate_bases(
+            model=model,
+            data=data,
+            loss=loss,
+            groups=groups,
+            num_steps=num_steps,
+            orientation=orientation,
+        )
+    pairs = _normalize_bases(bases, groups)
+    support = None
+    if support_size is not None:
+        if data is None or loss is None:
+            raise ValueError("support_size needs `data` and `loss` to choose the supports.")
+        rotation = {
+            group: bases_lib.Bases(
+                *(
+                    np.eye(int(d), dtype=np.float32) if b is None else np.asarray(b)
+                    for b, d in zip(pairs[group], groups[group][0].kernel.shape, strict=True)
+                ),
+                None,
+                None,
+                0,
+                orientation,
+            )
+            for group in groups
+        }
+        support = bases_lib.estimate_support(
+            model=model,
+            data=data,
+            loss=loss,
+            groups=groups,
+            num_steps=num_steps,
+            bases=rotation,
+            support_size=support_size,
+        )
+    position = {group: 0 for group in groups}
+    new_layers = []
+    for slot in slots:
+        input_basis, output_basis = pairs[slot.group]
+        layer_support = None
+        if support is not None:
+            layer_support = support[slot.group][position[slot.group]]
+            position[slot.group] += 1
+        new = _sparse_grad_dense().from_dense(
+            slot.layer,
+            input_basis,
+            output_basis,
+            selection=selection,
+            support=layer_support,
+            **_budget_for(slot.layer, slot.group, num_selected, density, rank),
+        )
+        new.trainable = slot.layer.trainable
+        slot.replace(new)
+        new_layers.append(new)
+    return {
+        "layers": new_layers,
+        "groups": {g: [layer.name for layer in ls] for g, ls in groups.items()},
+        "bases": bases,
+        "support": support,
+    }
+
+
+def _sparsegrad_slots(model) -> list[FeedForwardSlot]:
+    SparseGradDense = _sparse_grad_dense()  # noqa: N806
+    slots, seen = [], set()
+    for owner in _owners(model):
+        if isinstance(owner, SparseGradDense):
+            continue
+        if isinstance(owner, keras.Sequential):
+            for index, layer in enumerate(owner.layers):
+                if isinstance(layer, SparseGradDense) and id(layer) not in seen:
+                    seen.add(id(layer))
+                    slots.append(FeedForwardSlot(owner, (index,), layer, ""))
+            continue
+        for name, value in list(vars(owner).items()):
+            if isinstance(value, SparseGradDense) and id(value) not in seen:
+                seen.add(id(value))
+                slots.append(FeedForwardSlot(owner, (name,), value, ""))
+    return slots
+
+
+def fold(model: keras.layers.Layer) -> list[keras.layers.Dense]:
+    """Replaces every `SparseGradDense` held by a block of `model` with a plain `Dense`.
+
+    Each layer becomes `layer.to_dense()` (kernel `P K̃ Qᵀ`, same bias, activation,
+    name and `trainable` flag), in place, so the model's outputs are unchanged up to
+    float32 rounding and it serves with no SparseGrad cost. Re-compile before training
+    the folded model further.
+
+    Args:
+        model: a Keras model or layer converted by `apply` (or holding
+            `SparseGradDense` layers as block attributes or in `keras.Sequential`s).
+
+    Returns:
+        The new `Dense` layers, in model order.
+
+    Raises:
+        ValueError: when a `SparseGradDense` is a node of a Functional graph (it cannot
+            be swapped in place); fold that layer with `layer.to_dense()` and rebuild
+            the graph yourself.
+    """
+    SparseGradDense = _sparse_grad_dense()  # noqa: N806
+    slots = _sparsegrad_slots(model)
+    found = {id(slot.layer) for slot in slots}
+    for layer in _owners(model):
+        if isinstance(layer, SparseGradDense) and id(layer) not in found:
+            raise ValueError(
+                f"SparseGradDense {layer.name} is a node of a Functional graph, not a "
+                "block attribute; fold it with layer.to_dense() and rebuild the graph."
+            )
+    dense_layers = []
+    for slot in slots:
+        dense = slot.layer.to_dense()
+        dense.trainable = slot.layer.trainable
+        slot.replace(dense)
+        dense_layers.append(dense)
+    return dense_layers

@@ -1,0 +1,353 @@
+"""``SCERetrieval``: Scalable Cross-Entropy as a TensorFlow Recommenders task."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+import tensorflow as tf
+
+from keras_sce.ops import checks, sce
+from keras_sce.tfrs._stack import check_legacy_keras_stack
+
+tf_keras, tfrs = check_legacy_keras_stack("keras_sce.tfrs.SCERetrieval")
+
+DEFAULT_CATALOG_CHUNK_SIZE = 65_536
+
+
+def _is_keras3(obj) -> bool:
+    return isinstance(obj, (keras.layers.Layer, keras.Variable))
+
+
+@tf_keras.saving.register_keras_serializable(package="keras_sce")
+class SCERetrieval(tf_keras.layers.Layer, tfrs.tasks.base.Task):
+    """A TFRS retrieval task that trains against the whole candidate table with SCE.
+
+    ``tfrs.tasks.Retrieval`` scores each query against the other positives of its
+    batch (in-batch softmax): the negatives are whatever the batch happens to hold,
+    over-represent popular items, and never include the rare items a query confuses
+    with its target. ``SCERetrieval`` scores each query against the *whole*
+    candidate table instead, at a cost that does not grow like the full softmax:
+    Scalable Cross-Entropy (arXiv 2409.18721) draws random bucket centres; each
+    bucket collects the queries and the ``bucket_size_y`` candidates with the
+    largest inner product with its centre (an XLA-compiled maximum inner product
+    search, streamed over the table in chunks); each query's softmax then runs over
+    its positive and the hard negatives of its bucket, and a query in several
+    buckets keeps its largest bucket loss. The result is the mean over the queries
+    covered by at least one bucket.
+
+    The table is read at every call, so it trains: pass the candidate tower's
+    ``tf_keras`` Embedding layer (or a ``[num_candidates, d]`` variable), and give
+    the task the *row numbers* of the positive candidates. Its gradient is a
+    ``tf.IndexedSlices`` over the rows used, so sparse optimizers touch only those.
+    The maths is :func:`keras_sce.ops.scalable_cross_entropy`, the same function
+    behind :class:`keras_sce.SCELoss`: the same inputs and ``seed`` give the same
+    value through either.
+
+    Importing this class needs ``TF_USE_LEGACY_KERAS=1`` (TFRS runs on tf_keras);
+    :mod:`keras_sce.tfrs` raises an ``ImportError`` that says what to do otherwise.
+    Unlike ``tfrs.tasks.Retrieval`` (whose default loss sums over the batch), the
+    loss is a mean, like :class:`keras_sce.SCELoss`.
+
+    Args:
+        candidate_embeddings: the candidate table: a ``tf_keras`` Embedding-like
+            layer (anything with ``.embeddings``; built at the first call if needed)
+            or a ``[num_candidates, d]`` ``tf.Variable``. Keras 3 objects are
+            refused (the two stacks cannot be mixed in one model); a plain tensor
+            is refused (it is a detached copy: the table would never train).
+            None gives an unbound task; see :meth:`bind`.
+        num_buckets: number of buckets ``n_b``; None: ``int(2 * sqrt(B))`` for a
+            batch of ``B`` queries (the authors' rule).
+        bucket_size_x: queries per bucket; None: the same rule. Clamped to ``B``.
+        bucket_size_y: candidates per bucket (hard negatives per query), default
+            256; clamped, with a warning, to the number of candidates.
+        mix_x: draw the centres as random mixtures of the batch's query embeddings
+            instead of Gaussian noise (the paper's remedy for bucket collapse).
+        padding_id: a table row that is never a negative and a candidate id whose
+            queries are ignored (e.g. 0 when row 0 is a padding/OOV row); None if
+            every row is a real candidate.
+        catalog_chunk_size: candidates per chunk of the streamed search: its peak
+            memory is ``n_b * (bucket_size_y + chunk)`` scores instead of
+            ``n_b * num_candidates``. None materialises the whole projection.
+        seed: None (fresh centres from the global generator) or a Python int: a
+            reproducible stream of centres, fresh at each call, the same stream
+            as ``keras_sce.SCELoss(seed=...)``.
+        check_ids: check that ``candidate_ids`` lie in ``[0, num_candidates)``:
+            an ``InvalidArgumentError`` outside XLA; under XLA (which drops
+            assertions) the loss turns NaN instead of silently reading zeros.
+        metrics: optional TFRS factorized metrics (e.g.
+            ``tfrs.metrics.FactorizedTopK``), or a list of them, updated when
+            ``compute_metrics=True``. They receive the queries, the positives'
+            rows of the table, and ``metric_candidate_ids`` if given.
+        loss_metrics: optional list of ``tf_keras`` metrics updated with the loss.
+        name: layer name.
+        **kwargs: other ``tf_keras.layers.Layer`` arguments (e.g. ``dtype``).
+
+    Call arguments:
+        query_embeddings: float ``[B, d]`` (or ``[B, L, d]`` for a sequence model)
+            query tower output, in the space of the candidate table.
+        candidate_ids: integer ``[B]`` (or ``[B, L]``) rows of the positive
+            candidates in the table (int32 or int64).
+        sample_weight: optional float weights broadcastable to ``candidate_ids``;
+            the loss is then the weighted mean.
+        compute_metrics: update ``metrics`` (set False during training: a
+            factorized top-K metric scores the whole catalogue).
+        metric_candidate_ids: optional ids passed to the metrics as
+            ``true_candidate_ids`` (id-based top-K evaluation, e.g.
+            ``candidate_ids`` itself when the metric's index was built with row
+            numbers as identifiers). None: score-based evaluation.
+
+    Returns:
+        A float32 scalar loss (0 with zero gradient when no query is covered).
+
+    Example:
+
+    ```python
+    import os
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"  # before anything uses tf.keras
+    import tensorflow as tf
+    import tensorflow_recommenders as tfrs
+    from keras_sce.tfrs import SCERetrieval
+
+    items = tf.keras.layers.Embedding(10_000, 32)
+    users = tf.keras.layers.Embedding(5_000, 32)
+    task = SCERetrieval(items, bucket_size_y=128, seed=0)
+
+    class TwoTower(tfrs.models.Model):
+        def __init__(self):
+            super().__init__()
+            self.users, self.items, self.task = users, items, task
+
+        def compute_loss(self, features, training=False):
+            return self.task(self.users(features["user"]), features["item"])
+    ```
+
+    References:
+        Mezentsev, Gusak, Oseledets, Frolov, "Scalable Cross-Entropy Loss for
+        Sequential Recommendations with Large Item Catalogs", RecSys 2024,
+        arXiv 2409.18721.
+    """
+
+    def __init__(
+        self,
+        candidate_embeddings=None,
+        *,
+        num_buckets=None,
+        bucket_size_x=None,
+        bucket_size_y=256,
+        mix_x=False,
+        padding_id=None,
+        catalog_chunk_size=DEFAULT_CATALOG_CHUNK_SIZE,
+        seed=None,
+        check_ids=True,
+        metrics=None,
+        loss_metrics=None,
+        name=None,
+        **kwargs,
+    ):
+        super().__init__(name=name, **kwargs)
+        checks.check_positive_int(num_buckets, "num_buckets", allow_none=True)
+        checks.check_positive_int(bucket_size_x, "bucket_size_x", allow_none=True)
+        checks.check_positive_int(bucket_size_y, "bucket_size_y")
+        checks.check_positive_int(catalog_chunk_size, "catalog_chunk_size", allow_none=True)
+        checks.check_padding_id(padding_id, None)
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+            raise TypeError(f"`seed` must be a Python int or None, got {seed!r}.")
+        self.num_buckets = num_buckets
+        self.bucket_size_x = bucket_size_x
+        self.bucket_size_y = bucket_size_y
+        self.mix_x = bool(mix_x)
+        self.padding_id = padding_id
+        self.catalog_chunk_size = catalog_chunk_size
+        self.seed = seed
+        self.check_ids = bool(check_ids)
+        self._seed_stream = None if seed is None else sce.SeedStream(seed)
+
+        if metrics is None:
+            metrics = []
+        elif not isinstance(metrics, Sequence):
+            metrics = [metrics]
+        for metric in metrics:
+            if not hasattr(metric, "update_state"):
+                raise TypeError(f"`metrics` must be TFRS factorized metrics, got {metric!r}.")
+        self._factorized_metrics = list(metrics)
+        self._loss_metrics = list(loss_metrics or [])
+        self._candidate_embeddings = None
+        self.bind(candidate_embeddings)
+
+    # -- the candidate table ----------------------------------------------------------
+    def bind(self, candidate_embeddings):
+        """Points the task at its candidate table (layer or variable); returns ``self``."""
+        if candidate_embeddings is None:
+            self._candidate_embeddings = None
+            return self
+        if _is_keras3(candidate_embeddings):
+            raise TypeError(
+                "SCERetrieval is a tf_keras (TFRS) task, but `candidate_embeddings` is a Keras 3 "
+                f"object ({type(candidate_embeddings).__name__}); Keras 3 and tf_keras objects "
+                "cannot be mixed in one model. Build the candidate tower with `tf.keras` "
+                "(tf_keras) layers, or, for a Keras 3 model, use `keras_sce.SCELoss`."
+            )
+        if isinstance(candidate_embeddings, tf.Variable):
+            table = candidate_embeddings
+        elif hasattr(candidate_embeddings, "embeddings") or (
+            isinstance(candidate_embeddings, tf_keras.layers.Layer)
+            and not candidate_embeddings.built
+        ):
+            table = None  # an Embedding-like layer, read (and built if needed) at call time
+        elif isinstance(candidate_embeddings, tf_keras.layers.Layer):
+            raise TypeError(
+                f"Layer {candidate_embeddings.name!r} has no `.embeddings` table. Pass the "
+                "candidate tower's Embedding layer itself (e.g. `candidate_model.layers[-1]`) "
+                "and give the task the positives' row numbers in that table."
+            )
+        elif tf.is_tensor(candidate_embeddings) or hasattr(candidate_embeddings, "__array__"):
+            raise TypeError(
+                "`candidate_embeddings` must be a variable or an Embedding layer, not a tensor "
+                "or array: a tensor is a detached copy and the task could not train it."
+            )
+        else:
+            raise TypeError(
+                "`candidate_embeddings` must be a tf_keras Embedding-like layer (with "
+                f"`.embeddings`) or a tf.Variable, got {type(candidate_embeddings).__name__}."
+            )
+        if table is not None:
+            self._check_table_shape(table)
+        self._candidate_embeddings = candidate_embeddings
+        return self
+
+    @property
+    def candidate_embeddings(self):
+        return self._candidate_embeddings
+
+    @staticmethod
+    def _check_table_shape(table):
+        if table.shape.rank != 2:
+            raise ValueError(
+                f"The candidate table must be [num_candidates, dim], got shape {table.shape}."
+            )
+
+    def _table(self):
+        source = self._candidate_embeddings
+        if source is None:
+            raise ValueError(
+                "This SCERetrieval task has no candidate table. Pass the candidate Embedding "
+                "layer or variable to SCERetrieval(...) or call `task.bind(...)`."
+            )
+        if isinstance(source, tf.Variable):
+            return source
+        if not getattr(source, "built", True):
+            try:
+                source.build(tf.TensorShape([None]))
+            except (ValueError, TypeError) as err:
+                raise ValueError(
+                    f"Could not build layer {source.name!r} as an embedding table ({err}). "
+                    "Pass the candidate Embedding layer or the table variable."
+                ) from err
+        table = getattr(source, "embeddings", None)
+        if table is None:
+            raise ValueError(
+                f"Layer {getattr(source, 'name', source)!r} has no `.embeddings` variable after "
+                "being built; pass the Embedding layer or the table variable."
+            )
+        self._check_table_shape(table)
+        return table
+
+    # -- computation -----------------------------------------------------------------
+    def call(
+        self,
+        query_embeddings,
+        candidate_ids,
+        sample_weight=None,
+        compute_metrics=True,
+        metric_candidate_ids=None,
+    ):
+        table = self._table()
+        query = checks.as_float_tensor(query_embeddings, "query_embeddings")
+        ids = checks.as_id_tensor(candidate_ids, "candidate_ids")
+        width, table_width = query.shape[-1], table.shape[1]
+        if width is not None and table_width is not None and width != table_width:
+            raise ValueError(
+                f"SCERetrieval: the query embeddings have width {width} but the candidate "
+                f"table has width {table_width} (shape {table.shape}); the query tower must "
+                "output vectors in the candidate embedding space."
+            )
+        if query.shape.rank is not None and ids.shape.rank is not None:
+            if not ids.shape.is_compatible_with(query.shape[:-1]):
+                raise ValueError(
+                    f"SCERetrieval: `candidate_ids` shape {ids.shape} must be the query "
+                    f"embeddings' shape without the last axis, {query.shape[:-1]} (one positive "
+                    "row per query)."
+                )
+
+        all_valid = None
+        if self.check_ids:
+            num_rows = table.shape[0] if table.shape[0] is not None else tf.shape(table)[0]
+            assert_op, all_valid = checks.id_range_checks(
+                ids, num_rows, name="candidate_ids (rows of the candidate table)"
+            )
+            with tf.control_dependencies([assert_op]):
+                ids = tf.identity(ids)
+
+        seed = None if self._seed_stream is None else self._seed_stream.next()
+        loss = sce.scalable_cross_entropy(
+            query,
+            ids,
+            table,
+            num_buckets=self.num_buckets,
+            bucket_size_x=self.bucket_size_x,
+            bucket_size_y=self.bucket_size_y,
+            mix_x=self.mix_x,
+            padding_id=self.padding_id,
+            catalog_chunk_size=self.catalog_chunk_size,
+            seed=seed,
+            sample_weight=sample_weight,
+            check_ids=False,  # checked above, with the TFRS argument's name
+        )
+        if all_valid is not None:
+            loss = checks.poison_if_invalid(loss, all_valid)
+
+        update_ops = [metric.update_state(loss) for metric in self._loss_metrics]
+        if compute_metrics and self._factorized_metrics and query.shape.rank == 2:
+            positives = tf.cast(tf.gather(table, ids), query.dtype)
+            if metric_candidate_ids is not None:
+                metric_candidate_ids = tf.convert_to_tensor(metric_candidate_ids)
+            for metric in self._factorized_metrics:
+                update_ops.append(
+                    metric.update_state(
+                        query,
+                        positives,
+                        true_candidate_ids=metric_candidate_ids,
+                        sample_weight=sample_weight,
+                    )
+                )
+        update_ops = [op for op in update_ops if op is not None]
+        if not update_ops:
+            return loss
+        with tf.control_dependencies(update_ops):
+            return tf.identity(loss)
+
+    def reset_seed(self):
+        """Restarts the stream of centres (a no-op without a seed)."""
+        if self._seed_stream is not None:
+            self._seed_stream.reset()
+
+    # -- serialization ---------------------------------------------------------------
+    def get_config(self):
+        """Hyper-parameters only: the table and the metrics are objects of the model.
+
+        ``from_config`` gives an unbound task; :meth:`bind` it to the candidate
+        table before use.
+        """
+        config = super().get_config()
+        config.update(
+            num_buckets=self.num_buckets,
+            bucket_size_x=self.bucket_size_x,
+            bucket_size_y=self.bucket_size_y,
+            mix_x=self.mix_x,
+            padding_id=self.padding_id,
+            catalog_chunk_size=self.catalog_chunk_size,
+            seed=self.seed,
+            check_ids=self.check_ids,
+        )
+        return config

@@ -1,0 +1,77 @@
+"""examples/tfrs_retrieval.py runs end to end on tiny data (in the TF_USE_LEGACY_KERAS process)."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import os
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+
+if os.environ.get("TF_USE_LEGACY_KERAS") not in ("1", "true", "True"):
+    pytest.skip(
+        "needs TF_USE_LEGACY_KERAS=1 in its own process: "
+        "`TF_USE_LEGACY_KERAS=1 python -m pytest tests/tfrs` (as .ci/test does)",
+        allow_module_level=True,
+    )
+
+EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
+
+
+def _load_example(name):
+    sys.path.insert(0, str(EXAMPLES))  # for the shared `seqrec_data` helper
+    try:
+        spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    return module
+
+
+def write_tiny_seqrec(path, num_users=60, num_items=40, seed=0):
+    """SASRec-format file where each user walks through consecutive item ids."""
+    rng = np.random.default_rng(seed)
+    lines = []
+    for user in range(1, num_users + 1):
+        start, length = rng.integers(1, num_items + 1), rng.integers(4, 9)
+        items = [(start + t - 1) % num_items + 1 for t in range(length)]
+        lines.append(" ".join(map(str, [user, *items])))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_tfrs_example_writes_the_results_table(tmp_path):
+    write_tiny_seqrec(tmp_path / "Tiny.txt")
+    example = _load_example("tfrs_retrieval")
+    out = tmp_path / "results" / "tfrs.csv"
+    rows = example.main([
+        "--data-dir", str(tmp_path), "--dataset", "Tiny", "--epochs", "2",
+        "--batch-size", "16", "--dim", "8", "--max-len", "5", "--out", str(out),
+        "--hard-negatives", "8",
+    ])
+    assert [row["method"] for row in rows] == ["in_batch", "sce"]
+    with open(out) as handle:
+        reader = csv.DictReader(handle)
+        assert reader.fieldnames[:6] == [
+            "dataset", "method", "epochs", "recall@10", "recall@100", "sec_per_epoch"
+        ]
+        table = list(reader)
+    assert len(table) == 2
+    for row in table:
+        assert row["dataset"] == "Tiny" and row["epochs"] == "2"
+        assert 0.0 <= float(row["recall@10"]) <= float(row["recall@100"]) <= 1.0
+        assert float(row["recall@100"]) == 1.0  # 40 items: every target is in the top 100
+        assert float(row["sec_per_epoch"]) > 0
+    markdown = out.with_suffix(".md").read_text()
+    assert "| Tiny | sce" in markdown and "examples/tfrs_retrieval.py" in markdown
+
+    # --append keeps earlier rows (several configurations in one table).
+    extra = dict(rows[1], options="bucket_size_y=8")
+    example.write_results([extra], out, "second command", append=True)
+    with open(out) as handle:
+        table = list(csv.DictReader(handle))
+    assert [row["options"] for row in table][-1] == "bucket_size_y=8" and len(table) == 3
+    assert "second command" in out.with_suffix(".md").read_text()
