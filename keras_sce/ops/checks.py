@@ -52,6 +52,9 @@ def as_table(item_table):
     """
     if isinstance(item_table, tf.Variable):
         return item_table
+    backing = getattr(item_table, "value", None)  # a Keras 3 variable wraps a tf.Variable
+    if isinstance(backing, tf.Variable):
+        return backing
     return tf.convert_to_tensor(item_table, name="item_table")
 
 
