@@ -425,3 +425,15 @@ def test_table_with_only_the_padding_row_is_refused():
     with pytest.raises(ValueError, match="no items"):
         ops.scalable_cross_entropy(tf.ones([2, 3]), tf.constant([0, 0]), tf.Variable(
             tf.ones([1, 3])), seed=0)
+
+
+def test_keras_variable_table_is_accepted_and_trained():
+    import keras
+
+    _, labels, _ = _problem()
+    hidden = tf.random.normal([N, D])
+    table = keras.Variable(np.random.default_rng(0).normal(size=(C, D)).astype("float32"))
+    with tf.GradientTape() as tape:
+        loss = ops.scalable_cross_entropy(hidden, labels, table, bucket_size_y=16, seed=0)
+    grad = tape.gradient(loss, table.value)
+    assert isinstance(grad, tf.IndexedSlices) and np.isfinite(loss.numpy())
