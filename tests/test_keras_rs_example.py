@@ -2,43 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-import sys
-
 import numpy as np
 import pytest
 
+from tests.example_helpers import load_example, write_tiny_seqrec
+
 keras_rs = pytest.importorskip("keras_rs", reason="keras-rs is an optional extra ([rs])")
-
-EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
-
-
-def _load_example(name):
-    sys.path.insert(0, str(EXAMPLES))  # for the shared `seqrec_data` helper
-    try:
-        spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(EXAMPLES))
-    return module
-
-
-def _write_tiny_seqrec(path, num_users=80, num_items=150, seed=0):
-    """Each user walks through consecutive item ids: an easy next-item pattern."""
-    rng = np.random.default_rng(seed)
-    lines = []
-    for user in range(1, num_users + 1):
-        start, length = rng.integers(1, num_items + 1), rng.integers(5, 10)
-        items = [(start + t - 1) % num_items + 1 for t in range(length)]
-        lines.append(" ".join(map(str, [user, *items])))
-    path.write_text("\n".join(lines) + "\n")
 
 
 def test_keras_rs_example_trains_with_sce_and_serves_with_brute_force(tmp_path):
-    _write_tiny_seqrec(tmp_path / "Tiny.txt")
-    example = _load_example("keras_rs_retrieval")
+    write_tiny_seqrec(tmp_path / "Tiny.txt", num_users=80, num_items=150, min_len=5, max_len=10)
+    example = load_example("keras_rs_retrieval")
     results, serving = example.main([
         "--data-dir", str(tmp_path), "--dataset", "Tiny", "--epochs", "4",
         "--batch-size", "32", "--dim", "16", "--max-len", "5", "--bucket-size-y", "32",

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import os
-import pathlib
-import sys
 
-import numpy as np
 import pytest
+
+from tests.example_helpers import load_example, write_tiny_seqrec
 
 if os.environ.get("TF_USE_LEGACY_KERAS") not in ("1", "true", "True"):
     pytest.skip(
@@ -18,34 +16,10 @@ if os.environ.get("TF_USE_LEGACY_KERAS") not in ("1", "true", "True"):
         allow_module_level=True,
     )
 
-EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
-
-
-def _load_example(name):
-    sys.path.insert(0, str(EXAMPLES))  # for the shared `seqrec_data` helper
-    try:
-        spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(EXAMPLES))
-    return module
-
-
-def write_tiny_seqrec(path, num_users=60, num_items=40, seed=0):
-    """SASRec-format file where each user walks through consecutive item ids."""
-    rng = np.random.default_rng(seed)
-    lines = []
-    for user in range(1, num_users + 1):
-        start, length = rng.integers(1, num_items + 1), rng.integers(4, 9)
-        items = [(start + t - 1) % num_items + 1 for t in range(length)]
-        lines.append(" ".join(map(str, [user, *items])))
-    path.write_text("\n".join(lines) + "\n")
-
 
 def test_tfrs_example_writes_the_results_table(tmp_path):
-    write_tiny_seqrec(tmp_path / "Tiny.txt")
-    example = _load_example("tfrs_retrieval")
+    write_tiny_seqrec(tmp_path / "Tiny.txt", num_users=60, num_items=40, min_len=4, max_len=9)
+    example = load_example("tfrs_retrieval")
     out = tmp_path / "results" / "tfrs.csv"
     rows = example.main([
         "--data-dir", str(tmp_path), "--dataset", "Tiny", "--epochs", "2",
