@@ -116,15 +116,70 @@ def test_gbce_beta():
 def test_bce_and_gbce_against_numpy():
     hidden, labels, table = _problem()
     args = (tf.constant(hidden), tf.constant(labels), tf.Variable(table))
-    bce = float(ops.sampled_bce(*args, num_negatives=7, seed=3))
-    gbce_t0 = float(ops.gbce(*args, num_negatives=7, t=0.0, seed=3))
-    gbce = float(ops.gbce(*args, num_negatives=7, t=0.75, seed=3))
+    plain = {"num_negatives": 7, "seed": 3, "logit_offset": 0.0}
+    bce = float(ops.sampled_bce(*args, **plain))
+    gbce_t0 = float(ops.gbce(*args, t=0.0, **plain))
+    gbce = float(ops.gbce(*args, t=0.75, **plain))
     assert gbce_t0 == pytest.approx(bce, rel=1e-12)  # t = 0 is BCE (same negatives)
     x = hidden.reshape(-1, 6)[labels.reshape(-1) != 0]
     pos = np.sum(x * table[labels.reshape(-1)[labels.reshape(-1) != 0]], axis=-1)
     beta = ops.gbce_beta(7, 39, 0.75)
     expected = (beta - 1.0) * np.mean(np.log1p(np.exp(-pos)))
     assert gbce - bce == pytest.approx(expected, rel=1e-9)
+
+
+def _softplus(z):
+    return np.logaddexp(0.0, z)
+
+
+@pytest.mark.parametrize("t", [0.0, 0.75])
+@pytest.mark.parametrize("logit_offset", ["balanced", 0.0, -2.5])
+def test_binary_losses_with_logit_offset_match_numpy(t, logit_offset):
+    hidden, labels, table = _problem()
+    k = 7
+    value = float(
+        ops.gbce(
+            tf.constant(hidden), tf.constant(labels), tf.Variable(table),
+            num_negatives=k, t=t, seed=3, logit_offset=logit_offset,
+        )
+    )
+    keep = labels.reshape(-1) != 0
+    x = hidden.reshape(-1, 6)[keep]
+    y = labels.reshape(-1)[keep]
+    # The same stateless negatives the op draws.
+    neg_ids, _ = ops._per_row_negatives(tf.constant(x), tf.constant(table), k, 0, 3)
+    neg_ids = neg_ids.numpy()
+    assert np.all(neg_ids != 0)
+    beta = ops.gbce_beta(k, 39, t)
+    offset = np.log(beta / k) if logit_offset == "balanced" else logit_offset
+    pos = np.sum(x * table[y], axis=-1) + offset
+    neg = np.einsum("md,mkd->mk", x, table[neg_ids]) + offset
+    per_row = beta * _softplus(-pos) + np.sum(_softplus(neg) * (neg_ids != y[:, None]), axis=-1)
+    assert value == pytest.approx(float(np.mean(per_row)), rel=1e-9)
+
+
+def test_balanced_logit_offset_is_the_stationary_shared_shift():
+    assert ops.balanced_logit_offset(1) == 0.0  # SASRec's one-negative BCE is unchanged
+    for k, beta in [(256, 1.0), (256, 0.27), (10, 0.5)]:
+        s = ops.balanced_logit_offset(k, beta)
+        # d/ds [beta * softplus(-s) + k * softplus(s)] = -beta * sigma(-s) + k * sigma(s)
+        sigma = 1.0 / (1.0 + np.exp(-s))
+        assert -beta * (1.0 - sigma) + k * sigma == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="beta"):
+        ops.balanced_logit_offset(4, 0.0)
+
+
+@pytest.mark.parametrize(
+    "bad, error", [("auto", ValueError), (float("nan"), ValueError), (True, TypeError),
+                   (None, TypeError)]
+)
+def test_bad_logit_offset_is_refused(bad, error):
+    hidden, labels, table = _problem()
+    with pytest.raises(error, match="logit_offset"):
+        ops.sampled_bce(tf.constant(hidden), tf.constant(labels), tf.Variable(table),
+                        logit_offset=bad)
+    with pytest.raises(error, match="logit_offset"):
+        losses.GBCELoss(num_negatives=4, logit_offset=bad)
 
 
 @pytest.mark.parametrize(
