@@ -56,7 +56,7 @@ from keras_sce.tfrs import SCERetrieval  # noqa: E402  (checks the stack)
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 FIELDS = ["dataset", "method", "epochs", "recall@10", "recall@100", "sec_per_epoch"]
-EXTRA_FIELDS = ["tower", "dim", "batch_size", "max_len", "learning_rate", "options",
+EXTRA_FIELDS = ["tower", "dim", "batch_size", "max_len", "learning_rate", "optimizer", "options",
                 "sce_covered_fraction", "recall@100_by_epoch", "train_examples", "test_users",
                 "num_items", "seed"]
 
@@ -65,19 +65,20 @@ EXTRA_FIELDS = ["tower", "dim", "batch_size", "max_len", "learning_rate", "optio
 class SequentialQueryTower(tf_keras.layers.Layer):
     """History of item ids ``[B, L]`` (0 = padding) -> query embedding ``[B, d]``."""
 
-    def __init__(self, item_embedding, dim, kind="mean", **kwargs):
+    def __init__(self, item_embedding, dim, kind="mean", dropout=0.0, **kwargs):
         super().__init__(**kwargs)
         self.item_embedding = item_embedding
         self.kind = kind
+        self.dropout = tf_keras.layers.Dropout(dropout)
         if kind == "gru":
             self.rnn = tf_keras.layers.GRU(dim)
         elif kind != "mean":
             raise ValueError(f"Unknown tower {kind!r}; use 'mean' or 'gru'.")
         self.project = tf_keras.layers.Dense(dim)
 
-    def call(self, history):
+    def call(self, history, training=False):
         mask = tf.not_equal(history, 0)
-        vectors = self.item_embedding(history)  # [B, L, d]
+        vectors = self.dropout(self.item_embedding(history), training=training)  # [B, L, d]
         if self.kind == "gru":
             return self.project(self.rnn(vectors, mask=mask))
         weights = tf.cast(mask, vectors.dtype)[..., tf.newaxis]
@@ -91,11 +92,12 @@ class SequentialQueryTower(tf_keras.layers.Layer):
 class SequentialRetrievalModel(tfrs.models.Model):
     """A TFRS model whose candidate tower is the item table shared with the history."""
 
-    def __init__(self, num_rows, dim, method, tower, hard_negatives, seed, sce_options=None):
+    def __init__(self, num_rows, dim, method, tower, hard_negatives, seed, sce_options=None,
+                 dropout=0.0):
         super().__init__()
         self.method = method
         self.item_embedding = tf_keras.layers.Embedding(num_rows, dim, name="items")
-        self.query_tower = SequentialQueryTower(self.item_embedding, dim, tower)
+        self.query_tower = SequentialQueryTower(self.item_embedding, dim, tower, dropout)
         if method == "sce":
             # Row 0 is the padding row of the history: never a negative.
             self.task = SCERetrieval(
@@ -107,7 +109,7 @@ class SequentialRetrievalModel(tfrs.models.Model):
             )
 
     def compute_loss(self, features, training=False):
-        query = self.query_tower(features["history"])
+        query = self.query_tower(features["history"], training=training)
         target = features["target"]
         if self.method == "sce":
             return self.task(query, target, compute_metrics=False)
@@ -176,10 +178,12 @@ def run_method(method, args, data):
         mix_x=args.sce_mix_x,
     )
     model = SequentialRetrievalModel(
-        num_items + 1, args.dim, method, args.tower, args.hard_negatives, args.seed, sce_options
+        num_items + 1, args.dim, method, args.tower, args.hard_negatives, args.seed, sce_options,
+        dropout=args.dropout,
     )
+    optimizers = {"adam": tf_keras.optimizers.Adam, "adagrad": tf_keras.optimizers.Adagrad}
     model.compile(
-        optimizer=tf_keras.optimizers.Adam(args.learning_rate), jit_compile=args.jit_compile
+        optimizer=optimizers[args.optimizer](args.learning_rate), jit_compile=args.jit_compile
     )
     epoch_times, curve = [], []
 
@@ -214,11 +218,12 @@ def run_method(method, args, data):
         "recall@100": round(recall[100], 4),
         # The first epoch includes tracing/compilation; report the mean of the rest.
         "sec_per_epoch": round(float(np.mean(epoch_times[1:] or epoch_times)), 2),
-        "tower": args.tower,
+        "tower": args.tower + (f"+dropout{args.dropout:g}" if args.dropout else ""),
         "dim": args.dim,
         "batch_size": args.batch_size,
         "max_len": args.max_len,
         "learning_rate": args.learning_rate,
+        "optimizer": args.optimizer,
         "options": options,
         "sce_covered_fraction": covered,
         "recall@100_by_epoch": " ".join(curve),
@@ -285,6 +290,9 @@ def parse_args(argv=None):
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--max-len", type=int, default=20)
     parser.add_argument("--tower", choices=["mean", "gru"], default="mean")
+    parser.add_argument("--dropout", type=float, default=0.0,
+                        help="dropout on the history's item vectors in the query tower")
+    parser.add_argument("--optimizer", choices=["adam", "adagrad"], default="adam")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--hard-negatives", type=int, default=0,
                         help="in_batch only: keep this many hardest in-batch negatives (0: all)")

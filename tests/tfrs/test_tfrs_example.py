@@ -49,3 +49,17 @@ def test_tfrs_example_writes_the_results_table(tmp_path):
         table = list(csv.DictReader(handle))
     assert [row["options"] for row in table][-1] == "bucket_size_y=8" and len(table) == 3
     assert "second command" in out.with_suffix(".md").read_text()
+
+
+def test_tfrs_example_dropout_and_optimizer_flags(tmp_path):
+    write_tiny_seqrec(tmp_path / "Tiny.txt", num_users=40, num_items=30, min_len=4, max_len=8)
+    example = load_example("tfrs_retrieval")
+    out = tmp_path / "tfrs.csv"
+    rows = example.main([
+        "--data-dir", str(tmp_path), "--dataset", "Tiny", "--epochs", "1", "--methods", "sce",
+        "--batch-size", "16", "--dim", "8", "--max-len", "5", "--out", str(out),
+        "--dropout", "0.3", "--optimizer", "adagrad", "--learning-rate", "0.1",
+    ])
+    assert rows[0]["tower"] == "mean+dropout0.3" and rows[0]["optimizer"] == "adagrad"
+    with open(out) as handle:
+        assert next(csv.DictReader(handle))["optimizer"] == "adagrad"
