@@ -59,6 +59,7 @@ def run(args):
         valid_users=args.valid_users,
         bucket_size_y=args.bucket_size_y,
         num_negatives=args.num_negatives,
+        logit_offset=_logit_offset(args.logit_offset),
         verbose=2,
     )
     if args.stop_at:
@@ -92,6 +93,10 @@ def run(args):
     curve = RESULTS / f"beauty_{args.method}_seed{args.seed}.json"
     curve.write_text(json.dumps({"result": result, "records": records}, indent=1))
     print(json.dumps({k: row[k] for k in COLUMNS if k != "config"}, indent=1))
+
+
+def _logit_offset(text):
+    return text if text == "balanced" else float(text)
 
 
 def _fmt(value):
@@ -145,6 +150,11 @@ def main(argv=None):
     )
     parser.add_argument("--bucket-size-y", type=int, default=256)
     parser.add_argument("--num-negatives", type=int, default=256)
+    parser.add_argument(
+        "--logit-offset",
+        default="balanced",
+        help="gBCE/BCE: 'balanced' (default) or a float; 0 is the published loss",
+    )
     parser.add_argument("--out", default=str(RESULTS / "beauty.csv"))
     parser.add_argument("--table", action="store_true", help="print the Markdown table")
     args = parser.parse_args(argv)

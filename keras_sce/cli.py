@@ -45,6 +45,21 @@ CSV_COLUMNS = (
 )
 
 
+def _logit_offset(text: str):
+    """``--logit-offset``: ``balanced`` or a finite float."""
+    if text == "balanced":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected 'balanced' or a number, got {text!r}"
+        ) from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="keras-sce",
@@ -93,6 +108,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     run.add_argument("--mix-x", action="store_true", help="SCE centres from the batch")
     run.add_argument(
         "--num-negatives", type=int, default=256, help="negatives of gBCE and sampled softmax"
+    )
+    run.add_argument(
+        "--logit-offset",
+        type=_logit_offset,
+        default="balanced",
+        help="gBCE/BCE constant added to the scores in the loss: 'balanced' (log(beta/k)) "
+        "or a float; 0 is the published loss",
     )
     run.add_argument(
         "--length-buckets",
@@ -166,6 +188,7 @@ def _config(args, num_users: int):
         bucket_size_y=args.bucket_size_y,
         mix_x=args.mix_x,
         num_negatives=args.num_negatives,
+        logit_offset=args.logit_offset,
         length_buckets=args.length_buckets or None,
         verbose=args.verbose,
     )

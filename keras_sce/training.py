@@ -43,6 +43,9 @@ class TrainConfig:
     num_negatives: int = 256
     sampled_softmax_sampler: str = "uniform"
     gbce_t: float = 0.75
+    # gBCE / BCE: constant added to every score in the loss ("balanced" or a float;
+    # 0.0 is the published loss). See keras_sce.ops.sampled.balanced_logit_offset.
+    logit_offset: str | float = "balanced"
     jit_compile: bool = False
     valid_users: int | None = None
     length_buckets: int | None = None
@@ -94,9 +97,12 @@ def make_loss(method: str, model, split, config: TrainConfig):
             num_negatives=min(config.num_negatives, split.num_items - 1),
             t=config.gbce_t,
             seed=config.seed,
+            logit_offset=config.logit_offset,
         )
     if method == "bce":
-        return losses.SampledBCELoss(table, num_negatives=1, seed=config.seed)
+        return losses.SampledBCELoss(
+            table, num_negatives=1, seed=config.seed, logit_offset=config.logit_offset
+        )
     raise ValueError(f"Unknown method {method!r}; choose from {METHODS}.")
 
 

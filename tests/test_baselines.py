@@ -169,9 +169,63 @@ def test_balanced_logit_offset_is_the_stationary_shared_shift():
         ops.balanced_logit_offset(4, 0.0)
 
 
+def test_logit_offset_with_accidental_hits_matches_numpy():
+    # 4 real items and 8 negatives per row: many negatives equal the positive.
+    rng = np.random.default_rng(1)
+    hidden = rng.normal(size=(6, 3))
+    labels = rng.integers(1, 5, size=(6,))
+    table = rng.normal(size=(5, 3))
+    k = 8
+    value = float(
+        ops.sampled_bce(tf.constant(hidden), tf.constant(labels), tf.Variable(table),
+                        num_negatives=k, seed=11, logit_offset=-1.5)
+    )
+    neg_ids, _ = ops._per_row_negatives(tf.constant(hidden), tf.constant(table), k, 0, 11)
+    neg_ids = neg_ids.numpy()
+    hits = neg_ids == labels[:, None]
+    assert hits.any() and not hits.all()
+    pos = np.sum(hidden * table[labels], axis=-1) - 1.5
+    neg = np.einsum("md,mkd->mk", hidden, table[neg_ids]) - 1.5
+    expected = np.mean(_softplus(-pos) + np.sum(_softplus(neg) * ~hits, axis=-1))
+    assert value == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("cls", [losses.SampledBCELoss, losses.GBCELoss])
+def test_keras_wrappers_pass_the_logit_offset(cls):
+    import keras
+
+    emb = keras.layers.Embedding(40, 6)
+    emb.build((None,))
+    assert cls(emb).get_config()["logit_offset"] == "balanced"  # the default
+    hidden, labels, _ = _problem()
+    y, h = tf.constant(labels), tf.constant(hidden, tf.float32)
+    values = {}
+    for offset in ("balanced", -2.5, np.float32(0.0)):
+        loss = cls(emb, num_negatives=5, seed=4, logit_offset=offset)
+        config = loss.get_config()
+        assert cls.from_config(config).get_config() == config
+        values[str(offset)] = float(loss(y, h))
+    t = {"t": 0.75} if cls is losses.GBCELoss else {}
+    fn = ops.gbce if cls is losses.GBCELoss else ops.sampled_bce
+    # The same seed stream as the wrapper's first call: [seed, 0].
+    seed = tf.constant([4, 0], tf.int64)
+    ref = float(fn(h, y, emb.embeddings, num_negatives=5, seed=seed, logit_offset=-2.5, **t))
+    assert values["-2.5"] == pytest.approx(ref, rel=1e-6)
+    assert len(set(values.values())) == 3  # the offset reaches the op
+
+
+def test_binary_loss_constructor_validates_num_negatives():
+    for bad in (None, 0, -3, 2.5, "8"):
+        with pytest.raises((TypeError, ValueError), match="num_negatives"):
+            losses.SampledBCELoss(num_negatives=bad)
+    with pytest.raises(ValueError, match="num_negatives"):
+        ops.gbce(tf.zeros([2, 3]), tf.ones([2], "int32"), tf.Variable(tf.zeros([5, 3])),
+                 num_negatives=0)
+
+
 @pytest.mark.parametrize(
-    "bad, error", [("auto", ValueError), (float("nan"), ValueError), (True, TypeError),
-                   (None, TypeError)]
+    "bad, error", [("auto", ValueError), ("Balanced", ValueError), (float("nan"), ValueError),
+                   (float("inf"), ValueError), (True, TypeError), (None, TypeError)]
 )
 def test_bad_logit_offset_is_refused(bad, error):
     hidden, labels, table = _problem()

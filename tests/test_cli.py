@@ -121,3 +121,14 @@ def test_python_dash_m_isolated(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "generated data" in proc.stdout
     assert len(_rows(tmp_path / "results.csv")) == 1
+
+
+def test_cli_logit_offset_flag_reaches_the_config():
+    parser = cli.build_parser()
+    args = parser.parse_args(["train"])
+    assert cli._config(args, num_users=100).logit_offset == "balanced"
+    args = parser.parse_args(["train", "--logit-offset", "0"])
+    assert cli._config(args, num_users=100).logit_offset == 0.0
+    for bad in ("auto", "nan", "inf"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["train", "--logit-offset", bad])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import keras
 
 from keras_sce.losses.base import ItemTableLoss
-from keras_sce.ops import SeedStream
+from keras_sce.ops import SeedStream, checks
 from keras_sce.ops import sampled as sampled_ops
 
 
@@ -124,7 +124,8 @@ class SampledBCELoss(ItemTableLoss):
         seed: optional int; the stream of negatives is then reproducible.
         logit_offset: constant added to every score before the sigmoid:
             ``"balanced"`` (default, ``-log(num_negatives)``, 0 for one negative) or
-            a float (0.0: the textbook loss). Rankings are unchanged; see
+            a float (0.0: the textbook loss). The offset lives in the loss only (for
+            given weights no ranking changes) but it changes what is learned; see
             :func:`keras_sce.ops.sampled.balanced_logit_offset`.
 
     References:
@@ -150,8 +151,9 @@ class SampledBCELoss(ItemTableLoss):
         self.num_negatives = num_negatives
         self.seed = seed
         # Validated now, not at the first call.
-        sampled_ops._resolve_offset(logit_offset, max(int(num_negatives), 1), 1.0)
-        self.logit_offset = logit_offset
+        checks.check_positive_int(num_negatives, "num_negatives")
+        sampled_ops._resolve_offset(logit_offset, num_negatives, 1.0)
+        self.logit_offset = logit_offset if isinstance(logit_offset, str) else float(logit_offset)
         self._seeds = None if seed is None else SeedStream(seed)
 
     def _seed(self):
@@ -184,9 +186,10 @@ class GBCELoss(SampledBCELoss):
         padding_id: ignored label / never a negative.
         seed: optional int.
         logit_offset: ``"balanced"`` (default, ``log(beta / num_negatives)``) or a
-            float (0.0: the loss as published). Rankings are unchanged; without it
-            SASRec on Amazon Beauty sits on a popularity plateau for tens of epochs
-            (see :func:`keras_sce.ops.sampled.balanced_logit_offset`).
+            float (0.0: the loss as published). The offset lives in the loss only
+            (for given weights no ranking changes); without it SASRec on Amazon
+            Beauty sits on a popularity plateau for tens of epochs (see
+            :func:`keras_sce.ops.sampled.balanced_logit_offset`).
 
     References:
         Petrov & Macdonald, "gSASRec: Reducing Overconfidence in Sequential

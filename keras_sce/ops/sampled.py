@@ -10,16 +10,18 @@
   2308.07192): the positive's probability is raised to a power ``beta`` that undoes
   the over-confidence caused by negative sampling.
 
-The binary losses add a constant ``logit_offset`` to every score before the
-sigmoid (default: the balanced prior :func:`balanced_logit_offset`). A constant
-never changes a ranking, but with hundreds of negatives per positive and no offset
-the first steps push every score down through one direction shared by all item
-embeddings, and a tied-embedding model such as SASRec then sits on a
-popularity-only plateau for many epochs (on Amazon Beauty: validation NDCG@10
-below 0.01 for 25 epochs, see ``benchmarks/results/beauty.csv``). Starting at the
-balance point is the prior-probability initialisation of the output bias used for
-detectors trained with many negatives (Lin et al., "Focal Loss for Dense Object
-Detection", ICCV 2017).
+The binary losses add a constant ``logit_offset`` ``o`` to every score inside the
+loss, ``sigma(s + o)`` (default: the balance point :func:`balanced_logit_offset`).
+The offset is not part of the model's scores: for given weights it changes no
+ranking, but it changes what is learned. With hundreds of negatives per positive
+and no offset, the first steps push every score down through one direction shared
+by all item embeddings, and a tied-embedding model such as SASRec then sits on a
+popularity-only plateau (on Amazon Beauty: validation NDCG@10 below 0.01 for the
+first 24 epochs, ``benchmarks/results/beauty_gbce_offset0_seed0.json``). Starting
+at the balance point is the prior-probability initialisation of the output bias
+used for detectors trained with many negatives (Lin et al., "Focal Loss for Dense
+Object Detection", ICCV 2017). The calibrated probability of gSASRec is then
+``sigma(score + o)``.
 
 All of them drop rows whose label is ``padding_id`` *before* any product with the
 table (``tf.boolean_mask``: dynamic shapes, so they run outside XLA), never use the
@@ -30,6 +32,7 @@ for a batch without valid rows.
 from __future__ import annotations
 
 import math
+import numbers
 
 import tensorflow as tf
 
@@ -254,7 +257,7 @@ def _resolve_offset(logit_offset, num_negatives, beta):
                 f"logit_offset must be a finite float or 'balanced', got {logit_offset!r}."
             )
         return balanced_logit_offset(num_negatives, beta)
-    if isinstance(logit_offset, bool) or not isinstance(logit_offset, (int, float)):
+    if isinstance(logit_offset, bool) or not isinstance(logit_offset, numbers.Real):
         raise TypeError(
             f"logit_offset must be a finite float or 'balanced', got {logit_offset!r}."
         )
@@ -291,7 +294,8 @@ def sampled_bce(
 ):
     """Binary cross-entropy: each row's positive against ``k`` uniform negatives.
 
-    Per valid row: ``-log sigma(s+) - sum_j log(1 - sigma(s_j))`` with ``s_j`` the
+    Per valid row: ``-log sigma(s+ + o) - sum_j log(1 - sigma(s_j + o))`` with ``o``
+    the ``logit_offset`` and ``s_j`` the
     logits of ``num_negatives`` items drawn uniformly (never the padding id; a
     negative equal to the positive is ignored). ``num_negatives=1`` is the loss of
     the original SASRec (Kang & McAuley, arXiv 1808.09781).
@@ -304,8 +308,9 @@ def sampled_bce(
             or ``[2]`` seed tensor.
         logit_offset: constant added to every score before the sigmoid:
             ``"balanced"`` (default, :func:`balanced_logit_offset`, ``-log k``; 0
-            for one negative) or a float (0.0: the textbook loss). It never changes
-            a ranking.
+            for one negative) or a float (0.0: the textbook loss). It is not part of
+            the model's scores (for given weights no ranking changes), but it changes
+            what is learned.
 
     Returns:
         Float scalar, the mean over valid rows.
@@ -347,7 +352,8 @@ def gbce(
     Sampling ``k`` of ``C`` items makes BCE over-confident. gBCE raises the
     positive's sigmoid to the power ``beta`` (:func:`gbce_beta`, with the sampling
     rate ``alpha = k / (C - 1)`` and calibration ``t``):
-    ``-beta * log sigma(s+) - sum_j log(1 - sigma(s_j))``.
+    ``-beta * log sigma(s+ + o) - sum_j log(1 - sigma(s_j + o))``, ``o`` the
+    ``logit_offset``.
 
     Args:
         hidden, labels, item_table, padding_id, check_ids: see
@@ -358,8 +364,9 @@ def gbce(
         logit_offset: constant added to every score before the sigmoid:
             ``"balanced"`` (default, ``log(beta / k)``, see
             :func:`balanced_logit_offset`) or a float (0.0: the loss as published).
-            It never changes a ranking; without it SASRec on Amazon Beauty stays on
-            a popularity plateau for tens of epochs.
+            It is not part of the model's scores (for given weights no ranking
+            changes); without it SASRec on Amazon Beauty stays on a popularity
+            plateau for tens of epochs.
 
     Returns:
         Float scalar, the mean over valid rows.
@@ -372,6 +379,7 @@ def gbce(
     if num_items is None:
         raise ValueError("gbce needs an item table with a static number of rows.")
     num_real = num_items - (0 if padding_id is None else 1)
+    checks.check_positive_int(num_negatives, "num_negatives")
     beta = gbce_beta(num_negatives, num_real, t)
     return _binary_loss(
         hidden, labels, item_table, num_negatives, beta, padding_id, seed, check_ids,
