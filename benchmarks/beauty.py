@@ -129,6 +129,24 @@ def table(path) -> str:
     lines.append(
         f"| paper SASRec-SCE | | | {PAPER['ndcg@10']:.4f} | {PAPER['hr@10']:.4f} | | | | | | |"
     )
+    # Per-method mean and sample standard deviation over seeds.
+    lines += [
+        "",
+        "| method | seeds | NDCG@10 mean ± sd | HR@10 mean | COV@10 mean | vs paper | vs our CE |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for method in dict.fromkeys(r["method"] for r in rows):
+        group = [r for r in rows if r["method"] == method]
+        ndcg = [float(r["ndcg@10"]) for r in group]
+        mean = sum(ndcg) / len(ndcg)
+        sd = (sum((v - mean) ** 2 for v in ndcg) / (len(ndcg) - 1)) ** 0.5 if len(ndcg) > 1 else 0
+        hr = sum(float(r["hr@10"]) for r in group) / len(group)
+        cov = sum(float(r["cov@10"]) for r in group) / len(group)
+        vs_ce = f"{100 * (mean / ce_ndcg - 1):+.1f}%" if ce_ndcg else "n/a"
+        lines.append(
+            f"| {method} | {len(group)} | {mean:.4f} ± {sd:.4f} | {hr:.4f} | {cov:.3f} | "
+            f"{100 * (mean / PAPER['ndcg@10'] - 1):+.1f}% | {vs_ce} |"
+        )
     return "\n".join(lines)
 
 
