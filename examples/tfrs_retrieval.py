@@ -257,13 +257,15 @@ def write_results(rows, csv_path, command, append=False):
         writer.writeheader()
         writer.writerows(rows)
     lines = [
-        "| dataset | method | options | epochs | Recall@10 | Recall@100 | best Recall@100 "
-        "(epoch) | s/epoch |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
+        "| dataset | method | tower | optimizer | options | epochs | Recall@10 | Recall@100 | "
+        "best Recall@100 (epoch) | s/epoch |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
-            f"| {row['dataset']} | {row['method']} | {row['options']} | {row['epochs']} | "
+            f"| {row['dataset']} | {row['method']} | {row.get('tower') or 'mean'} | "
+            f"{row.get('optimizer') or 'adam'} {row.get('learning_rate', '')} | "
+            f"{row['options']} | {row['epochs']} | "
             f"{float(row['recall@10']):.4f} | {float(row['recall@100']):.4f} | "
             f"{_best_of_curve(row.get('recall@100_by_epoch', ''))} | "
             f"{float(row['sec_per_epoch']):.1f} |"
