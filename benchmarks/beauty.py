@@ -82,6 +82,8 @@ def run(args):
             {k: v for k, v in vars(config).items() if v is not None}, sort_keys=True
         ),
     }
+    if args.label:  # a variant of a method gets its own row group, e.g. sce_by512
+        row["method"] = args.label
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = pathlib.Path(args.out)
     new = not out.exists()
@@ -90,7 +92,7 @@ def run(args):
         if new:
             writer.writeheader()
         writer.writerow({k: _fmt(row.get(k)) for k in COLUMNS})
-    curve = RESULTS / f"beauty_{args.method}_seed{args.seed}.json"
+    curve = RESULTS / f"beauty_{args.label or args.method}_seed{args.seed}.json"
     curve.write_text(json.dumps({"result": result, "records": records}, indent=1))
     print(json.dumps({k: row[k] for k in COLUMNS if k != "config"}, indent=1))
 
@@ -172,6 +174,9 @@ def main(argv=None):
         "--logit-offset",
         default="balanced",
         help="gBCE/BCE: 'balanced' (default) or a float; 0 is the published loss",
+    )
+    parser.add_argument(
+        "--label", default=None, help="method name in the CSV (default: --method)"
     )
     parser.add_argument("--out", default=str(RESULTS / "beauty.csv"))
     parser.add_argument("--table", action="store_true", help="print the Markdown table")
