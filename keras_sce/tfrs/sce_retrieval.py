@@ -47,7 +47,11 @@ class SCERetrieval(tf_keras.layers.Layer, tfrs.tasks.base.Task):
     Importing this class needs ``TF_USE_LEGACY_KERAS=1`` (TFRS runs on tf_keras);
     :mod:`keras_sce.tfrs` raises an ``ImportError`` that says what to do otherwise.
     Unlike ``tfrs.tasks.Retrieval`` (whose default loss sums over the batch), the
-    loss is a mean, like :class:`keras_sce.SCELoss`.
+    loss is a mean, like :class:`keras_sce.SCELoss`. Under a ``tf.distribute``
+    strategy each replica returns its shard's mean divided by the number of
+    replicas, so that the gradients ``tfrs.models.Model`` sums across replicas equal
+    the single-device ones (the loss metrics see the undivided value); create a
+    seeded task inside ``strategy.scope()``.
 
     Args:
         candidate_embeddings: the candidate table: a ``tf_keras`` Embedding-like
@@ -238,7 +242,11 @@ class SCERetrieval(tf_keras.layers.Layer, tfrs.tasks.base.Task):
             return source
         if not getattr(source, "built", True):
             try:
-                source.build(tf.TensorShape([None]))
+                # As tf_keras' own Layer.__call__ does: build outside the traced
+                # function, so that its variables are created eagerly (inside a
+                # tf.function under a distribution strategy they could not be).
+                with tf.init_scope():
+                    source.build(tf.TensorShape([None]))
             except (ValueError, TypeError) as err:
                 raise ValueError(
                     f"Could not build layer {source.name!r} as an embedding table ({err}). "
@@ -308,6 +316,13 @@ class SCERetrieval(tf_keras.layers.Layer, tfrs.tasks.base.Task):
             loss = checks.poison_if_invalid(loss, all_valid)
 
         update_ops = [metric.update_state(loss) for metric in self._loss_metrics]
+        # tfrs.models.Model sums the replicas' gradients under tf.distribute; each
+        # replica's loss is a mean over its own shard, so it is divided by the
+        # number of replicas (as Keras does for its losses) to keep the summed
+        # gradient equal to the single-device one.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        if replicas > 1:
+            loss = loss * tf.cast(1.0 / replicas, loss.dtype)
         if compute_metrics and self._factorized_metrics and query.shape.rank == 2:
             positives = tf.cast(tf.gather(table, ids), query.dtype)
             if metric_candidate_ids is not None:

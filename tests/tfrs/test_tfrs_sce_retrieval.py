@@ -322,3 +322,61 @@ def test_config_round_trip_and_registration():
     )
     assert isinstance(restored, SCERetrieval)
     assert restored.get_config() == config
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_matches_single_device():
+    # Covering buckets make SCE the full softmax whatever the centres, so a TFRS
+    # model trained on two replicas must take exactly the single-device step.
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import numpy as np, tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        import tensorflow_recommenders as tfrs, tf_keras
+        from keras_sce.tfrs import SCERetrieval
+
+        class Model(tfrs.models.Model):
+            def __init__(self):
+                super().__init__()
+                self.items = tf_keras.layers.Embedding(30, 8)
+                self.users = tf_keras.layers.Embedding(20, 8)
+                self.task = SCERetrieval(self.items, num_buckets=1, bucket_size_x=64,
+                                         bucket_size_y=29, padding_id=0, seed=0)
+
+            def compute_loss(self, features, training=False):
+                return self.task(self.users(features["user"]), features["item"])
+
+        def build():
+            tf_keras.utils.set_random_seed(0)
+            model = Model()
+            model.compile(tf_keras.optimizers.SGD(0.5))
+            return model
+
+        rng = np.random.default_rng(0)
+        data = {"user": rng.integers(0, 20, 32), "item": rng.integers(1, 30, 32)}
+        ds = tf.data.Dataset.from_tensor_slices(data).batch(32)
+        single = build()
+        single.fit(ds, epochs=1, verbose=0)
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        with strategy.scope():
+            mirrored = build()
+        assert strategy.num_replicas_in_sync == 2
+        mirrored.fit(ds, epochs=1, verbose=0)
+        for a, b in zip(single.get_weights(), mirrored.get_weights(), strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-5)
+        moved = np.abs(single.items.embeddings.numpy()[1:]).sum() > 0
+        print("OK", moved)
+        """
+    )
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+    )
+    assert "OK True" in result.stdout, result.stdout + result.stderr[-3000:]
