@@ -166,6 +166,10 @@ class SCERetrieval(tf_keras.layers.Layer, tfrs.tasks.base.Task):
         self.seed = seed
         self.check_ids = bool(check_ids)
         self._seed_stream = None if seed is None else sce.SeedStream(seed)
+        if self._seed_stream is not None:
+            # Tracked by the layer, so checkpoints and SavedModels keep the position
+            # in the stream of centres (a resumed run continues it).
+            self.seed_counter = self._seed_stream._counter
 
         if metrics is None:
             metrics = []

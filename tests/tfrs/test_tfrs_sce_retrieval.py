@@ -380,3 +380,38 @@ def test_mirrored_strategy_matches_single_device():
         cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
     )
     assert "OK True" in result.stdout, result.stdout + result.stderr[-3000:]
+
+
+def test_savedmodel_serving_index_and_checkpoint_resume(tmp_path):
+    tf_keras.utils.set_random_seed(2)
+    data, _ = _interactions(repeats=2)
+
+    def build():
+        model = _TwoTower(64, lambda items: SCERetrieval(
+            items, bucket_size_y=16, padding_id=0, seed=5))
+        model.compile(tf_keras.optimizers.Adam(0.01))
+        return model
+
+    model = build()
+    model.fit(data, epochs=1, verbose=0)
+    steps = int(model.task.seed_counter.numpy())
+    assert steps == 4  # one draw of centres per step (128 examples, batches of 32)
+    assert any(v is model.task.seed_counter for v in model.task.non_trainable_variables)
+    # The whole model (task included) exports as a SavedModel.
+    tf.saved_model.save(model, str(tmp_path / "model"))
+    # Serving: the trained table in a TFRS BruteForce index, exported and reloaded.
+    index = tfrs.layers.factorized_top_k.BruteForce(model.users, k=5)
+    index.index(model.items.embeddings[1:], identifiers=tf.range(1, NUM_ITEMS))
+    users = tf.constant([0, 1, 2])
+    _, expected = index(users)
+    tf.saved_model.save(index, str(tmp_path / "index"))
+    _, served = tf.saved_model.load(str(tmp_path / "index"))(users)
+    np.testing.assert_array_equal(served.numpy(), expected.numpy())
+    # A checkpoint restores the table and the position in the stream of centres, so
+    # a resumed run continues the stream instead of repeating its first centres.
+    path = tf.train.Checkpoint(model=model).save(str(tmp_path / "ckpt"))
+    resumed = build()
+    resumed.fit(data.take(1), epochs=1, verbose=0)
+    tf.train.Checkpoint(model=resumed).restore(path).expect_partial()
+    np.testing.assert_allclose(resumed.items.embeddings.numpy(), model.items.embeddings.numpy())
+    assert int(resumed.task.seed_counter.numpy()) == steps
