@@ -49,9 +49,13 @@ class SCERetrieval(tf_keras.layers.Layer, tfrs.tasks.base.Task):
     Unlike ``tfrs.tasks.Retrieval`` (whose default loss sums over the batch), the
     loss is a mean, like :class:`keras_sce.SCELoss`. Under a ``tf.distribute``
     strategy each replica returns its shard's mean divided by the number of
-    replicas, so that the gradients ``tfrs.models.Model`` sums across replicas equal
-    the single-device ones (the loss metrics see the undivided value); create a
-    seeded task inside ``strategy.scope()``.
+    replicas (``loss_metrics`` see the undivided value), so that the gradients
+    ``tfrs.models.Model`` sums across replicas are those of the mean of the shard
+    losses. That is exactly the single-device step when the buckets cover the
+    table; otherwise each replica draws its buckets and hard negatives from its own
+    shard (and the default ``num_buckets`` / ``bucket_size_x`` follow the shard
+    size). A custom loop that divides by the number of replicas itself must not
+    do it again. Create a seeded task inside ``strategy.scope()``.
 
     Args:
         candidate_embeddings: the candidate table: a ``tf_keras`` Embedding-like
@@ -322,9 +326,12 @@ class SCERetrieval(tf_keras.layers.Layer, tfrs.tasks.base.Task):
         update_ops = [metric.update_state(loss) for metric in self._loss_metrics]
         # tfrs.models.Model sums the replicas' gradients under tf.distribute; each
         # replica's loss is a mean over its own shard, so it is divided by the
-        # number of replicas (as Keras does for its losses) to keep the summed
-        # gradient equal to the single-device one.
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        # number of replicas (as Keras does for its losses): the summed gradient is
+        # then that of the mean of the shard losses. Only on a replica: a call in
+        # the cross-replica context (e.g. eagerly inside `strategy.scope()`) sees
+        # the whole batch and is not divided.
+        context = tf.distribute.get_replica_context()
+        replicas = context.num_replicas_in_sync if context is not None else 1
         if replicas > 1:
             loss = loss * tf.cast(1.0 / replicas, loss.dtype)
         if compute_metrics and self._factorized_metrics and query.shape.rank == 2:

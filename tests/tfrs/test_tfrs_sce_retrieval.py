@@ -362,14 +362,23 @@ def test_mirrored_strategy_matches_single_device():
         data = {"user": rng.integers(0, 20, 32), "item": rng.integers(1, 30, 32)}
         ds = tf.data.Dataset.from_tensor_slices(data).batch(32)
         single = build()
-        single.fit(ds, epochs=1, verbose=0)
+        l1 = single.fit(ds, epochs=1, verbose=0).history["loss"][0]
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         with strategy.scope():
             mirrored = build()
         assert strategy.num_replicas_in_sync == 2
-        mirrored.fit(ds, epochs=1, verbose=0)
+        l2 = mirrored.fit(ds, epochs=1, verbose=0).history["loss"][0]
+        assert abs(l1 - l2) < 1e-5 * abs(l1), (l1, l2)  # the logged loss too
         for a, b in zip(single.get_weights(), mirrored.get_weights(), strict=True):
             np.testing.assert_allclose(a, b, atol=1e-5)
+        # A call in the cross-replica context sees the whole batch: not divided.
+        query, ids = tf.random.normal([8, 8]), tf.constant([1, 2, 3, 4, 5, 6, 7, 8])
+        table = tf.Variable(tf.random.normal([30, 8]))
+        task = SCERetrieval(table, num_buckets=1, bucket_size_x=8, bucket_size_y=30)
+        outside = float(task(query, ids))
+        with strategy.scope():
+            inside = float(task(query, ids))
+        assert abs(outside - inside) < 1e-6 * abs(outside), (outside, inside)
         moved = np.abs(single.items.embeddings.numpy()[1:]).sum() > 0
         print("OK", moved)
         """
@@ -397,8 +406,10 @@ def test_savedmodel_serving_index_and_checkpoint_resume(tmp_path):
     steps = int(model.task.seed_counter.numpy())
     assert steps == 4  # one draw of centres per step (128 examples, batches of 32)
     assert any(v is model.task.seed_counter for v in model.task.non_trainable_variables)
-    # The whole model (task included) exports as a SavedModel.
+    # The whole model (task included) exports as a SavedModel that keeps the counter.
     tf.saved_model.save(model, str(tmp_path / "model"))
+    reloaded = tf.saved_model.load(str(tmp_path / "model"))
+    assert int(reloaded.task.seed_counter.numpy()) == steps
     # Serving: the trained table in a TFRS BruteForce index, exported and reloaded.
     index = tfrs.layers.factorized_top_k.BruteForce(model.users, k=5)
     index.index(model.items.embeddings[1:], identifiers=tf.range(1, NUM_ITEMS))
