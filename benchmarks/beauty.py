@@ -58,6 +58,7 @@ def run(args):
         dropout=args.dropout,
         valid_users=args.valid_users,
         bucket_size_y=args.bucket_size_y,
+        num_buckets=args.num_buckets,
         num_negatives=args.num_negatives,
         logit_offset=_logit_offset(args.logit_offset),
         verbose=2,
@@ -169,6 +170,9 @@ def main(argv=None):
         help="fixed random subset of validation users (default: all)",
     )
     parser.add_argument("--bucket-size-y", type=int, default=256)
+    parser.add_argument(
+        "--num-buckets", type=int, default=None, help="SCE n_b (default: int(2 sqrt(T)))"
+    )
     parser.add_argument("--num-negatives", type=int, default=256)
     parser.add_argument(
         "--logit-offset",
