@@ -59,6 +59,7 @@ def run(args):
         valid_users=args.valid_users,
         bucket_size_y=args.bucket_size_y,
         num_buckets=args.num_buckets,
+        mix_x=args.mix_x,
         num_negatives=args.num_negatives,
         logit_offset=_logit_offset(args.logit_offset),
         verbose=2,
@@ -173,6 +174,7 @@ def main(argv=None):
     parser.add_argument(
         "--num-buckets", type=int, default=None, help="SCE n_b (default: int(2 sqrt(T)))"
     )
+    parser.add_argument("--mix-x", action="store_true", help="SCE centres from the batch")
     parser.add_argument("--num-negatives", type=int, default=256)
     parser.add_argument(
         "--logit-offset",
