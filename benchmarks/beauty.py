@@ -29,7 +29,7 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from keras_sce.cli import CSV_COLUMNS  # noqa: E402
+from keras_sce.cli import CSV_COLUMNS, parse_logit_offset  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 # The CLI's results columns, plus the validation score and the full configuration.
@@ -61,7 +61,7 @@ def run(args):
         num_buckets=args.num_buckets,
         mix_x=args.mix_x,
         num_negatives=args.num_negatives,
-        logit_offset=_logit_offset(args.logit_offset),
+        logit_offset=args.logit_offset,
         verbose=2,
     )
     if args.stop_at:
@@ -97,10 +97,6 @@ def run(args):
     curve = RESULTS / f"beauty_{args.label or args.method}_seed{args.seed}.json"
     curve.write_text(json.dumps({"result": result, "records": records}, indent=1))
     print(json.dumps({k: row[k] for k in COLUMNS if k != "config"}, indent=1))
-
-
-def _logit_offset(text):
-    return text if text == "balanced" else float(text)
 
 
 def _fmt(value):
@@ -178,6 +174,7 @@ def main(argv=None):
     parser.add_argument("--num-negatives", type=int, default=256)
     parser.add_argument(
         "--logit-offset",
+        type=parse_logit_offset,
         default="balanced",
         help="gBCE/BCE: 'balanced' (default) or a float; 0 is the published loss",
     )

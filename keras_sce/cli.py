@@ -45,8 +45,8 @@ CSV_COLUMNS = (
 )
 
 
-def _logit_offset(text: str):
-    """``--logit-offset``: ``balanced`` or a finite float."""
+def parse_logit_offset(text: str):
+    """``--logit-offset`` (argparse type): ``balanced`` or a finite float."""
     if text == "balanced":
         return text
     try:
@@ -111,7 +111,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     )
     run.add_argument(
         "--logit-offset",
-        type=_logit_offset,
+        type=parse_logit_offset,
         default="balanced",
         help="gBCE/BCE constant added to the scores in the loss: 'balanced' (log(beta/k)) "
         "or a float; 0 is the published loss",

@@ -6,6 +6,7 @@ import keras
 
 from keras_sce import ops as sce_ops
 from keras_sce.losses.base import ItemTableLoss
+from keras_sce.ops.sce import check_options
 
 DEFAULT_CATALOG_CHUNK_SIZE = 65_536
 
@@ -110,13 +111,7 @@ class SCELoss(ItemTableLoss):
         if kwargs:
             raise TypeError(f"Unexpected keyword arguments for SCELoss: {sorted(kwargs)}")
         super().__init__(item_embeddings, padding_id=padding_id, name=name, dtype=dtype)
-        for key, value in (
-            ("num_buckets", num_buckets),
-            ("bucket_size_x", bucket_size_x),
-            ("catalog_chunk_size", catalog_chunk_size),
-        ):
-            sce_ops.checks.check_positive_int(value, key, allow_none=True)
-        sce_ops.checks.check_positive_int(bucket_size_y, "bucket_size_y")
+        check_options(num_buckets, bucket_size_x, bucket_size_y, catalog_chunk_size)
         self.num_buckets = num_buckets
         self.bucket_size_x = bucket_size_x
         self.bucket_size_y = bucket_size_y

@@ -80,6 +80,14 @@ class SeedStream:
         self._counter.assign(0)
 
 
+def check_options(num_buckets, bucket_size_x, bucket_size_y, catalog_chunk_size) -> None:
+    """Validates SCE's size options (shared by the op, ``SCELoss`` and ``SCERetrieval``)."""
+    checks.check_positive_int(num_buckets, "num_buckets", allow_none=True)
+    checks.check_positive_int(bucket_size_x, "bucket_size_x", allow_none=True)
+    checks.check_positive_int(bucket_size_y, "bucket_size_y")
+    checks.check_positive_int(catalog_chunk_size, "catalog_chunk_size", allow_none=True)
+
+
 def _draw_centers(x_detached, row_weight, num_buckets, mix_x, seed):
     """Bucket centres ``[n_b, d]``; no gradient."""
     d = tf.shape(x_detached)[1]
@@ -207,10 +215,7 @@ def scalable_cross_entropy(
         raise TypeError(f"`item_table` must be floating point, got {item_table.dtype.name}.")
     num_items_static = item_table.shape[0]
     checks.check_padding_id(padding_id, num_items_static)
-    checks.check_positive_int(num_buckets, "num_buckets", allow_none=True)
-    checks.check_positive_int(bucket_size_x, "bucket_size_x", allow_none=True)
-    checks.check_positive_int(bucket_size_y, "bucket_size_y")
-    checks.check_positive_int(catalog_chunk_size, "catalog_chunk_size", allow_none=True)
+    check_options(num_buckets, bucket_size_x, bucket_size_y, catalog_chunk_size)
 
     compute_dtype = tf.float32 if hidden.dtype in (tf.float16, tf.bfloat16) else hidden.dtype
     dim = hidden.shape[-1]

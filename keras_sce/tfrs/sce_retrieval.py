@@ -154,13 +154,8 @@ class SCERetrieval(tf_keras.layers.Layer, tfrs.tasks.base.Task):
         **kwargs,
     ):
         super().__init__(name=name, **kwargs)
-        checks.check_positive_int(num_buckets, "num_buckets", allow_none=True)
-        checks.check_positive_int(bucket_size_x, "bucket_size_x", allow_none=True)
-        checks.check_positive_int(bucket_size_y, "bucket_size_y")
-        checks.check_positive_int(catalog_chunk_size, "catalog_chunk_size", allow_none=True)
+        sce.check_options(num_buckets, bucket_size_x, bucket_size_y, catalog_chunk_size)
         checks.check_padding_id(padding_id, None)
-        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-            raise TypeError(f"`seed` must be a Python int or None, got {seed!r}.")
         self.num_buckets = num_buckets
         self.bucket_size_x = bucket_size_x
         self.bucket_size_y = bucket_size_y
@@ -310,12 +305,7 @@ class SCERetrieval(tf_keras.layers.Layer, tfrs.tasks.base.Task):
             query,
             ids,
             table,
-            num_buckets=self.num_buckets,
-            bucket_size_x=self.bucket_size_x,
-            bucket_size_y=self.bucket_size_y,
-            mix_x=self.mix_x,
-            padding_id=self.padding_id,
-            catalog_chunk_size=self.catalog_chunk_size,
+            **self._sce_options(),
             seed=seed,
             sample_weight=sample_weight,
             check_ids=False,  # checked above, with the TFRS argument's name
@@ -366,14 +356,15 @@ class SCERetrieval(tf_keras.layers.Layer, tfrs.tasks.base.Task):
         table before use.
         """
         config = super().get_config()
-        config.update(
+        config.update(self._sce_options(), seed=self.seed, check_ids=self.check_ids)
+        return config
+
+    def _sce_options(self):
+        return dict(
             num_buckets=self.num_buckets,
             bucket_size_x=self.bucket_size_x,
             bucket_size_y=self.bucket_size_y,
             mix_x=self.mix_x,
             padding_id=self.padding_id,
             catalog_chunk_size=self.catalog_chunk_size,
-            seed=self.seed,
-            check_ids=self.check_ids,
         )
-        return config
