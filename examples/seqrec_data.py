@@ -4,7 +4,8 @@ One line per user, ``user_id item_1 ... item_n``, items in time order, 1-based i
 (0 is free for padding). The examples turn it into query-history / next-item pairs:
 each user's last item is the test target (history: all earlier items); every
 earlier position is a training example (target: the item there; history: the items
-before it). Histories keep the last ``max_len`` items, left-padded with 0.
+before it). :func:`build_validation_examples` also holds out each user's second-to-last
+item for validation. Histories keep the last ``max_len`` items, left-padded with 0.
 """
 
 from __future__ import annotations
@@ -59,3 +60,20 @@ def build_examples(sequences, max_len):
 
     ids = lambda x: np.asarray(x, dtype=np.int32)  # noqa: E731
     return hist(train_hist), ids(train_target), hist(test_hist), ids(test_target), num_items
+
+
+def build_validation_examples(sequences, max_len):
+    """The validation split: :func:`build_examples` of the sequences without their last item.
+
+    Each user's second-to-last item becomes the validation target (history: the items
+    before it) and is no longer a training target; the test split stays that of
+    :func:`build_examples` on the full sequences (its history includes the validation
+    item). Users need three items. Returns ``(train_hist, train_target, val_hist,
+    val_target, num_items)``, ``num_items`` from the full sequences.
+    """
+    shorter = [seq[:-1] for seq in sequences if len(seq) >= 3]
+    if not shorter:
+        raise ValueError("No user with at least three items: nothing to validate on.")
+    train_hist, train_target, val_hist, val_target, _ = build_examples(shorter, max_len)
+    num_items = max(max(seq) for seq in sequences)
+    return train_hist, train_target, val_hist, val_target, num_items

@@ -19,6 +19,12 @@ The query tower embeds the history with the item table it shares with the
 candidate tower (masked mean of the history, concatenated with the most recent
 item, through a dense layer; ``--tower gru`` uses a GRU instead).
 
+With ``--validation`` each user's second-to-last item is held out too (no longer a
+training target): the validation Recall@100 is measured every ``--eval-every`` epochs
+(default 1), training may stop after ``--patience`` evaluations without improvement,
+and the weights of the best validation epoch are restored before the test
+evaluation, so that neither method is judged at an epoch the test set picked.
+
 Evaluation ranks each test target against the FULL catalogue (all items, no
 exclusion of the history) with TFRS ``FactorizedTopK`` over a ``BruteForce`` index,
 id-based, and reports Recall@10 and Recall@100 (one target per user, so recall =
@@ -49,7 +55,12 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_recommenders as tfrs  # noqa: E402
 import tf_keras  # noqa: E402
-from seqrec_data import build_examples, dataset_path, read_sequences  # noqa: E402
+from seqrec_data import (  # noqa: E402
+    build_examples,
+    build_validation_examples,
+    dataset_path,
+    read_sequences,
+)
 
 from keras_sce.ops import scalable_cross_entropy  # noqa: E402
 from keras_sce.tfrs import SCERetrieval  # noqa: E402  (checks the stack)
@@ -58,7 +69,8 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 FIELDS = ["dataset", "method", "epochs", "recall@10", "recall@100", "sec_per_epoch"]
 EXTRA_FIELDS = ["tower", "dim", "batch_size", "max_len", "learning_rate", "optimizer", "options",
                 "sce_covered_fraction", "recall@100_by_epoch", "train_examples", "test_users",
-                "num_items", "seed"]
+                "num_items", "seed", "selection", "selected_epoch", "val_recall@100",
+                "val_recall@100_by_epoch", "adam_epsilon"]
 
 
 # -- model -----------------------------------------------------------------------------
@@ -124,7 +136,7 @@ class SequentialRetrievalModel(tfrs.models.Model):
 
 # -- evaluation ------------------------------------------------------------------------
 def full_catalogue_recall(model, test_hist, test_target, ks=(10, 100), batch_size=1024):
-    """Recall@k of the test targets among ALL items, with TFRS FactorizedTopK/BruteForce."""
+    """Recall@k of the targets among ALL items, with TFRS FactorizedTopK/BruteForce."""
     table = model.item_embedding.embeddings
     item_ids = tf.range(1, table.shape[0], dtype=tf.int32)  # row 0 is padding, not an item
     # A catalogue smaller than k: every item is retrieved (recall@k = 1).
@@ -159,7 +171,9 @@ def sce_coverage(model, train, sce_options, num_batches=20):
 
 # -- experiment ------------------------------------------------------------------------
 def run_method(method, args, data):
-    train_hist, train_target, test_hist, test_target, num_items = data
+    train_hist, train_target = data["train"]
+    test_hist, test_target = data["test"]
+    num_items = data["num_items"]
     tf_keras.utils.set_random_seed(args.seed)
     counts = np.bincount(train_target, minlength=num_items + 1).astype(np.float64)
     probability = (counts / counts.sum())[train_target].astype(np.float32)
@@ -181,11 +195,15 @@ def run_method(method, args, data):
         num_items + 1, args.dim, method, args.tower, args.hard_negatives, args.seed, sce_options,
         dropout=args.dropout,
     )
-    optimizers = {"adam": tf_keras.optimizers.Adam, "adagrad": tf_keras.optimizers.Adagrad}
-    model.compile(
-        optimizer=optimizers[args.optimizer](args.learning_rate), jit_compile=args.jit_compile
-    )
-    epoch_times, curve = [], []
+    if args.optimizer == "adam":
+        optimizer = tf_keras.optimizers.Adam(args.learning_rate, epsilon=args.adam_epsilon)
+    else:
+        optimizer = tf_keras.optimizers.Adagrad(args.learning_rate)
+    model.compile(optimizer=optimizer, jit_compile=args.jit_compile)
+    epoch_times, curve, val_curve = [], [], []
+    # --validation: the epoch is picked on the held-out second-to-last items, and the
+    # weights of that epoch are restored before the test evaluation.
+    best = {"epoch": None, "recall": -1.0, "weights": None, "stale": 0}
 
     class Timer(tf_keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -195,13 +213,28 @@ def run_method(method, args, data):
             epoch_times.append(time.perf_counter() - self.start)
             extra = ""
             if args.eval_every and (epoch + 1) % args.eval_every == 0:
+                if data["val"] is not None:
+                    val = full_catalogue_recall(model, *data["val"])[100]
+                    val_curve.append(f"{epoch + 1}:{val:.4f}")
+                    extra += f", val R@100 {val:.4f}"
+                    if val > best["recall"]:
+                        best.update(epoch=epoch + 1, recall=val, weights=model.get_weights(),
+                                    stale=0)
+                    else:
+                        best["stale"] += 1
+                        if args.patience and best["stale"] >= args.patience:
+                            self.model.stop_training = True
                 recall = full_catalogue_recall(model, test_hist, test_target)
                 curve.append(f"{epoch + 1}:{recall[100]:.4f}")
-                extra = f", test R@10 {recall[10]:.4f} R@100 {recall[100]:.4f}"
+                extra += f", test R@10 {recall[10]:.4f} R@100 {recall[100]:.4f}"
             print(f"  [{method}] epoch {epoch + 1}: loss {logs['loss']:.4f} "
                   f"({epoch_times[-1]:.1f}s){extra}", flush=True)
 
     model.fit(train, epochs=args.epochs, verbose=0, callbacks=[Timer()])
+    selected_epoch = len(epoch_times)
+    if best["weights"] is not None:
+        model.set_weights(best["weights"])
+        selected_epoch = best["epoch"]
     recall = full_catalogue_recall(model, test_hist, test_target)
     covered = sce_coverage(model, train, sce_options) if method == "sce" else ""
     if method == "sce":
@@ -231,6 +264,11 @@ def run_method(method, args, data):
         "test_users": len(test_target),
         "num_items": num_items,
         "seed": args.seed,
+        "selection": "validation" if data["val"] is not None else "last",
+        "selected_epoch": selected_epoch,
+        "val_recall@100": round(best["recall"], 4) if best["weights"] is not None else "",
+        "val_recall@100_by_epoch": " ".join(val_curve),
+        "adam_epsilon": args.adam_epsilon if args.optimizer == "adam" else "",
     }
 
 
@@ -257,24 +295,33 @@ def write_results(rows, csv_path, command, append=False):
         writer.writeheader()
         writer.writerows(rows)
     lines = [
-        "| dataset | method | tower | optimizer | options | epochs | Recall@10 | Recall@100 | "
-        "best Recall@100 (epoch) | s/epoch |",
-        "|---|---|---|---|---|---:|---:|---:|---:|---:|",
+        "| dataset | method | tower | optimizer | options | epochs | epoch used | Recall@10 | "
+        "Recall@100 | best Recall@100 (epoch) | s/epoch |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
+        optimizer = row.get("optimizer") or "adam"
+        if row.get("adam_epsilon"):
+            optimizer += f" eps={float(row['adam_epsilon']):g}"
+        if row.get("selection") == "validation":
+            used = f"{row['selected_epoch']} (val)"
+        else:
+            used = row.get("selected_epoch") or row["epochs"]
         lines.append(
             f"| {row['dataset']} | {row['method']} | {row.get('tower') or 'mean'} | "
-            f"{row.get('optimizer') or 'adam'} {row.get('learning_rate', '')} | "
-            f"{row['options']} | {row['epochs']} | "
+            f"{optimizer} {row.get('learning_rate', '')} | "
+            f"{row['options']} | {row['epochs']} | {used} | "
             f"{float(row['recall@10']):.4f} | {float(row['recall@100']):.4f} | "
             f"{_best_of_curve(row.get('recall@100_by_epoch', ''))} | "
             f"{float(row['sec_per_epoch']):.1f} |"
         )
     commands = list(dict.fromkeys(row["command"] for row in rows))
-    lines += ["", "Full-catalogue recall of each user's last item after the last epoch; the best "
-              "Recall@100 over the epochs evaluated with --eval-every (not used to pick the "
-              "epoch); one CPU thread of a shared machine (s/epoch excludes the first, "
-              "compiling epoch). Produced by:", ""]
+    lines += ["", "Full-catalogue recall of each user's last item, with the weights of the epoch "
+              "used: the last one, or with --validation the epoch of best validation "
+              "Recall@100 (each user's second-to-last item, held out of training); the best "
+              "test Recall@100 over the epochs evaluated with --eval-every is a diagnostic, "
+              "never used to pick the epoch; one CPU thread of a shared machine (s/epoch "
+              "excludes the first, compiling epoch). Produced by:", ""]
     lines += [f"    {c}" for c in commands] + [""]
     csv_path.with_suffix(".md").write_text("\n".join(lines))
     return "\n".join(lines)
@@ -296,6 +343,16 @@ def parse_args(argv=None):
                         help="dropout on the history's item vectors in the query tower")
     parser.add_argument("--optimizer", choices=["adam", "adagrad"], default="adam")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--adam-epsilon", type=float, default=1e-7,
+                        help="Adam's epsilon (tf_keras default 1e-7); it sets the gradient size "
+                             "below which a row's update shrinks")
+    parser.add_argument("--validation", action="store_true",
+                        help="hold out each user's second-to-last item; pick the epoch (and "
+                             "restore its weights) by validation Recall@100, evaluated every "
+                             "--eval-every epochs (default 1)")
+    parser.add_argument("--patience", type=int, default=0,
+                        help="with --validation: stop after this many evaluations without a "
+                             "better validation Recall@100 (0: train all --epochs)")
     parser.add_argument("--hard-negatives", type=int, default=0,
                         help="in_batch only: keep this many hardest in-batch negatives (0: all)")
     parser.add_argument("--sce-bucket-size-y", type=int, default=256)
@@ -328,11 +385,24 @@ def main(argv=None):
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     except RuntimeError:
         pass  # already initialised (e.g. under pytest)
+    if args.validation and not args.eval_every:
+        args.eval_every = 1
     path = dataset_path(args.dataset, args.data_dir)
     sequences = read_sequences(path, args.max_users)
-    data = build_examples(sequences, args.max_len)
-    print(f"{args.dataset}: {len(sequences)} users, {data[4]} items, "
-          f"{len(data[1])} training examples", flush=True)
+    train_hist, train_target, test_hist, test_target, num_items = build_examples(
+        sequences, args.max_len
+    )
+    data = {"test": (test_hist, test_target), "num_items": num_items, "val": None}
+    if args.validation:
+        train_hist, train_target, val_hist, val_target, _ = build_validation_examples(
+            sequences, args.max_len
+        )
+        data["val"] = (val_hist, val_target)
+    data["train"] = (train_hist, train_target)
+    print(f"{args.dataset}: {len(sequences)} users, {num_items} items, "
+          f"{len(train_target)} training examples"
+          + (f", {len(data['val'][1])} validation users" if args.validation else ""),
+          flush=True)
     rows = []
     for method in args.methods.split(","):
         if method not in ("in_batch", "sce"):

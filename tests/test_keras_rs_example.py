@@ -36,3 +36,33 @@ def test_keras_rs_example_trains_with_sce_and_serves_with_brute_force(tmp_path):
     np.testing.assert_allclose(results["mrr@100"], np.mean(np.where(rank < 100, 1 / (rank + 1), 0)),
                                atol=1e-5)
     assert results["recall@10"] > 0.2  # the pattern is learnable: far above chance (10/150)
+
+
+def test_seqrec_validation_split_holds_out_the_second_to_last_item():
+    import sys
+
+    from tests.example_helpers import EXAMPLES
+
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        import seqrec_data
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    sequences = [[5, 6, 7, 8], [1, 2, 3], [9, 4]]  # the last user is too short to validate
+    train_hist, train_target, test_hist, test_target, num_items = seqrec_data.build_examples(
+        sequences, 3
+    )
+    fit_hist, fit_target, val_hist, val_target, val_items = (
+        seqrec_data.build_validation_examples(sequences, 3)
+    )
+    assert num_items == val_items == 9
+    # Validation targets: each user's second-to-last item, history the items before it.
+    np.testing.assert_array_equal(val_target, [7, 2])
+    np.testing.assert_array_equal(val_hist, [[0, 5, 6], [0, 0, 1]])
+    # They are no longer training targets; the test split is unchanged.
+    np.testing.assert_array_equal(fit_target, [6])  # 7 and 2 now validate
+    np.testing.assert_array_equal(train_target, [6, 7, 2])
+    np.testing.assert_array_equal(test_target, [8, 3, 4])
+    np.testing.assert_array_equal(test_hist[0], [5, 6, 7])
+    with pytest.raises(ValueError, match="three items"):
+        seqrec_data.build_validation_examples([[1, 2]], 3)

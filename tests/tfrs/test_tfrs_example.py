@@ -63,3 +63,34 @@ def test_tfrs_example_dropout_and_optimizer_flags(tmp_path):
     assert rows[0]["tower"] == "mean+dropout0.3" and rows[0]["optimizer"] == "adagrad"
     with open(out) as handle:
         assert next(csv.DictReader(handle))["optimizer"] == "adagrad"
+
+
+def test_tfrs_example_validation_picks_the_epoch_and_restores_its_weights(tmp_path):
+    write_tiny_seqrec(tmp_path / "Tiny.txt", num_users=60, num_items=150, min_len=5, max_len=9)
+    example = load_example("tfrs_retrieval")
+    out = tmp_path / "tfrs.csv"
+    rows = example.main([
+        "--data-dir", str(tmp_path), "--dataset", "Tiny", "--epochs", "3", "--methods",
+        "in_batch", "--batch-size", "16", "--dim", "8", "--max-len", "5", "--out", str(out),
+        "--validation", "--adam-epsilon", "1e-5",
+    ])
+    row = rows[0]
+    assert row["selection"] == "validation" and row["adam_epsilon"] == 1e-5
+    val_curve = dict(point.split(":") for point in row["val_recall@100_by_epoch"].split())
+    test_curve = dict(point.split(":") for point in row["recall@100_by_epoch"].split())
+    assert sorted(val_curve) == ["1", "2", "3"]  # evaluated every epoch by default
+    best = max(val_curve, key=lambda epoch: (float(val_curve[epoch]), -int(epoch)))
+    assert row["selected_epoch"] == int(best)
+    assert row["val_recall@100"] == float(val_curve[best])
+    # The reported test recall is that of the restored epoch, not of the last one.
+    assert row["recall@100"] == float(test_curve[best])
+    # Training stopped early with --patience: one evaluation without improvement ends it.
+    rows = example.main([
+        "--data-dir", str(tmp_path), "--dataset", "Tiny", "--epochs", "30", "--methods",
+        "in_batch", "--batch-size", "16", "--dim", "8", "--max-len", "5", "--out", str(out),
+        "--validation", "--patience", "1", "--learning-rate", "0.05",
+    ])
+    evaluated = rows[0]["val_recall@100_by_epoch"].split()
+    assert len(evaluated) < 30 and rows[0]["selected_epoch"] == len(evaluated) - 1
+    markdown = out.with_suffix(".md").read_text()
+    assert f"| {rows[0]['selected_epoch']} (val) |" in markdown
