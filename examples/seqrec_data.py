@@ -44,6 +44,25 @@ def read_sequences(path, max_users=None):
     return sequences
 
 
+def load_datasets(datasets: str, data_dir: str | None = None, max_users=None):
+    """``(sequences, names)`` of one dataset, or of several joined with ``+``.
+
+    ``"Beauty+Toys_and_Games"`` puts the users of both files in one dataset with one
+    catalogue: each file's item ids are shifted past the previous files' largest id,
+    so the catalogues do not overlap (a multi-category store). ``max_users`` applies
+    to each file.
+    """
+    names = [name for name in datasets.split("+") if name]
+    if not names:
+        raise ValueError(f"No dataset named in {datasets!r}.")
+    sequences, offset = [], 0
+    for name in names:
+        part = read_sequences(dataset_path(name, data_dir), max_users)
+        sequences += [[item + offset for item in seq] for seq in part]
+        offset = max(max(seq) for seq in sequences)
+    return sequences, names
+
+
 def build_examples(sequences, max_len):
     """``(train_hist, train_target, test_hist, test_target, num_items)`` as int32 arrays."""
     train_hist, train_target, test_hist, test_target = [], [], [], []

@@ -58,8 +58,7 @@ import tf_keras  # noqa: E402
 from seqrec_data import (  # noqa: E402
     build_examples,
     build_validation_examples,
-    dataset_path,
-    read_sequences,
+    load_datasets,
 )
 
 from keras_sce.ops import scalable_cross_entropy  # noqa: E402
@@ -332,7 +331,9 @@ def parse_args(argv=None):
     parser.add_argument("--data-dir", default=None,
                         help="folder with <dataset>.txt (default: $KERAS_SCE_DATA/seqrec or "
                              "../shared/data/seqrec)")
-    parser.add_argument("--dataset", default="Beauty")
+    parser.add_argument("--dataset", default="Beauty",
+                        help="a file of --data-dir without .txt, or several joined with + (one "
+                             "catalogue: their item ids are shifted apart)")
     parser.add_argument("--methods", default="in_batch,sce")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=256)
@@ -387,8 +388,7 @@ def main(argv=None):
         pass  # already initialised (e.g. under pytest)
     if args.validation and not args.eval_every:
         args.eval_every = 1
-    path = dataset_path(args.dataset, args.data_dir)
-    sequences = read_sequences(path, args.max_users)
+    sequences, _ = load_datasets(args.dataset, args.data_dir, args.max_users)
     train_hist, train_target, test_hist, test_target, num_items = build_examples(
         sequences, args.max_len
     )

@@ -66,3 +66,23 @@ def test_seqrec_validation_split_holds_out_the_second_to_last_item():
     np.testing.assert_array_equal(test_hist[0], [5, 6, 7])
     with pytest.raises(ValueError, match="three items"):
         seqrec_data.build_validation_examples([[1, 2]], 3)
+
+
+def test_seqrec_datasets_joined_with_plus_share_one_catalogue(tmp_path):
+    import sys
+
+    from tests.example_helpers import EXAMPLES
+
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        import seqrec_data
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    (tmp_path / "A.txt").write_text("1 1 2 3\n2 3 1\n")
+    (tmp_path / "B.txt").write_text("1 2 1 4\n")
+    sequences, names = seqrec_data.load_datasets("A+B", str(tmp_path))
+    assert names == ["A", "B"]
+    assert sequences == [[1, 2, 3], [3, 1], [5, 4, 7]]  # B's ids shifted past A's largest (3)
+    assert seqrec_data.load_datasets("B", str(tmp_path))[0] == [[2, 1, 4]]
+    with pytest.raises(SystemExit, match="C.txt"):
+        seqrec_data.load_datasets("A+C", str(tmp_path))
