@@ -36,7 +36,7 @@ import keras  # noqa: E402
 import keras_rs  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from seqrec_data import build_examples, dataset_path, read_sequences  # noqa: E402
+from seqrec_data import build_examples, load_datasets  # noqa: E402
 
 import keras_sce  # noqa: E402
 
@@ -96,7 +96,8 @@ def evaluate(serving, test_hist, test_target, batch_size=1024):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--dataset", default="Beauty")
+    parser.add_argument("--dataset", default="Beauty",
+                        help="a seqrec file name without .txt, or several joined with +")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--dim", type=int, default=64)
@@ -108,7 +109,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     keras.utils.set_random_seed(args.seed)
-    sequences = read_sequences(dataset_path(args.dataset, args.data_dir), args.max_users)
+    sequences, _ = load_datasets(args.dataset, args.data_dir, args.max_users)
     train_hist, train_target, test_hist, test_target, num_items = build_examples(
         sequences, args.max_len
     )

@@ -23,7 +23,7 @@ def test_keras_rs_example_trains_with_sce_and_serves_with_brute_force(tmp_path):
     assert results["recall@10"] <= results["recall@100"]
 
     # Oracle: rank every test target among all items with NumPy, from the same model.
-    sequences = example.read_sequences(tmp_path / "Tiny.txt")
+    sequences, _ = example.load_datasets("Tiny", str(tmp_path))
     _, _, test_hist, test_target, _ = example.build_examples(sequences, 5)
     query_model = serving.get_layer("query_tower")
     table = np.asarray(query_model.get_layer("items").embeddings)
