@@ -294,8 +294,9 @@ def write_results(rows, csv_path, command, append=False):
         writer.writeheader()
         writer.writerows(rows)
     lines = [
-        "| dataset | method | tower | optimizer | options | epochs | epoch used | Recall@10 | "
-        "Recall@100 | best Recall@100 (epoch) | s/epoch |",
+        "| dataset | method | tower | optimizer | options | epochs | epoch used (val R@100) | "
+        "Recall@10 | "
+        "Recall@100 | best test Recall@100 (epoch) | s/epoch |",
         "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
@@ -303,7 +304,7 @@ def write_results(rows, csv_path, command, append=False):
         if row.get("adam_epsilon"):
             optimizer += f" eps={float(row['adam_epsilon']):g}"
         if row.get("selection") == "validation":
-            used = f"{row['selected_epoch']} (val)"
+            used = f"{row['selected_epoch']} (val {float(row['val_recall@100']):.4f})"
         else:
             used = row.get("selected_epoch") or row["epochs"]
         lines.append(

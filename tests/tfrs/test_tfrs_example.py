@@ -93,4 +93,5 @@ def test_tfrs_example_validation_picks_the_epoch_and_restores_its_weights(tmp_pa
     evaluated = rows[0]["val_recall@100_by_epoch"].split()
     assert len(evaluated) < 30 and rows[0]["selected_epoch"] == len(evaluated) - 1
     markdown = out.with_suffix(".md").read_text()
-    assert f"| {rows[0]['selected_epoch']} (val) |" in markdown
+    val = rows[0]["val_recall@100"]
+    assert f"| {rows[0]['selected_epoch']} (val {val:.4f}) |" in markdown
