@@ -280,6 +280,33 @@ def _best_of_curve(curve):
     return f"{float(value):.4f} ({epoch})"
 
 
+def _seed_summary(rows):
+    """Markdown lines: mean ± sd of the recalls of settings run with several seeds."""
+    groups = {}
+    for row in rows:
+        setting = tuple(str(row.get(key) or "") for key in (
+            "dataset", "method", "tower", "optimizer", "adam_epsilon", "learning_rate",
+            "options", "epochs", "selection", "batch_size", "dim", "max_len"))
+        groups.setdefault(setting, {})[str(row.get("seed", ""))] = row  # a rerun replaces
+    lines = []
+    for setting, by_seed in groups.items():
+        if len(by_seed) < 2:
+            continue
+        if not lines:
+            lines = ["", "Settings run with several seeds (one row per seed above):", "",
+                     "| dataset | method | options | selection | seeds | Recall@10 | "
+                     "Recall@100 |", "|---|---|---|---|---:|---:|---:|"]
+        cells = []
+        for metric in ("recall@10", "recall@100"):
+            values = np.array([float(row[metric]) for row in by_seed.values()])
+            cells.append(f"{values.mean():.4f} ± {values.std(ddof=1):.4f}")
+        eps = f" eps={float(setting[4]):g}" if setting[4] else ""
+        lines.append(f"| {setting[0]} | {setting[1]} | {setting[6]}{eps} | "
+                     f"{setting[8] or 'last'} | {','.join(sorted(by_seed))} | "
+                     f"{cells[0]} | {cells[1]} |")
+    return lines
+
+
 def write_results(rows, csv_path, command, append=False):
     """Writes the CSV (rows of earlier runs kept with ``append``) and a Markdown table."""
     csv_path = pathlib.Path(csv_path)
@@ -315,6 +342,7 @@ def write_results(rows, csv_path, command, append=False):
             f"{_best_of_curve(row.get('recall@100_by_epoch', ''))} | "
             f"{float(row['sec_per_epoch']):.1f} |"
         )
+    lines += _seed_summary(rows)
     commands = list(dict.fromkeys(row["command"] for row in rows))
     lines += ["", "Full-catalogue recall of each user's last item, with the weights of the epoch "
               "used: the last one, or with --validation the epoch of best validation "

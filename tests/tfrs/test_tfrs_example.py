@@ -50,6 +50,17 @@ def test_tfrs_example_writes_the_results_table(tmp_path):
     assert [row["options"] for row in table][-1] == "bucket_size_y=8" and len(table) == 3
     assert "second command" in out.with_suffix(".md").read_text()
 
+    # A setting run with several seeds gets a mean ± sd line (a fresh row, int seed,
+    # groups with the rows read back from the CSV, strings).
+    assert "several seeds" not in out.with_suffix(".md").read_text()
+    reseeded = dict(rows[0], seed=1, **{"recall@100": 0.5, "recall@10": 0.25})
+    example.write_results([reseeded], out, "third command", append=True)
+    markdown = out.with_suffix(".md").read_text()
+    first = float(table[0]["recall@100"])
+    values = [first, 0.5]
+    expected = f"{sum(values) / 2:.4f} ± {abs(values[0] - values[1]) / 2 ** 0.5:.4f}"
+    assert "several seeds" in markdown and "| 0,1 |" in markdown and expected in markdown
+
 
 def test_tfrs_example_dropout_and_optimizer_flags(tmp_path):
     write_tiny_seqrec(tmp_path / "Tiny.txt", num_users=40, num_items=30, min_len=4, max_len=8)
