@@ -1,7 +1,7 @@
 """TensorFlow Recommenders: in-batch softmax vs Scalable Cross-Entropy on real data.
 
 A TFRS retrieval model with a sequential query tower is trained twice on the same
-data for the same number of epochs:
+data with the same epoch budget:
 
 - ``in_batch``: ``tfrs.tasks.Retrieval`` — softmax over the other positives of the
   batch, with its usual options: logQ correction (the candidates' sampling
@@ -69,7 +69,8 @@ FIELDS = ["dataset", "method", "epochs", "recall@10", "recall@100", "sec_per_epo
 EXTRA_FIELDS = ["tower", "dim", "batch_size", "max_len", "learning_rate", "optimizer", "options",
                 "sce_covered_fraction", "recall@100_by_epoch", "train_examples", "test_users",
                 "num_items", "seed", "selection", "selected_epoch", "val_recall@100",
-                "val_recall@100_by_epoch", "adam_epsilon"]
+                "val_recall@100_by_epoch", "adam_epsilon", "epochs_run", "eval_every",
+                "patience"]
 
 
 # -- model -----------------------------------------------------------------------------
@@ -211,7 +212,9 @@ def run_method(method, args, data):
         def on_epoch_end(self, epoch, logs=None):
             epoch_times.append(time.perf_counter() - self.start)
             extra = ""
-            if args.eval_every and (epoch + 1) % args.eval_every == 0:
+            # Under --validation the last epoch is always a candidate too.
+            last = data["val"] is not None and epoch + 1 == args.epochs
+            if args.eval_every and ((epoch + 1) % args.eval_every == 0 or last):
                 if data["val"] is not None:
                     val = full_catalogue_recall(model, *data["val"])[100]
                     val_curve.append(f"{epoch + 1}:{val:.4f}")
@@ -246,6 +249,9 @@ def run_method(method, args, data):
         "dataset": args.dataset,
         "method": method,
         "epochs": args.epochs,
+        "epochs_run": len(epoch_times),
+        "eval_every": args.eval_every,
+        "patience": args.patience,
         "recall@10": round(recall[10], 4),
         "recall@100": round(recall[100], 4),
         # The first epoch includes tracing/compilation; report the mean of the rest.
@@ -280,13 +286,26 @@ def _best_of_curve(curve):
     return f"{float(value):.4f} ({epoch})"
 
 
+def _epochs_cell(row):
+    """``"12"``, or ``"9 of 12"`` when early stopping ended the run before its budget."""
+    run = row.get("epochs_run")
+    if run in ("", None) and row.get("val_recall@100_by_epoch"):
+        # Rows written before the field existed: the last epoch of the validation
+        # curve (they were evaluated every epoch, the last one included).
+        run = row["val_recall@100_by_epoch"].split()[-1].split(":")[0]
+    if run in ("", None) or int(run) == int(row["epochs"]):
+        return str(row["epochs"])
+    return f"{run} of {row['epochs']}"
+
+
 def _seed_summary(rows):
     """Markdown lines: mean ± sd of the recalls of settings run with several seeds."""
     groups = {}
     for row in rows:
-        setting = tuple(str(row.get(key) or "") for key in (
+        setting = tuple("" if row.get(key) is None else str(row[key]) for key in (
             "dataset", "method", "tower", "optimizer", "adam_epsilon", "learning_rate",
-            "options", "epochs", "selection", "batch_size", "dim", "max_len"))
+            "options", "epochs", "selection", "batch_size", "dim", "max_len", "eval_every",
+            "patience", "train_examples", "test_users", "num_items"))
         groups.setdefault(setting, {})[str(row.get("seed", ""))] = row  # a rerun replaces
     lines = []
     for setting, by_seed in groups.items():
@@ -294,16 +313,18 @@ def _seed_summary(rows):
             continue
         if not lines:
             lines = ["", "Settings run with several seeds (one row per seed above):", "",
-                     "| dataset | method | options | selection | seeds | Recall@10 | "
-                     "Recall@100 |", "|---|---|---|---|---:|---:|---:|"]
+                     "| dataset | method | tower | optimizer | options | epochs | selection | "
+                     "seeds | Recall@10 | Recall@100 |",
+                     "|---|---|---|---|---|---:|---|---:|---:|---:|"]
         cells = []
         for metric in ("recall@10", "recall@100"):
             values = np.array([float(row[metric]) for row in by_seed.values()])
             cells.append(f"{values.mean():.4f} ± {values.std(ddof=1):.4f}")
         eps = f" eps={float(setting[4]):g}" if setting[4] else ""
-        lines.append(f"| {setting[0]} | {setting[1]} | {setting[6]}{eps} | "
-                     f"{setting[8] or 'last'} | {','.join(sorted(by_seed))} | "
-                     f"{cells[0]} | {cells[1]} |")
+        seeds = sorted(by_seed, key=lambda seed: (len(seed), seed))  # numeric order
+        lines.append(f"| {setting[0]} | {setting[1]} | {setting[2] or 'mean'} | "
+                     f"{setting[3] or 'adam'}{eps} {setting[5]} | {setting[6]} | {setting[7]} | "
+                     f"{setting[8] or 'last'} | {','.join(seeds)} | {cells[0]} | {cells[1]} |")
     return lines
 
 
@@ -321,7 +342,8 @@ def write_results(rows, csv_path, command, append=False):
         writer.writeheader()
         writer.writerows(rows)
     lines = [
-        "| dataset | method | tower | optimizer | options | epochs | epoch used (val R@100) | "
+        "| dataset | method | tower | optimizer | options | epochs (run of budget) | "
+        "epoch used (val R@100) | "
         "Recall@10 | "
         "Recall@100 | best test Recall@100 (epoch) | s/epoch |",
         "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|",
@@ -330,14 +352,14 @@ def write_results(rows, csv_path, command, append=False):
         optimizer = row.get("optimizer") or "adam"
         if row.get("adam_epsilon"):
             optimizer += f" eps={float(row['adam_epsilon']):g}"
-        if row.get("selection") == "validation":
+        if row.get("selection") == "validation" and row.get("val_recall@100") not in ("", None):
             used = f"{row['selected_epoch']} (val {float(row['val_recall@100']):.4f})"
         else:
             used = row.get("selected_epoch") or row["epochs"]
         lines.append(
             f"| {row['dataset']} | {row['method']} | {row.get('tower') or 'mean'} | "
             f"{optimizer} {row.get('learning_rate', '')} | "
-            f"{row['options']} | {row['epochs']} | {used} | "
+            f"{row['options']} | {_epochs_cell(row)} | {used} | "
             f"{float(row['recall@10']):.4f} | {float(row['recall@100']):.4f} | "
             f"{_best_of_curve(row.get('recall@100_by_epoch', ''))} | "
             f"{float(row['sec_per_epoch']):.1f} |"
@@ -392,7 +414,10 @@ def parse_args(argv=None):
                         help="default: int(2 * sqrt(batch size)), the authors' rule")
     parser.add_argument("--sce-mix-x", action="store_true")
     parser.add_argument("--eval-every", type=int, default=0,
-                        help="diagnostics: print test recall every N epochs (not timed)")
+                        help="evaluate every N epochs (not timed): the test recall, a "
+                             "diagnostic, and with --validation the validation recall that "
+                             "picks the epoch among these (and the last); default 0 (never), "
+                             "1 with --validation")
     parser.add_argument("--max-users", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
@@ -417,6 +442,10 @@ def main(argv=None):
         pass  # already initialised (e.g. under pytest)
     if args.validation and not args.eval_every:
         args.eval_every = 1
+    if args.patience and not args.validation:
+        raise SystemExit("--patience needs --validation (it counts validation evaluations).")
+    if args.patience < 0 or args.eval_every < 0:
+        raise SystemExit("--patience and --eval-every must be >= 0.")
     sequences, _ = load_datasets(args.dataset, args.data_dir, args.max_users)
     train_hist, train_target, test_hist, test_target, num_items = build_examples(
         sequences, args.max_len

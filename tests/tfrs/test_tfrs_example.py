@@ -103,6 +103,23 @@ def test_tfrs_example_validation_picks_the_epoch_and_restores_its_weights(tmp_pa
     ])
     evaluated = rows[0]["val_recall@100_by_epoch"].split()
     assert len(evaluated) < 30 and rows[0]["selected_epoch"] == len(evaluated) - 1
+    assert rows[0]["epochs_run"] == len(evaluated) and rows[0]["patience"] == 1
+    # The selected epoch is not the last one here, so this checks the restore.
+    test_curve = dict(point.split(":") for point in rows[0]["recall@100_by_epoch"].split())
+    assert rows[0]["recall@100"] == float(test_curve[str(rows[0]["selected_epoch"])])
+    assert rows[0]["recall@100"] != float(test_curve[str(len(evaluated))])
     markdown = out.with_suffix(".md").read_text()
     val = rows[0]["val_recall@100"]
     assert f"| {rows[0]['selected_epoch']} (val {val:.4f}) |" in markdown
+
+
+def test_tfrs_example_validation_always_considers_the_last_epoch(tmp_path):
+    write_tiny_seqrec(tmp_path / "Tiny.txt", num_users=40, num_items=30, min_len=5, max_len=8)
+    example = load_example("tfrs_retrieval")
+    common = ["--data-dir", str(tmp_path), "--dataset", "Tiny", "--methods", "in_batch",
+              "--batch-size", "16", "--dim", "8", "--max-len", "5",
+              "--out", str(tmp_path / "tfrs.csv")]
+    rows = example.main(common + ["--epochs", "3", "--validation", "--eval-every", "2"])
+    assert [p.split(":")[0] for p in rows[0]["val_recall@100_by_epoch"].split()] == ["2", "3"]
+    with pytest.raises(SystemExit, match="--patience needs --validation"):
+        example.main(common + ["--epochs", "1", "--patience", "2"])
