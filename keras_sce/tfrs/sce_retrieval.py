@@ -44,6 +44,12 @@ class SCERetrieval(tf_keras.layers.Layer, tfrs.tasks.base.Task):
     behind :class:`keras_sce.SCELoss`: the same inputs and ``seed`` give the same
     value through either.
 
+    The loss is a mean over the batch and its gradient reaches most rows of the
+    table at every step, many of them with tiny values; Adam's default epsilon
+    (1e-7) moves such rows by full steps. On Amazon Beauty a larger epsilon (1e-5)
+    gave a better validation recall (see ``examples/tfrs_retrieval.py`` and the
+    README's TFRS comparison).
+
     Importing this class needs ``TF_USE_LEGACY_KERAS=1`` (TFRS runs on tf_keras);
     :mod:`keras_sce.tfrs` raises an ``ImportError`` that says what to do otherwise.
     Unlike ``tfrs.tasks.Retrieval`` (whose default loss sums over the batch), the
