@@ -24,6 +24,7 @@ import csv
 import json
 import os
 import pathlib
+import statistics
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -155,14 +156,12 @@ def table(path) -> str:
 
 
 def _mean(values):
-    return sum(values) / len(values) if values else None
+    return statistics.fmean(values) if values else None
 
 
 def _sd(values):
-    if len(values) < 2:
-        return 0.0
-    mean = _mean(values)
-    return (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    """Sample standard deviation; 0 for a single seed."""
+    return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def _welch_t(a, b) -> str:

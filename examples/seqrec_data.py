@@ -57,9 +57,10 @@ def load_datasets(datasets: str, data_dir: str | None = None, max_users=None):
         raise ValueError(f"No dataset named in {datasets!r}.")
     sequences, offset = [], 0
     for name in names:
-        part = read_sequences(dataset_path(name, data_dir), max_users)
-        sequences += [[item + offset for item in seq] for seq in part]
-        offset = max(max(seq) for seq in sequences)
+        part = [[item + offset for item in seq]
+                for seq in read_sequences(dataset_path(name, data_dir), max_users)]
+        sequences += part
+        offset = max(max(seq) for seq in part)  # ids are >= 1: past every earlier id
     return sequences, names
 
 

@@ -135,8 +135,12 @@ class SequentialRetrievalModel(tfrs.models.Model):
 
 
 # -- evaluation ------------------------------------------------------------------------
-def full_catalogue_recall(model, test_hist, test_target, ks=(10, 100), batch_size=1024):
-    """Recall@k of the targets among ALL items, with TFRS FactorizedTopK/BruteForce."""
+def full_catalogue_recall(model, splits, ks=(10, 100), batch_size=1024):
+    """Recall@k of the targets among ALL items, with TFRS FactorizedTopK/BruteForce.
+
+    ``splits`` maps a name to ``(histories, targets)``; all are scored against one
+    index of the current table. Returns ``{name: {k: recall}}``.
+    """
     table = model.item_embedding.embeddings
     item_ids = tf.range(1, table.shape[0], dtype=tf.int32)  # row 0 is padding, not an item
     # A catalogue smaller than k: every item is retrieved (recall@k = 1).
@@ -150,10 +154,15 @@ def full_catalogue_recall(model, test_hist, test_target, ks=(10, 100), batch_siz
         query = model.query_tower(history)
         metric.update_state(query, tf.gather(table, target), true_candidate_ids=target)
 
-    data = tf.data.Dataset.from_tensor_slices((test_hist, test_target)).batch(batch_size)
-    for history, target in data:
-        update(history, target)
-    return {k: float(r) for k, r in zip(ks, metric.result(), strict=True)}
+    results = {}
+    for name, (histories, targets) in splits.items():
+        metric.reset_states()
+        for history, target in tf.data.Dataset.from_tensor_slices(
+            (histories, targets)
+        ).batch(batch_size):
+            update(history, target)
+        results[name] = {k: float(r) for k, r in zip(ks, metric.result(), strict=True)}
+    return results
 
 
 def sce_coverage(model, train, sce_options, num_batches=20):
@@ -172,7 +181,6 @@ def sce_coverage(model, train, sce_options, num_batches=20):
 # -- experiment ------------------------------------------------------------------------
 def run_method(method, args, data):
     train_hist, train_target = data["train"]
-    test_hist, test_target = data["test"]
     num_items = data["num_items"]
     tf_keras.utils.set_random_seed(args.seed)
     counts = np.bincount(train_target, minlength=num_items + 1).astype(np.float64)
@@ -215,8 +223,12 @@ def run_method(method, args, data):
             # Under --validation the last epoch is always a candidate too.
             last = data["val"] is not None and epoch + 1 == args.epochs
             if args.eval_every and ((epoch + 1) % args.eval_every == 0 or last):
+                splits = {"test": data["test"]}
                 if data["val"] is not None:
-                    val = full_catalogue_recall(model, *data["val"])[100]
+                    splits["val"] = data["val"]
+                recalls = full_catalogue_recall(model, splits)
+                if data["val"] is not None:
+                    val = recalls["val"][100]
                     val_curve.append(f"{epoch + 1}:{val:.4f}")
                     extra += f", val R@100 {val:.4f}"
                     if val > best["recall"]:
@@ -226,7 +238,7 @@ def run_method(method, args, data):
                         best["stale"] += 1
                         if args.patience and best["stale"] >= args.patience:
                             self.model.stop_training = True
-                recall = full_catalogue_recall(model, test_hist, test_target)
+                recall = recalls["test"]
                 curve.append(f"{epoch + 1}:{recall[100]:.4f}")
                 extra += f", test R@10 {recall[10]:.4f} R@100 {recall[100]:.4f}"
             print(f"  [{method}] epoch {epoch + 1}: loss {logs['loss']:.4f} "
@@ -237,7 +249,7 @@ def run_method(method, args, data):
     if best["weights"] is not None:
         model.set_weights(best["weights"])
         selected_epoch = best["epoch"]
-    recall = full_catalogue_recall(model, test_hist, test_target)
+    recall = full_catalogue_recall(model, {"test": data["test"]})["test"]
     covered = sce_coverage(model, train, sce_options) if method == "sce" else ""
     if method == "sce":
         options = " ".join(f"{k}={v}" for k, v in sce_options.items() if v is not None)
@@ -266,7 +278,7 @@ def run_method(method, args, data):
         "sce_covered_fraction": covered,
         "recall@100_by_epoch": " ".join(curve),
         "train_examples": len(train_target),
-        "test_users": len(test_target),
+        "test_users": len(data["test"][1]),
         "num_items": num_items,
         "seed": args.seed,
         "selection": "validation" if data["val"] is not None else "last",

@@ -152,7 +152,7 @@ class SampledBCELoss(ItemTableLoss):
         self.seed = seed
         # Validated now, not at the first call.
         checks.check_positive_int(num_negatives, "num_negatives")
-        sampled_ops._resolve_offset(logit_offset, num_negatives, 1.0)
+        sampled_ops.resolve_logit_offset(logit_offset, num_negatives)
         self.logit_offset = logit_offset if isinstance(logit_offset, str) else float(logit_offset)
         self._seeds = None if seed is None else SeedStream(seed)
 

@@ -250,7 +250,8 @@ def balanced_logit_offset(num_negatives: int, beta: float = 1.0) -> float:
     return math.log(beta / num_negatives)
 
 
-def _resolve_offset(logit_offset, num_negatives, beta):
+def resolve_logit_offset(logit_offset, num_negatives, beta=1.0) -> float:
+    """The float offset for ``logit_offset`` (``"balanced"`` or a finite real); validates it."""
     if isinstance(logit_offset, str):
         if logit_offset != "balanced":
             raise ValueError(
@@ -270,7 +271,7 @@ def _binary_loss(
     hidden, labels, item_table, num_negatives, beta, padding_id, seed, check_ids, logit_offset
 ):
     checks.check_positive_int(num_negatives, "num_negatives")
-    offset = _resolve_offset(logit_offset, num_negatives, beta)
+    offset = resolve_logit_offset(logit_offset, num_negatives, beta)
     x, y = _valid_rows(hidden, labels, item_table, padding_id, check_ids)
     pos = tf.reduce_sum(x * tf.cast(tf.gather(item_table, y), x.dtype), axis=-1) + offset
     neg_ids, neg = _per_row_negatives(x, item_table, num_negatives, padding_id, seed)

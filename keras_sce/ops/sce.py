@@ -58,6 +58,11 @@ class SeedStream:
             aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
         )
 
+    @property
+    def counter(self) -> tf.Variable:
+        """The int64 position in the stream (a variable: track it to checkpoint it)."""
+        return self._counter
+
     def next(self) -> tf.Tensor:
         context = tf.distribute.get_replica_context()
         if (

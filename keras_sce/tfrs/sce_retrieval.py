@@ -174,7 +174,7 @@ class SCERetrieval(tf_keras.layers.Layer, tfrs.tasks.base.Task):
         if self._seed_stream is not None:
             # Tracked by the layer, so checkpoints and SavedModels keep the position
             # in the stream of centres (a resumed run continues it).
-            self.seed_counter = self._seed_stream._counter
+            self.seed_counter = self._seed_stream.counter
 
         if metrics is None:
             metrics = []
