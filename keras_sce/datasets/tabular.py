@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import csv
+import datetime
+import itertools
+import math
 import os
 
 import numpy as np
 
+from keras_sce.datasets._files import check_exists, open_text
 from keras_sce.datasets.sequences import SequenceData, from_user_item_pairs
 
 # MovieLens archives published by GroupLens (https://grouplens.org/datasets/movielens/),
@@ -28,87 +32,172 @@ def load_interactions_csv(
     user_col: str | int = "user",
     item_col: str | int = "item",
     time_col: str | int | None = "timestamp",
-    delimiter: str = ",",
+    delimiter: str | None = None,
     header: bool = True,
     min_rating: float | None = None,
     rating_col: str | int | None = None,
     name: str | None = None,
+    drop_duplicates: bool = True,
 ) -> SequenceData:
     """Loads a ``user,item,timestamp`` table into per-user sequences.
 
     Each user's events are sorted by the time column (a stable sort, so ties and
-    a missing time column keep file order). User and item ids may be any strings;
-    items are mapped to dense ids ``1..n`` (0 = padding; the raw ids are kept in
-    ``SequenceData.item_ids``). Malformed rows raise ``ValueError`` naming the
-    file and line.
+    a missing time column keep file order). Timestamps are numbers (e.g. Unix
+    seconds) or ISO-8601 dates / date-times (``2021-03-21``, ``2021-03-21 10:00:00``,
+    ``2021-03-21T10:00:00Z``; a time without a zone is read as UTC); one file may
+    not mix the two kinds. User and item ids may be any strings; items are mapped
+    to dense ids ``1..C`` in order of first appearance (0 = padding; the raw ids
+    are kept in ``SequenceData.item_ids``).
+
+    Rows equal in user, item and timestamp are exact duplicates (exports often
+    repeat rows); they are dropped by default, counted in
+    ``SequenceData.duplicates_dropped`` and the summary, and reported by a
+    ``UserWarning``. Without a time column nothing is dropped.
+
+    The file may be UTF-8 with or without a byte-order mark (Excel's "CSV UTF-8"),
+    with LF or CRLF line ends, or gzip-compressed. Malformed rows raise
+    ``ValueError`` naming the file and line.
 
     Args:
         path: the file.
         user_col, item_col, time_col: column names (with ``header=True``) or
             0-based indices. ``time_col=None``: file order is time order.
         delimiter: field separator (``"::"`` and other multi-character
-            separators are accepted).
+            separators are accepted). ``None``: a tab for ``.tsv`` / ``.tsv.gz``
+            files, otherwise whichever of ``,`` tab ``;`` ``|`` occurs most in the
+            first line (a comma if none does). An explicit value always wins.
         header: whether the first line names the columns.
         min_rating: keep only rows whose ``rating_col`` is ``>= min_rating``.
         rating_col: rating column (needed with ``min_rating``).
         name: description; defaults to the file name.
+        drop_duplicates: drop exact duplicate rows (``False`` keeps them, and the
+            summary counts them as kept).
 
     Returns:
         A `SequenceData`.
 
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: an empty, undecodable or malformed file, a missing column
+            (named), or an unreadable timestamp (naming file and line).
+
     Example:
 
-    >>> data = load_interactions_csv("events.csv")  # doctest: +SKIP
+    >>> data = load_interactions_csv("events.tsv")  # doctest: +SKIP
+    >>> data.duplicates_dropped  # doctest: +SKIP
+    0
     """
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"Interaction file not found: {path}")
+    check_exists(path, "Interaction file")
     if min_rating is not None and rating_col is None:
         raise ValueError("min_rating needs rating_col.")
+    if delimiter == "":
+        raise ValueError("delimiter must be a non-empty string or None (infer).")
     users, items, times = [], [], []
-    with open(path, encoding="utf-8", newline="") as handle:
+    clock = _Clock(path)
+    with open_text(path, newline="") as handle:
+        first = handle.readline()
+        if delimiter is None:
+            delimiter = _infer_delimiter(path, first)
+        lines = itertools.chain([first], handle)
         if len(delimiter) == 1:
-            rows = csv.reader(handle, delimiter=delimiter)
+            rows = csv.reader(lines, delimiter=delimiter)
         else:
-            rows = (line.rstrip("\r\n").split(delimiter) for line in handle)
+            rows = (line.rstrip("\r\n").split(delimiter) for line in lines)
         index = None
         for line_no, row in enumerate(rows, start=1):
             if not row or all(not field.strip() for field in row):
                 continue
             if index is None:
+                columns = (user_col, item_col, time_col, rating_col)
                 if header:
-                    index = _column_index(row, path, user_col, item_col, time_col, rating_col)
+                    index = _column_index(row, path, line_no, delimiter, *columns)
                     continue
-                index = _column_index(None, path, user_col, item_col, time_col, rating_col)
+                index = _column_index(None, path, line_no, delimiter, *columns)
             width = max(i for i in index if i is not None) + 1
             if len(row) < width:
                 raise ValueError(
-                    f"{path}, line {line_no}: expected at least {width} fields, got {len(row)}."
+                    f"{path}, line {line_no}: expected at least {width} fields "
+                    f"separated by {delimiter!r}, got {len(row)}."
                 )
             u, i, t, r = (row[j].strip() if j is not None else None for j in index)
             if not u or not i:
                 raise ValueError(f"{path}, line {line_no}: empty user or item id.")
             if r is not None and min_rating is not None:
-                if float(_number(r, path, line_no, "rating")) < min_rating:
+                if _number(r, path, line_no, "rating") < min_rating:
                     continue
             users.append(u)
             items.append(i)
-            times.append(0.0 if t is None else _number(t, path, line_no, "timestamp"))
+            if t is not None:
+                times.append(clock.read(t, line_no))
     if not users:
-        raise ValueError(f"{path}: no interactions found.")
+        what = "only a header line" if index is not None else "empty file"
+        raise ValueError(f"{path}: no interactions found ({what}).")
     return from_user_item_pairs(
-        np.asarray(users), np.asarray(items), np.asarray(times), name=name or os.path.basename(path)
+        np.asarray(users),
+        np.asarray(items),
+        np.asarray(times) if time_col is not None else None,
+        name=name or os.path.basename(path),
+        drop_duplicates=drop_duplicates,
     )
+
+
+def _infer_delimiter(path, first_line):
+    lowered = path.lower()
+    if lowered.endswith(".tsv") or lowered.endswith(".tsv.gz"):
+        return "\t"
+    counts = {d: first_line.count(d) for d in (",", "\t", ";", "|")}
+    best = max(counts, key=counts.get)
+    return best if counts[best] else ","
+
+
+class _Clock:
+    """Reads timestamps: numbers, or ISO-8601 dates / date-times (never both in a file)."""
+
+    def __init__(self, path):
+        self.path = path
+        self.first = {}  # kind -> (line, text) of its first occurrence
+
+    def read(self, text, line_no):
+        try:
+            value, kind = float(text), "number"
+        except ValueError:
+            value, kind = self._iso(text, line_no), "ISO-8601 date"
+        if not math.isfinite(value):
+            raise ValueError(f"{self.path}, line {line_no}: timestamp {text!r} is not finite.")
+        self.first.setdefault(kind, (line_no, text))
+        if len(self.first) > 1:
+            (a, ta), (b, tb) = self.first["number"], self.first["ISO-8601 date"]
+            raise ValueError(
+                f"{self.path}, line {line_no}: the time column mixes numbers (line {a}: "
+                f"{ta!r}) and ISO-8601 dates (line {b}: {tb!r}); use one kind."
+            )
+        return value
+
+    def _iso(self, text, line_no):
+        try:
+            moment = datetime.datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(
+                f"{self.path}, line {line_no}: timestamp {text!r} is neither a number nor "
+                "an ISO-8601 date/time (e.g. 1616320800, 2021-03-21, 2021-03-21T10:00:00Z)."
+            ) from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=datetime.timezone.utc)
+        return moment.timestamp()
 
 
 def _number(text, path, line_no, what):
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        raise ValueError(f"{path}, line {line_no}: {what} {text!r} is not a number.") from None
+        value = math.nan
+    if not math.isfinite(value):
+        raise ValueError(f"{path}, line {line_no}: {what} {text!r} is not a number.")
+    return value
 
 
-def _column_index(header_row, path, *columns):
+def _column_index(header_row, path, line_no, delimiter, *columns):
     out = []
     for column in columns:
         if column is None:
@@ -120,7 +209,10 @@ def _column_index(header_row, path, *columns):
         else:
             names = [h.strip() for h in header_row]
             if column not in names:
-                raise ValueError(f"{path}, line 1: no column {column!r} in header {names}.")
+                raise ValueError(
+                    f"{path}, line {line_no}: no column {column!r} in header {names} "
+                    f"(fields separated by {delimiter!r})."
+                )
             out.append(names.index(column))
     return out
 
@@ -130,6 +222,7 @@ def load_movielens(
     *,
     variant: str = "ml-1m",
     min_rating: float | None = None,
+    drop_duplicates: bool = True,
 ) -> SequenceData:
     """Loads MovieLens ratings as implicit-feedback sequences ordered by time.
 
@@ -143,6 +236,8 @@ def load_movielens(
         path: ``ratings.dat``, ``ratings.csv`` or a folder containing one.
         variant: archive to download when ``path`` is None (``"ml-1m"``).
         min_rating: keep only ratings ``>= min_rating`` (e.g. 4 for "liked").
+        drop_duplicates: drop rows equal in user, movie and timestamp (see
+            `load_interactions_csv`).
 
     Returns:
         A `SequenceData` (items re-indexed densely from 1).
@@ -179,6 +274,7 @@ def load_movielens(
             delimiter="::",
             header=False,
             name=f"MovieLens {os.path.basename(path)}",
+            drop_duplicates=drop_duplicates,
         )
     return load_interactions_csv(
         path,
@@ -187,5 +283,7 @@ def load_movielens(
         time_col="timestamp",
         rating_col="rating" if min_rating is not None else None,
         min_rating=min_rating,
+        delimiter=",",
         name=f"MovieLens {os.path.basename(path)}",
+        drop_duplicates=drop_duplicates,
     )
