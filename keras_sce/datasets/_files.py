@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import os
+import zlib
 
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -35,5 +36,5 @@ def open_text(path: str, *, newline: str | None = None):
             f"{path}: not UTF-8 text ({error.reason} at byte 0x{error.object[error.start]:02x}); "
             "save it as UTF-8 (optionally gzip-compressed)."
         ) from None
-    except (gzip.BadGzipFile, EOFError) as error:
+    except (gzip.BadGzipFile, EOFError, zlib.error) as error:
         raise ValueError(f"{path}: damaged gzip file ({error}).") from None

@@ -175,8 +175,10 @@ class _Clock:
         return value
 
     def _iso(self, text, line_no):
+        # Python 3.10's fromisoformat does not read the "Z" (UTC) suffix.
+        spelled = text[:-1] + "+00:00" if text[-1:] in "Zz" and len(text) > 10 else text
         try:
-            moment = datetime.datetime.fromisoformat(text)
+            moment = datetime.datetime.fromisoformat(spelled)
         except ValueError:
             raise ValueError(
                 f"{self.path}, line {line_no}: timestamp {text!r} is neither a number nor "
