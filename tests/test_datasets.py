@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import require_shared_data
 
 from keras_sce.datasets import (
     SequenceData,
@@ -188,3 +189,93 @@ def test_synthetic_is_deterministic_and_power_law(num_items):
     # Popularity is skewed: the top 1% of seen items take a large share.
     seen = counts[counts > 0]
     assert seen[: max(1, seen.size // 100)].sum() > 0.05 * seen.sum()
+
+
+def test_summary_separates_catalogue_table_and_seen_items():
+    from keras_sce.datasets import synthetic_sequences
+
+    data = synthetic_sequences(num_users=50, num_items=300_000, seed=0)
+    seen = data.num_distinct_items
+    assert seen < data.catalogue_size == 300_000
+    assert f"300,000 items (table of 300,001 rows; {seen:,} of them seen in the data)" in (
+        data.summary()
+    )
+    dense = SequenceData([np.array([1, 2, 3]), np.array([3, 1])], num_items=4, name="d")
+    assert dense.summary() == "d: 2 users, 3 items (table of 4 rows), 5 interactions"
+
+
+def test_summary_reports_duplicates_and_repeats(tmp_path):
+    from keras_sce.datasets import load_interactions_csv
+
+    path = tmp_path / "log.csv"
+    path.write_text("user,item,timestamp\nu,a,1\nu,b,2\nu,b,2\nu,b,3\n")
+    with pytest.warns(UserWarning, match="dropped 1 exact duplicate"):
+        data = load_interactions_csv(path)
+    assert data.summary() == (
+        "log.csv: 1 users, 2 items (table of 3 rows), 3 interactions; "
+        "1 exact duplicate rows dropped; 1 consecutive repeats kept; "
+        "1 users whose test target equals their validation target"
+    )
+    kept = load_interactions_csv(path, drop_duplicates=False)
+    assert "1 exact duplicate rows kept" in kept.summary()
+    assert (kept.duplicates_kept, kept.num_interactions) == (1, 4)
+
+
+def test_raw_and_dense_item_translation(tmp_path):
+    path = tmp_path / "d.txt"
+    path.write_text("7 1000000000000 5\n8 5 42\n")
+    data = load_sequences_txt(path)
+    assert data.num_items == 4 and data.item_ids.tolist() == [0, 5, 42, 10**12]
+    assert data.raw_items(np.array([[3, 1]])).tolist() == [[10**12, 5]]
+    assert data.dense_items([42, 5]).tolist() == [2, 1]
+    with pytest.raises(ValueError, match=r"id 0 is not an item of 'd.txt': ids are 1..3"):
+        data.raw_items([0])
+    with pytest.raises(ValueError, match="id 4 is not an item"):
+        data.raw_items([1, 4])
+    with pytest.raises(TypeError, match="integers"):
+        data.raw_items([1.0])
+    with pytest.raises(KeyError, match="item 6 does not occur"):
+        data.dense_items([5, 6])
+    with pytest.raises(ValueError, match="item_ids .* has 2 entries; expected num_items = 3"):
+        SequenceData([np.array([1, 2])], num_items=3, item_ids=np.array([0, 9]), name="x")
+
+
+def test_from_user_item_pairs_drops_only_same_time_copies():
+    from keras_sce.datasets import from_user_item_pairs
+
+    users, items = ["u"] * 4, ["a", "b", "a", "a"]
+    with pytest.warns(UserWarning, match="dropped 1 exact duplicate"):
+        data = from_user_item_pairs(users, items, [1, 2, 1, 3], name="t")
+    assert data.raw_items(data.sequences[0]).tolist() == ["a", "b", "a"]
+    assert data.duplicates_dropped == 1
+    untimed = from_user_item_pairs(users, items)  # no timestamps: repeats are kept
+    assert untimed.num_interactions == 4 and untimed.duplicates_dropped == 0
+
+
+SEQREC = ["Beauty", "Sports_and_Outdoors", "Toys_and_Games", "Yelp"]
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("name", SEQREC, ids=SEQREC)
+def test_dense_benchmark_files_keep_their_ids(name):
+    path = require_shared_data("seqrec", f"{name}.txt")
+    data = load_sequences_txt(path)
+    np.testing.assert_array_equal(data.item_ids, np.arange(data.num_items))
+    with open(path) as handle:
+        rows = [list(map(int, line.split()))[1:] for line in handle if line.strip()]
+    assert all(s.tolist() == r for s, r in zip(data.sequences, rows, strict=True))
+    assert data.num_items == max(max(r) for r in rows) + 1
+
+
+@pytest.mark.data
+def test_yelp_repeats_are_kept_and_counted():
+    data = load_sequences_txt(require_shared_data("seqrec", "Yelp.txt"))
+    assert data.num_consecutive_repeats == 3_873
+    assert data.num_test_equals_valid == 672
+    split = leave_one_out(data)
+    assert int(np.sum(split.valid_targets == split.test_targets)) == 672
+    assert data.summary().endswith(
+        "; 3,873 consecutive repeats kept; 672 users whose test target equals their "
+        "validation target"
+    )
+    assert "20,033 items (table of 20,034 rows)" in data.summary()

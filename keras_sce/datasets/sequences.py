@@ -124,8 +124,8 @@ class SequenceData:
         if ids.size and (ids.min() < 1 or ids.max() >= self.num_items):
             bad = ids[(ids < 1) | (ids >= self.num_items)].flat[0]
             raise ValueError(
-                f"id {bad} is not an item of {self.name!r}: ids are 1..{self.num_items - 1} "
-                "(0 is padding)."
+                f"id {bad} is not an item of {self.name or 'the data'!r}: "
+                f"ids are 1..{self.num_items - 1} (0 is padding)."
             )
         return ids.copy() if self.item_ids is None else self.item_ids[ids]
 
@@ -141,11 +141,14 @@ class SequenceData:
         raw = np.asarray(raw)
         if known.dtype.kind == "U":
             raw = raw.astype(str)
+        elif raw.dtype.kind not in "iu":
+            raise TypeError(f"raw item ids of {self.name!r} are integers, got dtype {raw.dtype}.")
         order = np.argsort(known, kind="stable")
         position = np.minimum(np.searchsorted(known[order], raw), known.size - 1)
         found = known[order][position] == raw
         if not np.all(found):
-            raise KeyError(f"item {raw[~found].flat[0]!r} does not occur in {self.name!r}.")
+            missing = raw[~found].flat[0].item()
+            raise KeyError(f"item {missing!r} does not occur in {self.name or 'the data'!r}.")
         return order[position].astype(np.int64) + 1
 
     def summary(self) -> str:
