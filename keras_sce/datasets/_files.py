@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import gzip
 import os
+import sys
+import warnings
 import zlib
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -38,3 +40,12 @@ def open_text(path: str, *, newline: str | None = None):
         ) from None
     except (gzip.BadGzipFile, EOFError, zlib.error) as error:
         raise ValueError(f"{path}: damaged gzip file ({error}).") from None
+
+
+def warn_caller(message: str) -> None:
+    """A ``UserWarning`` attributed to the first caller outside this package."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(0), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(here):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, UserWarning, stacklevel=level)

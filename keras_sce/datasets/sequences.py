@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import warnings
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from keras_sce.datasets._files import check_exists, open_text
+from keras_sce.datasets._files import check_exists, open_text, warn_caller
 
 PADDING_ID = 0
 
@@ -222,10 +221,9 @@ def from_user_item_pairs(
         if drop_duplicates:
             dropped = int(copies.sum())
             users, items, keys = users[~copies], items[~copies], keys[~copies]
-            warnings.warn(
+            warn_caller(
                 f"{name or 'data'}: dropped {dropped:,} exact duplicate interactions "
-                "(same user, item and timestamp); pass drop_duplicates=False to keep them.",
-                stacklevel=2,
+                "(same user, item and timestamp); pass drop_duplicates=False to keep them."
             )
         else:
             kept = int(copies.sum())
