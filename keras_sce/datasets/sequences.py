@@ -131,8 +131,22 @@ class SequenceData:
     def dense_items(self, raw) -> np.ndarray:
         """Translates raw ids (as in the file) to the dense ids the model uses.
 
+        Args:
+            raw: array-like of raw item ids (strings for CSV / MovieLens data).
+
+        Returns:
+            An int64 array of the same shape holding dense ids.
+
         Raises:
             KeyError: naming the first raw id that is not in the data.
+            TypeError: non-integer raw ids for data whose raw ids are integers.
+
+        Example:
+
+        >>> import numpy as np
+        >>> data = SequenceData([np.array([1, 2])], 3, item_ids=np.array([0, 10**12, 7]))
+        >>> data.dense_items([7, 10**12]).tolist()
+        [2, 1]
         """
         if self.item_ids is None:
             return self.raw_items(raw)

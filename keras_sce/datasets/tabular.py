@@ -96,15 +96,17 @@ def load_interactions_csv(
     users, items, times = [], [], []
     clock = _Clock(path)
     with open_text(path, newline="") as handle:
-        first = handle.readline()
+        leading = [handle.readline()]  # up to the first non-blank line, for sniffing
+        while leading[-1] and not leading[-1].strip():
+            leading.append(handle.readline())
         if delimiter is None:
-            delimiter = _infer_delimiter(path, first)
-        lines = itertools.chain([first], handle)
+            delimiter = _infer_delimiter(path, leading[-1])
+        lines = itertools.chain(leading, handle)
         if len(delimiter) == 1:
             rows = csv.reader(lines, delimiter=delimiter)
         else:
             rows = (line.rstrip("\r\n").split(delimiter) for line in lines)
-        index = None
+        index, filtered = None, 0
         for line_no, row in enumerate(rows, start=1):
             if not row or all(not field.strip() for field in row):
                 continue
@@ -125,13 +127,17 @@ def load_interactions_csv(
                 raise ValueError(f"{path}, line {line_no}: empty user or item id.")
             if r is not None and min_rating is not None:
                 if _number(r, path, line_no, "rating") < min_rating:
+                    filtered += 1
                     continue
             users.append(u)
             items.append(i)
             if t is not None:
                 times.append(clock.read(t, line_no))
     if not users:
-        what = "only a header line" if index is not None else "empty file"
+        if filtered:
+            what = f"all {filtered:,} rows have a rating below min_rating={min_rating}"
+        else:
+            what = "only a header line" if index is not None and header else "empty file"
         raise ValueError(f"{path}: no interactions found ({what}).")
     return from_user_item_pairs(
         np.asarray(users),

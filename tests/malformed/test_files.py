@@ -149,6 +149,13 @@ CASES = [
          Refuse(ValueError, r"line 2: rating 'x' is not a number"), rating_col="r", min_rating=3),
     case("nan-rating", "csv", "user,item,timestamp,r\nu1,b,1,nan\n",
          Refuse(ValueError, r"line 2: rating 'nan'"), rating_col="r", min_rating=3),
+    case("all-below-min-rating", "csv", "user,item,timestamp,r\nu1,b,1,2\n",
+         Refuse(ValueError, r"found \(all 1 rows have a rating below min_rating=3\)"),
+         rating_col="r", min_rating=3),
+    case("min-rating-keeps-liked", "csv", "user,item,timestamp,r\nu1,b,1,2\nu1,a,2,4\n",
+         accept([["a"]]), rating_col="r", min_rating=3),
+    case("blank-lines-before-tsv-header", "csv", "\n\n" + H.replace(",", "\t") + "u1\tb\t2\n",
+         accept([["b"]]), file="d.txt"),
     case("empty-delimiter", "csv", H, Refuse(ValueError, "delimiter must be"), delimiter=""),
     # --- MovieLens ---
     case("dat-duplicates", "ml", "1::10::5::300\n1::10::5::300\n1::20::3::100\n",
