@@ -36,7 +36,8 @@ def test_seqrec_datasets_joined_with_plus_share_one_catalogue(tmp_path):
     (tmp_path / "B.txt").write_text("1 2 1 4\n")
     sequences, names = seqrec_data.load_datasets("A+B", str(tmp_path))
     assert names == ["A", "B"]
-    assert sequences == [[1, 2, 3], [3, 1], [5, 4, 7]]  # B's ids shifted past A's largest (3)
-    assert seqrec_data.load_datasets("B", str(tmp_path))[0] == [[2, 1, 4]]
+    # B's raw ids 1, 2, 4 are read as the dense ids 1, 2, 3, then shifted past A's largest (3).
+    assert sequences == [[1, 2, 3], [3, 1], [5, 4, 6]]
+    assert seqrec_data.load_datasets("B", str(tmp_path))[0] == [[2, 1, 3]]
     with pytest.raises(SystemExit, match="C.txt"):
         seqrec_data.load_datasets("A+C", str(tmp_path))
