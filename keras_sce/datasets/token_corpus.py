@@ -94,7 +94,8 @@ class TokenSplit:
         """``int32 [num_windows, sequence_length + 1]`` windows, right-padded with 0.
 
         ``windows[:, :-1]`` are the inputs and ``windows[:, 1:]`` the targets; a
-        target 0 is padding. See :meth:`window_bounds`.
+        target 0 is padding (its input position is to be ignored; :meth:`dataset`
+        also zeroes that input). See :meth:`window_bounds`.
         """
         starts, lengths = self.window_bounds(sequence_length)
         columns = np.arange(sequence_length + 1)

@@ -3,8 +3,9 @@
 A source is one of
 
 - a file, plain or compressed by its suffix (``.xz``, ``.gz``, ``.bz2``);
-- a directory, walked in sorted order (regular files only; symbolic links are
-  skipped, as in tarballs, so the corpus is what the directory holds);
+- a directory, its files in sorted order of their relative paths (regular files
+  only; symbolic links are skipped, as in tarballs, so the corpus is what the
+  directory holds);
 - a tarball (``.tar``, ``.tar.xz``/``.txz``, ``.tar.gz``/``.tgz``, ``.tar.bz2``),
   read member by member with :mod:`tarfile` in streaming mode. A member's name is
   only ever used as a document key, never as a path on disk, so a hostile archive
@@ -79,8 +80,7 @@ def _iter_directory(root: pathlib.Path, suffixes) -> Iterator[tuple[str, bytes]]
 
 def _directory_files(root: pathlib.Path, suffixes) -> list[str]:
     names = []
-    for folder, dirs, files in os.walk(root, followlinks=False):
-        dirs.sort()
+    for folder, _, files in os.walk(root, followlinks=False):
         for file_name in sorted(files):
             full = pathlib.Path(folder, file_name)
             if full.is_symlink() or not full.is_file():
@@ -88,7 +88,7 @@ def _directory_files(root: pathlib.Path, suffixes) -> list[str]:
             relative = full.relative_to(root).as_posix()
             if _wanted(relative, suffixes):
                 names.append(relative)
-    return names
+    return sorted(names)
 
 
 def _iter_tarball(path: pathlib.Path, suffixes) -> Iterator[tuple[str, bytes]]:
