@@ -283,14 +283,23 @@ def test_cache_hit_miss_and_location(tmp_path, monkeypatch):
     assert len(list((tmp_path / "cache" / "token_corpora").iterdir())) == 3
 
 
-def test_cache_off_for_closures_and_when_asked(tmp_path):
+def test_cache_off_for_closures_and_when_asked(tmp_path, monkeypatch):
     path = _write(tmp_path / "c.txt", TEXT)
     cache_dir = tmp_path / "cache"
     _load(path, cache=False, cache_dir=cache_dir)
     _load(path, tokenizer=lambda s: s.split(), cache=True, cache_dir=cache_dir)
     assert not cache_dir.exists()
-    _load(path, tokenizer=str.split, cache=True, cache_dir=cache_dir)  # a named callable
+    _load(path, tokenizer=_split_words, cache=True, cache_dir=cache_dir)  # a named callable
     assert len(list((cache_dir / "token_corpora").iterdir())) == 1
+    _load(path, tokenizer=_split_words, cache=True, cache_dir=cache_dir)
+    assert len(list((cache_dir / "token_corpora").iterdir())) == 1
+    monkeypatch.setattr(_split_words, "cache_version", 2, raising=False)
+    _load(path, tokenizer=_split_words, cache=True, cache_dir=cache_dir)
+    assert len(list((cache_dir / "token_corpora").iterdir())) == 2
+
+
+def _split_words(text):
+    return text.split()
 
 
 def test_default_cache_dir(monkeypatch, tmp_path):

@@ -72,9 +72,15 @@ def _resolve_tokenizer(tokenizer):
 
 
 def _callable_key(fn) -> str | None:
-    """A stable cache identity for a module-level function; None for lambdas/closures."""
+    """A stable cache identity for a module-level function; None for lambdas/closures.
+
+    The function's ``cache_version`` attribute, if any, is part of it: bump it when
+    the function's output changes, or the cache would return the old corpus.
+    """
     name = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', '')}"
-    return None if "<" in name or name == "." else name
+    if "<" in name or name == ".":
+        return None
+    return f"{name}:{getattr(fn, 'cache_version', '')}"
 
 
 def _split_documents(mode, name: str, text: str):
@@ -162,7 +168,8 @@ def load_token_corpus(
         errors: ``"strict"`` (an undecodable byte is an error naming the file),
             ``"replace"`` (U+FFFD) or ``"ignore"``.
         cache: read / write the cache. Callables defined at module level are
-            keyed by their qualified name; a lambda or closure turns the cache off.
+            keyed by their qualified name and ``cache_version`` attribute (bump it
+            when their output changes); a lambda or closure turns the cache off.
         cache_dir: cache folder; default ``$KERAS_SCE_CACHE`` or
             ``~/.cache/keras_sce``.
 
@@ -262,7 +269,7 @@ def _build(source, max_types, tokenize, documents, suffixes, fractions, seed, en
                                                  if len(lengths[part]) else [])])
         splits[name] = TokenSplit(
             remap[arrays[part]], offsets.astype(np.int64), keys[part],
-            num_types=int(np.unique(arrays[part]).size),
+            num_types=int(np.count_nonzero(np.bincount(arrays[part], minlength=1))),
         )
     vocabulary = [PADDING_TOKEN, OOV_TOKEN] + [types[i] for i in order]
     return TokenCorpus(vocabulary, counts, splits, source=str(source),
