@@ -188,36 +188,3 @@ def load_gcide_corpus(path, max_types: int, **options):
     options.setdefault("documents", gcide_documents)
     return load_token_corpus(path, max_types, **options)
 
-
-def _main(argv=None) -> None:
-    """Prints the entry, tag and token counts of a GCIDE file and its corpus report."""
-    import argparse
-    import collections
-    import time
-
-    from keras_sce.datasets.tokens import WORD_PATTERN
-
-    parser = argparse.ArgumentParser(description=_main.__doc__)
-    parser.add_argument("path", help="gcide.txt.xz")
-    parser.add_argument("--max-types", type=int, default=100_000)
-    parser.add_argument("--cache-dir", default=None)
-    args = parser.parse_args(argv)
-    text = decode_text(read_file_bytes(args.path), args.path, "utf-8", "replace")
-    entries = list(parse_gcide(text))
-    tags = collections.Counter(e.pos for e in entries if e.pos)
-    print(f"entries: {len(entries):,}; with a part-of-speech tag: {sum(tags.values()):,}")
-    print("top tags: " + ", ".join(f"{t} {n:,}" for t, n in tags.most_common(8)))
-    word = re.compile(WORD_PATTERN)
-    for what, texts in (("whole file", [text]), ("entries", [e.text for e in entries])):
-        counts = collections.Counter(t.lower() for s in texts for t in word.findall(s))
-        print(f"word tokens ({what}): {sum(counts.values()):,}; lower-cased types: "
-              f"{len(counts):,}")
-    for attempt in ("first load", "second load"):
-        start = time.perf_counter()
-        corpus = load_gcide_corpus(args.path, args.max_types, cache_dir=args.cache_dir)
-        print(f"{attempt}: {time.perf_counter() - start:.1f} s")
-    print(corpus.report_table())
-
-
-if __name__ == "__main__":
-    _main()

@@ -184,9 +184,12 @@ def load_token_corpus(
 
     Example:
 
-    >>> corpus = load_token_corpus("corpus.txt.xz", 50_000, documents="paragraphs")
-    >>> corpus.vocabulary_size
-    50002
+    A kernel tarball, each ``.c``/``.h`` file a document, the top 10^6 types::
+
+        corpus = load_token_corpus("linux-source-6.1.tar.xz", 1_000_000,
+                                   tokenizer="code", suffixes=(".c", ".h"))
+        corpus.vocabulary_size  # 1_000_002
+        data = corpus.train.dataset(256, 32, shuffle=True)
     """
     if not isinstance(max_types, int) or isinstance(max_types, bool) or max_types < 1:
         raise ValueError(f"`max_types` must be a positive int, got {max_types!r}.")
