@@ -201,6 +201,14 @@ def test_evaluate_next_token_over_a_model_and_a_dataset():
     assert got["tokens"] == 50 - 3  # every token but each document's first
 
 
+def test_keras_variables_as_table_and_bias():
+    hidden, table, targets = _data(9, 15, 4, dtype="float32")
+    bias = np.linspace(-1, 1, 15).astype("float32")
+    got = next_token_metrics(hidden, keras.Variable(table), targets, bias=keras.Variable(bias),
+                             chunk_size=4)
+    _assert_close(got, _oracle(hidden, table, targets, bias), rtol=1e-5)
+
+
 def test_accumulator_equals_one_call():
     hidden, table, targets = _data(30, 41, 5)
     metrics = NextTokenMetrics(table, chunk_size=9)

@@ -160,6 +160,17 @@ def test_clear_errors(tmp_path, setup, kwargs, error, match):
         _load(source, max_types=max_types, **kwargs)
 
 
+@pytest.mark.parametrize(
+    "tokenizer,error,match",
+    [(lambda s: ["<unk>"] + s.split(), ValueError, "reserved"),
+     (lambda s: [len(w) for w in s.split()], TypeError, "strings")],
+    ids=["reserved-token", "non-string-tokens"],
+)
+def test_bad_custom_tokenizer(tmp_path, tokenizer, error, match):
+    with pytest.raises(error, match=match):
+        _load(_write(tmp_path / "c.txt", "a bb ccc"), max_types=1, tokenizer=tokenizer)
+
+
 def test_undecodable_bytes_can_be_replaced(tmp_path):
     corpus = _load(_write(tmp_path / "bad.txt", b"caf\xe9 ok"), max_types=2, errors="replace")
     assert corpus.vocabulary[2:] == ["caf", "ok"]

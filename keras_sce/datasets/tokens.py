@@ -194,6 +194,8 @@ def load_token_corpus(
     if not isinstance(max_types, int) or isinstance(max_types, bool) or max_types < 1:
         raise ValueError(f"`max_types` must be a positive int, got {max_types!r}.")
     fractions = _check_fractions(split)
+    if isinstance(suffixes, str):
+        suffixes = (suffixes,)
     tokenize, tokenizer_key = _resolve_tokenizer(tokenizer)
     if isinstance(documents, str) and documents not in DOCUMENT_MODES:
         raise ValueError(
@@ -257,7 +259,13 @@ def _build(source, max_types, tokenize, documents, suffixes, fractions, seed, en
             f"`max_types`={max_types} but the training split of {source} has only "
             f"{num_train_types} token types; pass max_types <= {num_train_types}."
         )
+    reserved = [t for t in (PADDING_TOKEN, OOV_TOKEN) if t in type_ids]
+    if reserved:
+        raise ValueError(f"token corpus {source}: the tokenizer produced the reserved "
+                         f"token(s) {reserved}; map them to something else.")
     types = list(type_ids)
+    if not isinstance(types[0], str):
+        raise TypeError(f"the tokenizer must return strings, got {type(types[0]).__name__}.")
     seen = np.flatnonzero(train_counts)
     # Decreasing count, ties by increasing token string: independent of file order.
     order = sorted(seen.tolist(), key=lambda i: (-int(train_counts[i]), types[i]))[:max_types]

@@ -22,6 +22,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from keras_sce.ops import checks
+
 DEFAULT_KS = (1, 10)
 
 
@@ -103,9 +105,7 @@ class NextTokenMetrics:
 
     def __init__(self, output_table, *, bias=None, padding_id=0, chunk_size=8192,
                  batch_size=1024, ks=DEFAULT_KS, oov_id=None):
-        backing = getattr(output_table, "value", output_table)  # a Keras 3 variable
-        self.table = backing if isinstance(backing, tf.Variable) else tf.convert_to_tensor(
-            output_table)
+        self.table = checks.as_table(output_table)  # a variable is read, not copied
         if self.table.shape.rank != 2 or not self.table.dtype.is_floating:
             raise ValueError(
                 f"`output_table` must be a float [V, d] matrix, got {self.table.shape} "
@@ -113,7 +113,7 @@ class NextTokenMetrics:
             )
         self.num_items = int(self.table.shape[0])
         self.bias = tf.zeros([self.num_items], self.table.dtype) if bias is None else (
-            tf.convert_to_tensor(bias))
+            checks.as_table(bias))
         if tuple(self.bias.shape) != (self.num_items,):
             raise ValueError(f"`bias` must have shape [{self.num_items}], got {self.bias.shape}.")
         for name, value in (("chunk_size", chunk_size), ("batch_size", batch_size)):
