@@ -215,3 +215,24 @@ def test_accumulator_equals_one_call():
     metrics.update(hidden[:11], targets[:11])
     metrics.update(hidden[11:], targets[11:])
     _assert_close(metrics.result(), next_token_metrics(hidden, table, targets), rtol=1e-12)
+
+
+def test_unigram_model_on_a_token_corpus(tmp_path):
+    """End to end: corpus -> tf.data -> streamed metrics equal the closed-form unigram."""
+    from keras_sce.datasets.tokens import load_token_corpus
+
+    words = [f"w{'x' * (i % 13)}y{'z' * (i % 5)}" for i in range(400)]
+    path = tmp_path / "c.txt"
+    path.write_text("\n".join(" ".join(words[j : j + 9]) for j in range(0, 400, 9)))
+    corpus = load_token_corpus(path, 40, documents="lines", cache=False,
+                               split=(0.6, 0.2, 0.2))
+    # A unigram model: hidden state 1, output table log(count + 1), padding row unused.
+    log_p = np.log(corpus.counts + 1.0)
+    table = log_p[:, None].astype("float32")
+    model = lambda x: tf.ones(tf.concat([tf.shape(x), [1]], 0))  # noqa: E731
+    got = evaluate_next_token(model, corpus.test.dataset(4, 3), table, chunk_size=7)
+    targets = np.concatenate([corpus.test.document(i)[1:] for i in range(
+        corpus.test.num_documents)])
+    norm = np.log(np.exp(log_p[1:]).sum())
+    np.testing.assert_allclose(got["cross_entropy"], -np.mean(log_p[targets] - norm), rtol=1e-5)
+    assert got["tokens"] == targets.size
