@@ -1,5 +1,6 @@
 """keras_sce.datasets: interaction loaders, leave-one-out split, tf.data pipelines."""
 
+from keras_sce.datasets.gcide import GcideEntry, load_gcide_corpus, parse_gcide, read_gcide
 from keras_sce.datasets.sequences import (
     PADDING_ID,
     SequenceData,
@@ -16,6 +17,8 @@ from keras_sce.datasets.split import (
 )
 from keras_sce.datasets.synthetic import synthetic_sequences
 from keras_sce.datasets.tabular import load_interactions_csv, load_movielens
+from keras_sce.datasets.token_corpus import OOV_ID, TokenCorpus, TokenSplit
+from keras_sce.datasets.tokens import load_token_corpus
 
 __all__ = [
     "PADDING_ID",
@@ -32,3 +35,5 @@ __all__ = [
     "training_arrays",
     "training_dataset",
 ]
+__all__ += ["GcideEntry", "OOV_ID", "TokenCorpus", "TokenSplit", "load_gcide_corpus",
+            "load_token_corpus", "parse_gcide", "read_gcide"]
