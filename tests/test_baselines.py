@@ -146,9 +146,9 @@ def test_binary_losses_with_logit_offset_match_numpy(t, logit_offset):
     keep = labels.reshape(-1) != 0
     x = hidden.reshape(-1, 6)[keep]
     y = labels.reshape(-1)[keep]
-    # The same stateless negatives the op draws.
-    neg_ids, _ = ops._per_row_negatives(tf.constant(x), tf.constant(table), k, 0, 3)
-    neg_ids = neg_ids.numpy()
+    # The same stateless negatives the op draws (one draw per row, padding included).
+    all_rows = tf.constant(hidden.reshape(-1, 6))
+    neg_ids = ops._per_row_negatives(all_rows, tf.constant(table), k, 0, 3).numpy()[keep]
     assert np.all(neg_ids != 0)
     beta = ops.gbce_beta(k, 39, t)
     offset = np.log(beta / k) if logit_offset == "balanced" else logit_offset
@@ -180,8 +180,7 @@ def test_logit_offset_with_accidental_hits_matches_numpy():
         ops.sampled_bce(tf.constant(hidden), tf.constant(labels), tf.Variable(table),
                         num_negatives=k, seed=11, logit_offset=-1.5)
     )
-    neg_ids, _ = ops._per_row_negatives(tf.constant(hidden), tf.constant(table), k, 0, 11)
-    neg_ids = neg_ids.numpy()
+    neg_ids = ops._per_row_negatives(tf.constant(hidden), tf.constant(table), k, 0, 11).numpy()
     hits = neg_ids == labels[:, None]
     assert hits.any() and not hits.all()
     pos = np.sum(hidden * table[labels], axis=-1) - 1.5

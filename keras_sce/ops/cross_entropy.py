@@ -19,14 +19,15 @@ from keras_sce.ops import checks
 def prepare_rows(hidden, labels, item_table, padding_id, sample_weight, check_ids):
     """Shared front end of the exact losses: validation, flattening, row weights.
 
-    Returns ``(x [N, d], y [N] int32, weight [N], all_valid or None)``, where
-    ``weight`` is 0 on padding rows and holds ``sample_weight`` otherwise.
+    Returns ``(x [N, d], y [N] int32, weight [N], all_valid or None, padding_id)``,
+    where ``weight`` is 0 on padding rows and holds ``sample_weight`` otherwise and
+    ``padding_id`` is the validated Python int (or None).
     """
     hidden = checks.as_float_tensor(hidden, "hidden")
     labels = checks.as_id_tensor(labels, "labels")
     checks.check_labels_match(hidden, labels)
     checks.check_table(hidden, item_table)
-    checks.check_padding_id(padding_id, item_table.shape[0])
+    padding_id = checks.check_padding_id(padding_id, item_table.shape[0])
     compute_dtype = tf.float32 if hidden.dtype in (tf.float16, tf.bfloat16) else hidden.dtype
     x = tf.reshape(tf.cast(hidden, compute_dtype), [-1, hidden.shape[-1]])
     y = tf.reshape(labels, [-1])
@@ -46,7 +47,7 @@ def prepare_rows(hidden, labels, item_table, padding_id, sample_weight, check_id
         assert_op, all_valid = checks.id_range_checks(y, num_items)
         with tf.control_dependencies([assert_op]):
             y = tf.identity(y)
-    return x, y, weight, all_valid
+    return x, y, weight, all_valid, padding_id
 
 
 def full_cross_entropy(
@@ -72,7 +73,7 @@ def full_cross_entropy(
         Float scalar; 0 when no row is valid.
     """
     item_table = checks.as_table(item_table)
-    x, y, weight, all_valid = prepare_rows(
+    x, y, weight, all_valid, padding_id = prepare_rows(
         hidden, labels, item_table, padding_id, sample_weight, check_ids
     )
     logits = tf.matmul(x, tf.cast(item_table, x.dtype), transpose_b=True)
@@ -267,9 +268,9 @@ def chunked_cross_entropy(
         arXiv 2411.09009 (the chunked, recomputing formulation);
         Mezentsev et al., arXiv 2409.18721 (SCE, which this is the exact baseline for).
     """
-    checks.check_positive_int(chunk_size, "chunk_size", allow_none=True)
+    chunk_size = checks.check_positive_int(chunk_size, "chunk_size", allow_none=True)
     item_table = checks.as_table(item_table)
-    x, y, weight, all_valid = prepare_rows(
+    x, y, weight, all_valid, padding_id = prepare_rows(
         hidden, labels, item_table, padding_id, sample_weight, check_ids
     )
     if not item_table.dtype.is_floating:
