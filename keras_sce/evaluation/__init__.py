@@ -2,9 +2,16 @@
 
 from keras_sce.evaluation.ranking import (
     DEFAULT_KS,
+    NonFiniteScoresError,
     evaluate_ranking,
     ranking_metrics,
     streamed_top_k,
 )
 
-__all__ = ["DEFAULT_KS", "evaluate_ranking", "ranking_metrics", "streamed_top_k"]
+__all__ = [
+    "DEFAULT_KS",
+    "NonFiniteScoresError",
+    "evaluate_ranking",
+    "ranking_metrics",
+    "streamed_top_k",
+]

@@ -27,6 +27,37 @@ except ImportError:  # pragma: no cover - other Keras layouts
         return False
 
 
+def _match_path(variables, path):
+    """The variables whose path is ``path``, up to the leading scopes.
+
+    A variable's path depends on where it was built: a Sequential or subclassed
+    model's layers are saved as ``<model>/<layer>/embeddings`` but a loaded model
+    may build them as ``<layer>/embeddings`` (or under a renamed model). The
+    exact path wins; otherwise the paths that share the longest common ending
+    (at least the layer and the variable name) do.
+    """
+    exact = [v for v in variables if v.path == path]
+    if exact:
+        return exact
+    parts = path.split("/")
+    best, matches = 0, []
+    for variable in variables:
+        other = variable.path.split("/")
+        common = 0
+        while (
+            common < min(len(parts), len(other))
+            and parts[-1 - common] == other[-1 - common]
+        ):
+            common += 1
+        if common < min(2, len(parts)) or common < min(len(parts), len(other)):
+            continue  # not a suffix of one another
+        if common > best:
+            best, matches = common, [variable]
+        elif common == best:
+            matches.append(variable)
+    return matches
+
+
 class ItemTableLoss(keras.losses.Loss):
     """Base class: a loss of (hidden states, item ids) against a bound item table.
 
@@ -73,11 +104,14 @@ class ItemTableLoss(keras.losses.Loss):
                     stacklevel=2,
                 )
                 return self
-            matches = [v for v in item_embeddings.variables if v.path == self._table_path]
-            if not matches:
+            matches = _match_path(item_embeddings.variables, self._table_path)
+            if len(matches) != 1:
+                found = "no variable" if not matches else f"{len(matches)} variables"
                 raise ValueError(
-                    f"{type(self).__name__}: no variable with path {self._table_path!r} in "
-                    f"model {item_embeddings.name!r}; pass the item embedding layer instead."
+                    f"{type(self).__name__}: {found} with path {self._table_path!r} in "
+                    f"model {item_embeddings.name!r}"
+                    + (f" ({[v.path for v in matches]})" if matches else "")
+                    + "; pass the item embedding layer instead: `loss.bind(layer)`."
                 )
             item_embeddings = matches[0]
         if isinstance(item_embeddings, str):

@@ -70,10 +70,11 @@ class SCELoss(ItemTableLoss):
     least one bucket (0 when none is). A NaN or infinity in a non-padding hidden
     state or in a table row the step reads makes it NaN.
 
-    Saving: the loss's hyper-parameters and the *path* of the table variable are
-    saved with a compiled model. ``keras.saving.load_model`` gives back an unbound
-    loss (Keras cannot hand a loss its model); use :func:`keras_sce.load_model`,
-    or call ``model.loss.bind(model)``, before training the loaded model again.
+    Saving: the loss's hyper-parameters, the position of its seed stream and the
+    *path* of the table variable are saved with a compiled model.
+    ``keras.saving.load_model`` gives back an unbound loss (Keras cannot hand a
+    loss its model); use :func:`keras_sce.load_model`, or call
+    ``model.loss.bind(model)``, before training the loaded model again.
 
     Example:
 
