@@ -87,11 +87,19 @@ def full_cross_entropy(
         padding_id
     ))
     per_row = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe_y, logits=logits)
-    per_row = tf.where(weight > 0, per_row, tf.zeros_like(per_row))
-    loss = tf.math.divide_no_nan(tf.reduce_sum(weight * per_row), tf.reduce_sum(weight))
+    loss = _weighted_mean(per_row, weight)
     if all_valid is not None:
         loss = checks.poison_if_invalid(loss, all_valid)
     return loss
+
+
+def _weighted_mean(per_row, weight):
+    """``sum(w * loss) / sum(w)`` over weighted rows; NaN if one of them is not finite."""
+    counts = weight > 0
+    finite = checks.all_finite(per_row, where=counts)
+    per_row = tf.where(counts, per_row, tf.zeros_like(per_row))
+    loss = tf.math.divide_no_nan(tf.reduce_sum(weight * per_row), tf.reduce_sum(weight))
+    return checks.poison_if_invalid(loss, finite)
 
 
 def _first_real(padding_id: int) -> int:
@@ -286,8 +294,7 @@ def chunked_cross_entropy(
     if padding_id is not None and item_table.shape[0] == 1:
         raise ValueError("The item table holds only the padding row: no item to score.")
     per_row = _streamed_row_loss(x, table, safe_y, chunk_size, padding_id)
-    per_row = tf.where(weight > 0, per_row, tf.zeros_like(per_row))
-    loss = tf.math.divide_no_nan(tf.reduce_sum(weight * per_row), tf.reduce_sum(weight))
+    loss = _weighted_mean(per_row, weight)
     if all_valid is not None:
         loss = checks.poison_if_invalid(loss, all_valid)
     return loss

@@ -89,12 +89,16 @@ def _select(keep, padding_id, x, y, *per_row):
 
 
 def _mean_or_zero(per_row, weight=None):
-    """Mean over the rows that count (0 when none does)."""
+    """Mean over the rows that count (0 when none does; NaN when one is not finite)."""
     if weight is None:
         n = tf.cast(tf.size(per_row), per_row.dtype)
-        return tf.math.divide_no_nan(tf.reduce_sum(per_row), n)
-    per_row = tf.where(weight > 0, per_row, tf.zeros_like(per_row))
-    return tf.math.divide_no_nan(tf.reduce_sum(weight * per_row), tf.reduce_sum(weight))
+        loss = tf.math.divide_no_nan(tf.reduce_sum(per_row), n)
+        return checks.poison_if_invalid(loss, checks.all_finite(per_row))
+    counts = weight > 0
+    finite = checks.all_finite(per_row, where=counts)
+    per_row = tf.where(counts, per_row, tf.zeros_like(per_row))
+    loss = tf.math.divide_no_nan(tf.reduce_sum(weight * per_row), tf.reduce_sum(weight))
+    return checks.poison_if_invalid(loss, finite)
 
 
 def _to_real_ids(ids, padding_id):
