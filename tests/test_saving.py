@@ -105,11 +105,15 @@ def test_keras_file_round_trip_binds_the_table_and_resumes_the_seeds(kind, loss,
         ("sequential/items/embeddings", ["items/embeddings", "dense/kernel"], [0]),
         ("items/embeddings", ["model/items/embeddings", "model/dense/kernel"], [0]),
         ("m/items/embeddings", ["m/items/embeddings", "items/embeddings"], [0]),
-        ("sequential/items/embeddings", ["a/items/embeddings", "b/items/embeddings"], [0, 1]),
+        ("items/embeddings", ["a/items/embeddings", "b/items/embeddings"], [0, 1]),
+        ("sequential/items/embeddings", ["a/items/embeddings"], []),
         ("seq/items/embeddings", ["other_items/embeddings"], []),
         ("items/embeddings", ["embeddings"], []),
     ],
-    ids=["scope_lost", "scope_gained", "exact_wins", "ambiguous", "other_layer", "name_only"],
+    ids=[
+        "scope_lost", "scope_gained", "exact_wins", "ambiguous", "other_scope", "other_layer",
+        "name_only",
+    ],
 )
 def test_table_path_matching(saved, paths, expected):
     from types import SimpleNamespace
