@@ -136,6 +136,23 @@ def test_sce_loss_nan_through_the_keras_loss_and_its_table_gradient_is_not_silen
     assert np.isnan(float(loss))
 
 
+WEIGHT_OPS = {
+    "sce": lambda h, y, t, w: scalable_cross_entropy(h, y, t, seed=0, sample_weight=w),
+    "full_ce": lambda h, y, t, w: full_cross_entropy(h, y, t, sample_weight=w),
+    "chunked_ce": lambda h, y, t, w: chunked_cross_entropy(h, y, t, sample_weight=w),
+}
+
+
+@pytest.mark.parametrize("value", [NAN, INF, -1.0], ids=["nan", "inf", "negative"])
+@pytest.mark.parametrize("op", sorted(WEIGHT_OPS))
+def test_bad_sample_weight_raises(op, value):
+    hidden, labels, table = _batch(4, 10)
+    weight = np.ones(labels.shape, "float32")
+    weight[1, 8] = value
+    with pytest.raises(tf.errors.InvalidArgumentError, match="sample_weight"):
+        WEIGHT_OPS[op](hidden, labels, tf.Variable(table), weight)
+
+
 # -- evaluation --------------------------------------------------------------------
 def _ranking_problem():
     rng = np.random.default_rng(0)
