@@ -7,7 +7,8 @@ import time
 import keras
 import numpy as np
 
-from keras_sce.evaluation.ranking import NonFiniteScoresError, evaluate_ranking
+from keras_sce.evaluation.ranking import NonFiniteScoresError, _check_ks, evaluate_ranking
+from keras_sce.ops import checks
 
 
 class RankingEvaluation(keras.callbacks.Callback):
@@ -59,10 +60,10 @@ class RankingEvaluation(keras.callbacks.Callback):
         self.targets = np.asarray(targets)
         self.history = np.asarray(history)
         self.monitor = monitor
-        self.patience = patience
-        self.every = every
-        self.ks = tuple(ks)
-        self.chunk_size = chunk_size
+        self.patience = checks.as_int(patience, "patience", minimum=0)
+        self.every = checks.check_positive_int(every, "every")
+        self.ks = _check_ks(ks)
+        self.chunk_size = checks.check_positive_int(chunk_size, "chunk_size")
         self.max_seconds = max_seconds
         self.verbose = verbose
         self.best = -np.inf
