@@ -102,6 +102,40 @@ def test_sampled_softmax_unigram_runs_and_needs_counts():
         )
 
 
+def test_sampled_softmax_unigram_with_every_item_equals_full_ce():
+    hidden, labels, table = _problem(items=30)
+    loss = ops.sampled_softmax(
+        tf.constant(hidden, tf.float32), tf.constant(labels), tf.Variable(table, dtype=tf.float32),
+        num_sampled=29, sampler="unigram", item_counts=np.arange(30) + 1.0, seed=1,
+    )
+    assert float(loss) == pytest.approx(_ce_oracle(hidden, labels, table), rel=1e-4)
+
+
+def test_sampled_softmax_candidates_follow_the_inclusion_probabilities():
+    # Gumbel top-k draws distinct items; each item's frequency over many draws is the
+    # probability whose log corrects its logit.
+    counts = np.array([50.0, 20, 10, 8, 5, 3, 2, 1, 1, 0.5])
+    log_q = np.log(counts) - np.log(counts.sum())
+
+    def draw(i):
+        seed = tf.stack([tf.constant(7, tf.int64), i])
+        return ops._sample_without_replacement(10, 3, log_q, seed)
+
+    @tf.function
+    def draw_all():
+        seeds = tf.range(3000, dtype=tf.int64)
+        return tf.map_fn(draw, seeds, fn_output_signature=tf.int32)
+
+    draws = draw_all().numpy()
+    assert all(len(set(row)) == 3 for row in draws)
+    frequency = np.bincount(draws.ravel(), minlength=10) / len(draws)
+    expected = np.exp(ops._log_inclusion(10, 3, log_q))
+    assert expected.sum() == pytest.approx(3.0)
+    np.testing.assert_allclose(frequency, expected, atol=0.05)
+    uniform = np.exp(ops._log_inclusion(10, 3, None))
+    np.testing.assert_allclose(uniform, 0.3)
+
+
 def test_gbce_beta():
     assert ops.gbce_beta(10, 101, 0.0) == pytest.approx(1.0)
     assert ops.gbce_beta(10, 101, 1.0) == pytest.approx(0.1)

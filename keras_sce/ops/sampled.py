@@ -282,7 +282,9 @@ def _log_inclusion_cached(num_real, num_sampled, log_q_bytes):
         return float(np.sum(-np.expm1(tries * log1m_q)))
 
     lo, hi = float(num_sampled), float(num_sampled)
-    while expected(hi) < num_sampled:
+    for _ in range(200):  # the sum tends to num_real as the draws grow
+        if expected(hi) >= num_sampled:
+            break
         hi *= 2.0
     for _ in range(60):
         mid = 0.5 * (lo + hi)
@@ -298,8 +300,8 @@ def _log_inclusion(num_real, num_sampled, log_q):
     items is ``num_sampled`` (TensorFlow's samplers use the same form with the
     actual number of draws); the probabilities then sum to ``num_sampled``.
     """
-    if log_q is None:
-        return np.full([num_real], math.log(num_sampled / num_real))
+    if log_q is None or num_sampled >= num_real:
+        return np.full([num_real], math.log(min(num_sampled / num_real, 1.0)))
     return _log_inclusion_cached(num_real, num_sampled, np.asarray(log_q, np.float64).tobytes())
 
 
