@@ -99,7 +99,7 @@ def test_non_finite_input_shows_in_the_loss(op, where, expect_nan, jit):
     table_var = tf.Variable(table)
     fn = OPS[op]
     if jit:
-        fn = tf.function(fn, jit_compile=True)
+        fn = tf.function(fn, jit_compile=True, autograph=False)
     with tf.GradientTape() as tape:
         loss = float(fn(tf.constant(hidden), tf.constant(labels), table_var))
     if expect_nan:
@@ -249,7 +249,9 @@ def test_sasrec_refuses_longer_sequences_of_unknown_length(jit):
     model = _sasrec()
     model(np.ones((1, 8), "int32"))
     spec = tf.TensorSpec([None, None], tf.int32)
-    run = tf.function(lambda x: model(x), input_signature=[spec], jit_compile=jit)
+    run = tf.function(
+        lambda x: model(x), input_signature=[spec], jit_compile=jit, autograph=False
+    )
     assert np.all(np.isfinite(run(tf.ones((2, 8), tf.int32)).numpy()))
     if jit:
         assert np.all(np.isnan(run(tf.ones((2, 9), tf.int32)).numpy()))
