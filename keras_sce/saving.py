@@ -7,8 +7,7 @@ import keras
 
 def bind_losses(model):
     """Re-binds every keras_sce loss of a compiled model to the model's tables."""
-    from keras_sce.losses.baselines import ItemTableLoss
-    from keras_sce.losses.sce_loss import SCELoss
+    from keras_sce.losses.base import ItemTableLoss
 
     losses = getattr(model, "loss", None)
     if losses is None:
@@ -17,17 +16,36 @@ def bind_losses(model):
         losses if isinstance(losses, (list, tuple)) else [losses]
     )
     for loss in flat:
-        if isinstance(loss, (SCELoss, ItemTableLoss)) and loss.item_embeddings is None:
+        if isinstance(loss, ItemTableLoss) and loss.item_embeddings is None:
             loss.bind(model)
     return model
 
 
 def load_model(filepath, **kwargs):
-    """``keras.saving.load_model`` plus re-binding of SCE losses to their tables.
+    """``keras.saving.load_model`` plus re-binding of keras_sce losses to their tables.
 
-    A ``.keras`` file stores the compiled loss's hyper-parameters and the path of
-    its item-table variable, but Keras deserializes a loss without its model; this
-    function finds the table in the loaded model so that ``fit`` can go on.
+    A ``.keras`` file stores the compiled loss's hyper-parameters, the position of
+    its seed stream and the path of its item-table variable, but Keras
+    deserializes a loss without its model; this function finds the table in the
+    loaded model (functional, Sequential or subclassed: a path that lost or
+    gained its model's scope on reload still matches) so that ``fit`` goes on,
+    with fresh seeds rather than the ones already used.
+
+    Args:
+        filepath: a ``.keras`` file.
+        **kwargs: forwarded to ``keras.saving.load_model``.
+
+    Returns:
+        The loaded model, its keras_sce losses bound.
+
+    Raises:
+        ValueError: a loss's table path matches no variable (or several) of the
+            model; bind it yourself with ``model.loss.bind(layer)``.
+
+    Example:
+
+    >>> model = keras_sce.load_model("model.keras")  # doctest: +SKIP
+    >>> model.fit(dataset)  # doctest: +SKIP
     """
     model = keras.saving.load_model(filepath, **kwargs)
     return bind_losses(model)

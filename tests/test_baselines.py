@@ -102,6 +102,40 @@ def test_sampled_softmax_unigram_runs_and_needs_counts():
         )
 
 
+def test_sampled_softmax_unigram_with_every_item_equals_full_ce():
+    hidden, labels, table = _problem(items=30)
+    loss = ops.sampled_softmax(
+        tf.constant(hidden, tf.float32), tf.constant(labels), tf.Variable(table, dtype=tf.float32),
+        num_sampled=29, sampler="unigram", item_counts=np.arange(30) + 1.0, seed=1,
+    )
+    assert float(loss) == pytest.approx(_ce_oracle(hidden, labels, table), rel=1e-4)
+
+
+def test_sampled_softmax_candidates_follow_the_inclusion_probabilities():
+    # Gumbel top-k draws distinct items; each item's frequency over many draws is the
+    # probability whose log corrects its logit.
+    counts = np.array([50.0, 20, 10, 8, 5, 3, 2, 1, 1, 0.5])
+    log_q = np.log(counts) - np.log(counts.sum())
+
+    def draw(i):
+        seed = tf.stack([tf.constant(7, tf.int64), i])
+        return ops._sample_without_replacement(10, 3, log_q, seed)
+
+    @tf.function
+    def draw_all():
+        seeds = tf.range(3000, dtype=tf.int64)
+        return tf.map_fn(draw, seeds, fn_output_signature=tf.int32)
+
+    draws = draw_all().numpy()
+    assert all(len(set(row)) == 3 for row in draws)
+    frequency = np.bincount(draws.ravel(), minlength=10) / len(draws)
+    expected = np.exp(ops._log_inclusion(10, 3, log_q))
+    assert expected.sum() == pytest.approx(3.0)
+    np.testing.assert_allclose(frequency, expected, atol=0.05)
+    uniform = np.exp(ops._log_inclusion(10, 3, None))
+    np.testing.assert_allclose(uniform, 0.3)
+
+
 def test_gbce_beta():
     assert ops.gbce_beta(10, 101, 0.0) == pytest.approx(1.0)
     assert ops.gbce_beta(10, 101, 1.0) == pytest.approx(0.1)
@@ -146,9 +180,9 @@ def test_binary_losses_with_logit_offset_match_numpy(t, logit_offset):
     keep = labels.reshape(-1) != 0
     x = hidden.reshape(-1, 6)[keep]
     y = labels.reshape(-1)[keep]
-    # The same stateless negatives the op draws.
-    neg_ids, _ = ops._per_row_negatives(tf.constant(x), tf.constant(table), k, 0, 3)
-    neg_ids = neg_ids.numpy()
+    # The same stateless negatives the op draws (one draw per row, padding included).
+    all_rows = tf.constant(hidden.reshape(-1, 6))
+    neg_ids = ops._per_row_negatives(all_rows, tf.constant(table), k, 0, 3).numpy()[keep]
     assert np.all(neg_ids != 0)
     beta = ops.gbce_beta(k, 39, t)
     offset = np.log(beta / k) if logit_offset == "balanced" else logit_offset
@@ -180,8 +214,7 @@ def test_logit_offset_with_accidental_hits_matches_numpy():
         ops.sampled_bce(tf.constant(hidden), tf.constant(labels), tf.Variable(table),
                         num_negatives=k, seed=11, logit_offset=-1.5)
     )
-    neg_ids, _ = ops._per_row_negatives(tf.constant(hidden), tf.constant(table), k, 0, 11)
-    neg_ids = neg_ids.numpy()
+    neg_ids = ops._per_row_negatives(tf.constant(hidden), tf.constant(table), k, 0, 11).numpy()
     hits = neg_ids == labels[:, None]
     assert hits.any() and not hits.all()
     pos = np.sum(hidden * table[labels], axis=-1) - 1.5

@@ -7,7 +7,8 @@ import time
 import keras
 import numpy as np
 
-from keras_sce.evaluation.ranking import evaluate_ranking
+from keras_sce.evaluation.ranking import NonFiniteScoresError, _check_ks, evaluate_ranking
+from keras_sce.ops import checks
 
 
 class RankingEvaluation(keras.callbacks.Callback):
@@ -20,6 +21,13 @@ class RankingEvaluation(keras.callbacks.Callback):
     training after ``patience`` evaluations without improvement, and restores the
     best weights at the end of training. Time spent here is kept out of
     ``train_seconds`` (pure training time per epoch).
+
+    A run that stops being finite stops at once, with ``stopped_by =
+    "non_finite"``: when the epoch's training loss is NaN or infinite, or the
+    model's outputs or item table are (`NonFiniteScoresError`), the epoch's
+    metrics are recorded as NaN, never count as an improvement, and the best
+    *finite* weights seen so far are restored at the end (none: the weights are
+    left as they are, and ``best_epoch`` stays 0).
 
     Args:
         inputs: ``int [n, L]`` padded validation sequences.
@@ -52,10 +60,10 @@ class RankingEvaluation(keras.callbacks.Callback):
         self.targets = np.asarray(targets)
         self.history = np.asarray(history)
         self.monitor = monitor
-        self.patience = patience
-        self.every = every
-        self.ks = tuple(ks)
-        self.chunk_size = chunk_size
+        self.patience = checks.as_int(patience, "patience", minimum=0)
+        self.every = checks.check_positive_int(every, "every")
+        self.ks = _check_ks(ks)
+        self.chunk_size = checks.check_positive_int(chunk_size, "chunk_size")
         self.max_seconds = max_seconds
         self.verbose = verbose
         self.best = -np.inf
@@ -92,12 +100,20 @@ class RankingEvaluation(keras.callbacks.Callback):
         logs = logs if logs is not None else {}
         if (epoch + 1) % self.every:
             return
-        metrics = self.evaluate()
+        loss = float(logs.get("loss", 0.0))
+        try:
+            if not np.isfinite(loss):
+                raise NonFiniteScoresError(f"the training loss is {loss}")
+            metrics = self.evaluate()
+        except NonFiniteScoresError as err:
+            return self._stop_non_finite(epoch, logs, str(err))
         for key, value in metrics.items():
             logs[f"val_{key}"] = value
         record = {"epoch": epoch + 1, "loss": float(logs.get("loss", np.nan)), **metrics}
         self.records.append(record)
         value = metrics[self.monitor]
+        if not np.isfinite(value):  # never an improvement
+            return self._stop_non_finite(epoch, logs, f"val {self.monitor} is {value}")
         if value > self.best:
             self.best, self.best_epoch, self.wait = value, epoch + 1, 0
             self.best_weights = [np.array(w) for w in self.model.get_weights()]
@@ -116,6 +132,23 @@ class RankingEvaluation(keras.callbacks.Callback):
         if self.max_seconds is not None and elapsed > self.max_seconds:
             self.stopped_by = "time_budget"
             self.model.stop_training = True
+
+    def _stop_non_finite(self, epoch, logs, reason):
+        metrics = {f"{m}@{k}": float("nan") for k in self.ks for m in ("hr", "ndcg", "mrr")}
+        for key, value in metrics.items():
+            logs[f"val_{key}"] = value
+        self.records.append(
+            {"epoch": epoch + 1, "loss": float(logs.get("loss", np.nan)), **metrics}
+        )
+        self.stopped_by = "non_finite"
+        self.model.stop_training = True
+        if self.verbose:
+            restored = (
+                f"restoring the weights of epoch {self.best_epoch}"
+                if self.best_weights is not None
+                else "no finite epoch to restore"
+            )
+            print(f"  epoch {epoch + 1}: stopping, not finite: {reason}; {restored}.", flush=True)
 
     def on_train_end(self, logs=None):
         if self.best_weights is not None:

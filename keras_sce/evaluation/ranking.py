@@ -10,7 +10,43 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from keras_sce.ops import checks
+
 DEFAULT_KS = (1, 5, 10, 20, 50)
+
+
+class NonFiniteScoresError(ValueError):
+    """A query, an item row or a score is NaN or infinite, so no rank is meaningful.
+
+    Every comparison with NaN is false: counted naively, a NaN query would rank
+    each target first and report perfect metrics. The ranking functions raise
+    this instead (a ``ValueError``); the early-stopping callback catches it and
+    stops the run.
+    """
+
+
+def _non_finite_rows(values) -> np.ndarray:
+    """Indices of the rows of a ``[n, d]`` tensor that hold a NaN or an infinity."""
+    finite = tf.reduce_all(tf.math.is_finite(values), axis=1)
+    return np.flatnonzero(~finite.numpy())
+
+
+def _check_finite(queries, table, padding_id) -> None:
+    bad_queries = _non_finite_rows(queries)
+    if bad_queries.size:
+        raise NonFiniteScoresError(
+            f"{bad_queries.size} of {queries.shape[0]} `queries` hold NaN or infinite values "
+            f"(first at row {bad_queries[0]}); the model's outputs are not finite (a diverged "
+            "run?), so no ranking can be computed."
+        )
+    bad_items = _non_finite_rows(table)
+    bad_items = bad_items[bad_items != padding_id]  # the padding row is never scored
+    if bad_items.size:
+        raise NonFiniteScoresError(
+            f"{bad_items.size} of {table.shape[0]} `item_table` rows hold NaN or infinite "
+            f"values (first at item {bad_items[0]}); the item embeddings are not finite (a "
+            "diverged run?), so no ranking can be computed."
+        )
 
 
 def _mask_excluded(scores, ids_start, exclude, keep):
@@ -43,6 +79,8 @@ def _rank_and_top_k(queries, table, targets, exclude, k, chunk_size, padding_id)
     best_scores = tf.fill([n, k], neg_inf)
     best_ids = tf.fill([n, k], tf.constant(-1, tf.int32))
     above = tf.zeros([n], tf.int32)
+    # Finite inputs can still overflow to inf (and inf - inf to NaN) in a product.
+    overflow = tf.logical_not(tf.math.is_finite(target_scores))
     for start in tf.range(0, num_items, chunk_size):
         tf.autograph.experimental.set_loop_options(
             shape_invariants=[(best_scores, tf.TensorShape([None, None]))]
@@ -52,6 +90,7 @@ def _rank_and_top_k(queries, table, targets, exclude, k, chunk_size, padding_id)
         scores = tf.matmul(queries, chunk, transpose_b=True)
         ids = start + tf.range(width)
         scores = tf.where((ids == padding_id)[None, :], neg_inf, scores)
+        overflow = tf.logical_or(overflow, tf.reduce_any(tf.math.is_nan(scores), axis=1))
         scores = _mask_excluded(scores, start, exclude, targets)
         # Ties are counted against the target (pessimistic rank).
         beats = (scores >= target_scores[:, None]) & (ids[None, :] != targets[:, None])
@@ -60,7 +99,7 @@ def _rank_and_top_k(queries, table, targets, exclude, k, chunk_size, padding_id)
         all_ids = tf.concat([best_ids, tf.broadcast_to(ids[None, :], tf.shape(scores))], axis=1)
         best_scores, position = tf.math.top_k(all_scores, k=k)
         best_ids = tf.gather(all_ids, position, batch_dims=1)
-    return above, best_scores, best_ids
+    return above, best_scores, best_ids, overflow
 
 
 def streamed_top_k(
@@ -98,6 +137,15 @@ def streamed_top_k(
         ``(scores [n, k], ids [n, k])`` as NumPy arrays, plus ``ranks [n]`` when
         ``targets`` is given.
 
+    Raises:
+        NonFiniteScoresError: a query row or a (non-padding) table row holds NaN
+            or infinity, or a score overflows to a non-finite value. Comparisons
+            with NaN are false, so such a query would otherwise rank its target
+            first.
+        ValueError: shapes, ``k``, targets or ids that do not fit.
+        TypeError: a non-integer ``k``, ``chunk_size``, ``batch_size`` or
+            ``padding_id``.
+
     Example:
 
     >>> import numpy as np
@@ -106,14 +154,21 @@ def streamed_top_k(
     >>> ids.tolist()
     [[1, 2]]
     """
+    k = checks.as_int(k, "k")
+    chunk_size = checks.check_positive_int(chunk_size, "chunk_size")
+    batch_size = checks.check_positive_int(batch_size, "batch_size")
+    padding_id = checks.as_int(padding_id, "padding_id")
     queries = tf.convert_to_tensor(queries)
+    if not queries.dtype.is_floating:
+        queries = tf.cast(queries, tf.float32)
     table = tf.convert_to_tensor(item_table, dtype=queries.dtype)
-    num_items = int(table.shape[0])
     if queries.shape.rank != 2 or table.shape.rank != 2 or queries.shape[1] != table.shape[1]:
         raise ValueError(
             f"queries [n, d] and item_table [C, d] must agree on d; got {queries.shape} "
             f"and {table.shape}."
         )
+    num_items = int(table.shape[0])
+    _check_finite(queries, table, padding_id)
     if not 1 <= k <= num_items - 1:
         raise ValueError(f"k must be in [1, {num_items - 1}] (catalogue minus padding), got {k}.")
     n = int(queries.shape[0])
@@ -134,10 +189,10 @@ def streamed_top_k(
             raise ValueError("a target equals the padding id.")
     else:
         targets = np.full((n,), -1, dtype=np.int32)
-    out_scores, out_ids, out_ranks = [], [], []
+    out_scores, out_ids, out_ranks, overflowed = [], [], [], 0
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
-        ranks, scores, ids = _rank_and_top_k(
+        ranks, scores, ids, overflow = _rank_and_top_k(
             queries[start:stop],
             table,
             tf.constant(np.maximum(targets[start:stop], 0)),
@@ -149,6 +204,12 @@ def streamed_top_k(
         out_scores.append(scores.numpy())
         out_ids.append(ids.numpy())
         out_ranks.append(ranks.numpy())
+        overflowed += int(np.sum(overflow.numpy()))
+    if overflowed:
+        raise NonFiniteScoresError(
+            f"the scores of {overflowed} of {n} queries overflowed to NaN or infinity "
+            "(finite but huge queries or item embeddings); no ranking can be computed."
+        )
     scores = np.concatenate(out_scores) if out_scores else np.zeros((0, k), np.float32)
     ids = np.concatenate(out_ids) if out_ids else np.zeros((0, k), np.int32)
     if with_targets:
@@ -180,9 +241,12 @@ def ranking_metrics(
     >>> round(ranking_metrics([0, 2], ks=(10,))["ndcg@10"], 4)  # (1 + 1/log2(4)) / 2
     0.75
     """
+    ks = _check_ks(ks)
     ranks = np.asarray(ranks, dtype=np.float64)
     if ranks.ndim != 1 or ranks.size == 0:
         raise ValueError("ranks must be a non-empty 1-D array.")
+    if not np.all(np.isfinite(ranks)):
+        raise NonFiniteScoresError("ranks hold NaN or infinite values.")
     if np.any(ranks < 0):
         raise ValueError("ranks are 0-based and must be >= 0.")
     out = {}
@@ -201,6 +265,16 @@ def ranking_metrics(
     return out
 
 
+def _check_ks(ks) -> tuple[int, ...]:
+    """Cut-offs as a non-empty tuple of Python ints >= 1."""
+    if isinstance(ks, (int, np.integer)) and not isinstance(ks, (bool, np.bool_)):
+        ks = (ks,)
+    ks = tuple(checks.as_int(k, "ks", minimum=1) for k in ks)
+    if not ks:
+        raise ValueError("`ks` must hold at least one cut-off.")
+    return ks
+
+
 def evaluate_ranking(
     queries,
     item_table,
@@ -215,7 +289,16 @@ def evaluate_ranking(
     """Full-ranking metrics for user representations against an item table.
 
     See `streamed_top_k` (ranking) and `ranking_metrics` (definitions).
+
+    Non-finite inputs are an error, never a score: a NaN or infinite query or
+    (non-padding) table row, or a score that overflows, raises
+    `NonFiniteScoresError` naming the input and how many rows hold one.
+
+    Raises:
+        NonFiniteScoresError: non-finite queries, table rows or scores.
+        ValueError: shapes, cut-offs or ids that do not fit.
     """
+    ks = _check_ks(ks)
     num_items = int(np.shape(item_table)[0])
     k = min(max(ks), num_items - 1)
     _, ids, ranks = streamed_top_k(

@@ -16,6 +16,7 @@ import keras
 import tensorflow as tf
 
 from keras_sce.ops import checks
+from keras_sce.ops.sce import SeedStream
 from keras_sce.utils import require_tensorflow_backend, resolve_table, table_value
 
 try:  # Keras' symbolic (shape-inference) scope; absent from the public API.
@@ -24,6 +25,37 @@ except ImportError:  # pragma: no cover - other Keras layouts
 
     def in_symbolic_scope():
         return False
+
+
+def _match_path(variables, path):
+    """The variables whose path is ``path``, up to the leading scopes.
+
+    A variable's path depends on where it was built: a Sequential or subclassed
+    model's layers are saved as ``<model>/<layer>/embeddings`` but a loaded model
+    may build them as ``<layer>/embeddings`` (or under a renamed model). The
+    exact path wins; otherwise the paths that share the longest common ending
+    (at least the layer and the variable name) do.
+    """
+    exact = [v for v in variables if v.path == path]
+    if exact:
+        return exact
+    parts = path.split("/")
+    best, matches = 0, []
+    for variable in variables:
+        other = variable.path.split("/")
+        common = 0
+        while (
+            common < min(len(parts), len(other))
+            and parts[-1 - common] == other[-1 - common]
+        ):
+            common += 1
+        if common < min(2, len(parts)) or common < min(len(parts), len(other)):
+            continue  # not a suffix of one another
+        if common > best:
+            best, matches = common, [variable]
+        elif common == best:
+            matches.append(variable)
+    return matches
 
 
 class ItemTableLoss(keras.losses.Loss):
@@ -47,11 +79,9 @@ class ItemTableLoss(keras.losses.Loss):
     def __init__(self, item_embeddings=None, *, padding_id=0, name=None, dtype=None):
         require_tensorflow_backend(type(self).__name__)
         super().__init__(name=name, reduction="sum_over_batch_size", dtype=dtype)
-        if padding_id is not None and (
-            not isinstance(padding_id, int) or isinstance(padding_id, bool) or padding_id < 0
-        ):
-            raise ValueError(f"`padding_id` must be a non-negative int or None, got {padding_id!r}")
-        self.padding_id = padding_id
+        self.padding_id = checks.check_padding_id(padding_id, None)
+        self.seed = None
+        self._seed_stream = None
         self._item_embeddings = None
         self._table_path = None
         self.bind(item_embeddings)
@@ -74,11 +104,14 @@ class ItemTableLoss(keras.losses.Loss):
                     stacklevel=2,
                 )
                 return self
-            matches = [v for v in item_embeddings.variables if v.path == self._table_path]
-            if not matches:
+            matches = _match_path(item_embeddings.variables, self._table_path)
+            if len(matches) != 1:
+                found = "no variable" if not matches else f"{len(matches)} variables"
                 raise ValueError(
-                    f"{type(self).__name__}: no variable with path {self._table_path!r} in "
-                    f"model {item_embeddings.name!r}; pass the item embedding layer instead."
+                    f"{type(self).__name__}: {found} with path {self._table_path!r} in "
+                    f"model {item_embeddings.name!r}"
+                    + (f" ({[v.path for v in matches]})" if matches else "")
+                    + "; pass the item embedding layer instead: `loss.bind(layer)`."
                 )
             item_embeddings = matches[0]
         if isinstance(item_embeddings, str):
@@ -104,6 +137,26 @@ class ItemTableLoss(keras.losses.Loss):
                 "(keras_sce.load_model does it for you)."
             )
         return table_value(resolve_table(self._item_embeddings))
+
+    # -- the stream of seeds -----------------------------------------------------------
+    def _init_seed(self, seed, seed_position=0):
+        """A reproducible stream of stateless seeds from ``seed`` (None: no stream).
+
+        ``seed_position`` is where the stream starts; :meth:`get_config` saves the
+        current position, so a model saved and loaded again continues the stream
+        instead of replaying the seeds it has already used.
+        """
+        self.seed = checks.as_int(seed, "seed", allow_none=True)
+        checks.as_int(seed_position, "seed_position", minimum=0)
+        self._seed_stream = None if self.seed is None else SeedStream(self.seed, seed_position)
+
+    def _next_seed(self):
+        return None if self._seed_stream is None else self._seed_stream.next()
+
+    @property
+    def seed_position(self) -> int:
+        """How many seeds of the stream have been used (0 without a seed)."""
+        return 0 if self._seed_stream is None else self._seed_stream.position()
 
     # -- computation ----------------------------------------------------------------
     def _compute(self, y_true, y_pred, table, sample_weight):
@@ -151,6 +204,8 @@ class ItemTableLoss(keras.losses.Loss):
                 path = f"{self._item_embeddings.path}/embeddings"
         config.update(item_embeddings=path, padding_id=self.padding_id)
         config.update({key: getattr(self, key) for key in self._config_keys})
+        if self._seed_stream is not None:
+            config["seed_position"] = self.seed_position
         return config
 
     @classmethod

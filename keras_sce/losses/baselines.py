@@ -11,7 +11,7 @@ from __future__ import annotations
 import keras
 
 from keras_sce.losses.base import ItemTableLoss
-from keras_sce.ops import SeedStream, checks
+from keras_sce.ops import checks
 from keras_sce.ops import sampled as sampled_ops
 
 
@@ -64,7 +64,10 @@ class SampledSoftmaxLoss(ItemTableLoss):
         item_counts: per-id counts (a list/array of length C) for ``"unigram"``.
         distortion: exponent on the counts. Defaults to 1.0.
         padding_id: ignored label / never a negative.
-        seed: optional int seed of the sampler.
+        seed: optional int; the stream of negatives is then reproducible (fresh
+            negatives at every step, the same sequence for the same seed).
+        seed_position: where the stream of seeds starts (saved with the model,
+            so a reloaded model continues it). Defaults to 0.
 
     References:
         Yi et al., RecSys 2019 (logQ correction); Jean et al., arXiv 1412.2007.
@@ -84,17 +87,18 @@ class SampledSoftmaxLoss(ItemTableLoss):
         distortion=1.0,
         padding_id=0,
         seed=None,
+        seed_position=0,
         name="sampled_softmax_loss",
         dtype=None,
     ):
         super().__init__(item_embeddings, padding_id=padding_id, name=name, dtype=dtype)
         if sampler == "unigram" and item_counts is None:
             raise ValueError("sampler='unigram' needs item_counts.")
-        self.num_sampled = num_sampled
+        self.num_sampled = checks.check_positive_int(num_sampled, "num_sampled")
         self.sampler = sampler
         self.item_counts = None if item_counts is None else [float(c) for c in item_counts]
         self.distortion = distortion
-        self.seed = seed
+        self._init_seed(seed, seed_position)
 
     def _compute(self, y_true, y_pred, table, sample_weight):
         return sampled_ops.sampled_softmax(
@@ -106,7 +110,7 @@ class SampledSoftmaxLoss(ItemTableLoss):
             item_counts=self.item_counts,
             distortion=self.distortion,
             padding_id=self.padding_id,
-            seed=self.seed,
+            seed=self._next_seed(),
         )
 
 
@@ -122,6 +126,8 @@ class SampledBCELoss(ItemTableLoss):
         num_negatives: negatives per position. Defaults to 1.
         padding_id: ignored label / never a negative.
         seed: optional int; the stream of negatives is then reproducible.
+        seed_position: where the stream of seeds starts (saved with the model,
+            so a reloaded model continues it). Defaults to 0.
         logit_offset: constant added to every score before the sigmoid:
             ``"balanced"`` (default, ``-log(num_negatives)``, 0 for one negative) or
             a float (0.0: the textbook loss). The offset lives in the loss only (for
@@ -144,20 +150,16 @@ class SampledBCELoss(ItemTableLoss):
         padding_id=0,
         seed=None,
         logit_offset="balanced",
+        seed_position=0,
         name="sampled_bce_loss",
         dtype=None,
     ):
         super().__init__(item_embeddings, padding_id=padding_id, name=name, dtype=dtype)
-        self.num_negatives = num_negatives
-        self.seed = seed
         # Validated now, not at the first call.
-        checks.check_positive_int(num_negatives, "num_negatives")
-        sampled_ops.resolve_logit_offset(logit_offset, num_negatives)
+        self.num_negatives = checks.check_positive_int(num_negatives, "num_negatives")
+        sampled_ops.resolve_logit_offset(logit_offset, self.num_negatives)
         self.logit_offset = logit_offset if isinstance(logit_offset, str) else float(logit_offset)
-        self._seeds = None if seed is None else SeedStream(seed)
-
-    def _seed(self):
-        return None if self._seeds is None else self._seeds.next()
+        self._init_seed(seed, seed_position)
 
     def _compute(self, y_true, y_pred, table, sample_weight):
         return sampled_ops.sampled_bce(
@@ -166,7 +168,7 @@ class SampledBCELoss(ItemTableLoss):
             table,
             num_negatives=self.num_negatives,
             padding_id=self.padding_id,
-            seed=self._seed(),
+            seed=self._next_seed(),
             logit_offset=self.logit_offset,
         )
 
@@ -184,7 +186,8 @@ class GBCELoss(SampledBCELoss):
         num_negatives: uniform negatives per position. Defaults to 256.
         t: calibration in ``[0, 1]``. Defaults to 0.75.
         padding_id: ignored label / never a negative.
-        seed: optional int.
+        seed: optional int (a reproducible stream of negatives).
+        seed_position: where the stream of seeds starts. Defaults to 0.
         logit_offset: ``"balanced"`` (default, ``log(beta / num_negatives)``) or a
             float (0.0: the loss as published). The offset lives in the loss only
             (for given weights no ranking changes); without it SASRec on Amazon
@@ -207,6 +210,7 @@ class GBCELoss(SampledBCELoss):
         padding_id=0,
         seed=None,
         logit_offset="balanced",
+        seed_position=0,
         name="gbce_loss",
         dtype=None,
     ):
@@ -216,6 +220,7 @@ class GBCELoss(SampledBCELoss):
             padding_id=padding_id,
             seed=seed,
             logit_offset=logit_offset,
+            seed_position=seed_position,
             name=name,
             dtype=dtype,
         )
@@ -231,6 +236,6 @@ class GBCELoss(SampledBCELoss):
             num_negatives=self.num_negatives,
             t=self.t,
             padding_id=self.padding_id,
-            seed=self._seed(),
+            seed=self._next_seed(),
             logit_offset=self.logit_offset,
         )

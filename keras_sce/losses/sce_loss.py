@@ -53,6 +53,9 @@ class SCELoss(ItemTableLoss):
         check_ids: check that targets lie in ``[0, C)`` (raises outside XLA; turns
             the loss NaN under XLA, where assertions are dropped). Costs one
             reduction over the ids; set False to skip.
+        seed_position: where the stream of centres starts. Saved with the model
+            (the current position), so a reloaded model continues the stream
+            rather than replaying it. Defaults to 0.
         name: loss name.
         dtype: accepted for Keras compatibility; the loss is computed in float32
             (float64 inputs stay float64).
@@ -64,12 +67,14 @@ class SCELoss(ItemTableLoss):
             the weighted mean over covered non-padding positions.
 
     Returns a float32 scalar: the mean over non-padding positions covered by at
-    least one bucket (0, never NaN, when none is).
+    least one bucket (0 when none is). A NaN or infinity in a non-padding hidden
+    state or in a table row the step reads makes it NaN.
 
-    Saving: the loss's hyper-parameters and the *path* of the table variable are
-    saved with a compiled model. ``keras.saving.load_model`` gives back an unbound
-    loss (Keras cannot hand a loss its model); use :func:`keras_sce.load_model`,
-    or call ``model.loss.bind(model)``, before training the loaded model again.
+    Saving: the loss's hyper-parameters, the position of its seed stream and the
+    *path* of the table variable are saved with a compiled model.
+    ``keras.saving.load_model`` gives back an unbound loss (Keras cannot hand a
+    loss its model); use :func:`keras_sce.load_model`, or call
+    ``model.loss.bind(model)``, before training the loaded model again.
 
     Example:
 
@@ -98,6 +103,7 @@ class SCELoss(ItemTableLoss):
         catalog_chunk_size=DEFAULT_CATALOG_CHUNK_SIZE,
         seed=None,
         check_ids=True,
+        seed_position=0,
         name="sce_loss",
         dtype=None,
         **kwargs,
@@ -111,15 +117,15 @@ class SCELoss(ItemTableLoss):
         if kwargs:
             raise TypeError(f"Unexpected keyword arguments for SCELoss: {sorted(kwargs)}")
         super().__init__(item_embeddings, padding_id=padding_id, name=name, dtype=dtype)
-        check_options(num_buckets, bucket_size_x, bucket_size_y, catalog_chunk_size)
-        self.num_buckets = num_buckets
-        self.bucket_size_x = bucket_size_x
-        self.bucket_size_y = bucket_size_y
+        (
+            self.num_buckets,
+            self.bucket_size_x,
+            self.bucket_size_y,
+            self.catalog_chunk_size,
+        ) = check_options(num_buckets, bucket_size_x, bucket_size_y, catalog_chunk_size)
         self.mix_x = bool(mix_x)
-        self.catalog_chunk_size = catalog_chunk_size
-        self.seed = seed
         self.check_ids = bool(check_ids)
-        self._seed_stream = None if seed is None else sce_ops.SeedStream(seed)
+        self._init_seed(seed, seed_position)
 
     # -- computation ----------------------------------------------------------------
     def _kwargs(self):
@@ -132,9 +138,6 @@ class SCELoss(ItemTableLoss):
             catalog_chunk_size=self.catalog_chunk_size,
             check_ids=self.check_ids,
         )
-
-    def _next_seed(self):
-        return None if self._seed_stream is None else self._seed_stream.next()
 
     def _compute(self, y_true, y_pred, table, sample_weight):
         return sce_ops.scalable_cross_entropy(

@@ -6,7 +6,10 @@ import math
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import ops
+
+from keras_sce.ops import checks
 
 
 @keras.saving.register_keras_serializable(package="keras_sce")
@@ -133,7 +136,11 @@ class SASRec(keras.Model):
         **kwargs: forwarded to `keras.Model`.
 
     Call arguments:
-        inputs: ``int [B, L]`` item ids (``L <= max_length``).
+        inputs: ``int [B, L]`` item ids (``L <= max_length``). Longer sequences are
+            refused (a ``ValueError`` when ``L`` is known while tracing, an
+            ``InvalidArgumentError`` at run time, NaN outputs under XLA where
+            assertions are dropped): position ``k + max_length`` would otherwise
+            share the embedding of position ``k``.
         training: bool.
 
     Returns:
@@ -169,8 +176,17 @@ class SASRec(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        num_items = checks.as_int(num_items, "num_items")
         if num_items < 2:
             raise ValueError(f"num_items must be >= 2 (padding + one item), got {num_items}.")
+        max_length = checks.check_positive_int(max_length, "max_length")
+        hidden_dim = checks.check_positive_int(hidden_dim, "hidden_dim")
+        num_blocks = checks.as_int(num_blocks, "num_blocks", minimum=0)
+        num_heads = checks.check_positive_int(num_heads, "num_heads")
+        intermediate_dim = checks.check_positive_int(
+            intermediate_dim, "intermediate_dim", allow_none=True
+        )
+        padding_id = checks.check_padding_id(padding_id, num_items)
         if padding not in ("left", "right"):
             raise ValueError(f"padding must be 'left' or 'right', got {padding!r}.")
         self.num_items = num_items
@@ -209,8 +225,19 @@ class SASRec(keras.Model):
         """The item table, shared by the input and the output (``[num_items, d]``)."""
         return self.item_embedding
 
+    def _check_length(self, length):
+        if length is not None and length > self.max_length:
+            raise ValueError(
+                f"SASRec got sequences of length {length} but has max_length={self.max_length} "
+                f"learned positions: positions beyond {self.max_length} have no embedding. "
+                f"Keep the last {self.max_length} items of each sequence (e.g. "
+                f"`inputs[:, -{self.max_length}:]` with left padding), or build the model "
+                f"with max_length={length}."
+            )
+
     def build(self, input_shape=None):
         length = self.max_length if input_shape is None else input_shape[1] or self.max_length
+        self._check_length(length)
         self.item_embedding.build((None, length))
         self.position_embedding.build((length,))
         for block in self.blocks:
@@ -220,13 +247,34 @@ class SASRec(keras.Model):
 
     def call(self, inputs, training=False):
         inputs = ops.cast(inputs, "int32")
+        static_length = inputs.shape[1] if len(inputs.shape) > 1 else None
+        self._check_length(static_length)  # at trace time, when the length is known
         length = ops.shape(inputs)[1]
         padding_mask = ops.not_equal(inputs, self.padding_id)
         x = self.item_embedding(inputs) * math.sqrt(self.hidden_dim)
         # With left padding, positions are counted from the right end, so a batch
         # cut to its longest sequence gives the same outputs as a full-length one.
         first = self.max_length - length if self.padding == "left" else 0
-        x = x + self.position_embedding(first + ops.arange(length))[None, :, :]
+        positions = first + ops.arange(length)
+        if static_length is None:
+            # A length known only at run time: an assertion outside XLA, and a NaN
+            # output (which the losses and the evaluation report) where XLA drops
+            # assertions. The clip only keeps the lookup in range; it never wraps
+            # position k + max_length onto k (a negative index would, in Keras).
+            fits = tf.debugging.assert_less_equal(
+                tf.cast(length, tf.int32),
+                tf.constant(self.max_length, tf.int32),
+                message=(
+                    f"keras_sce.SASRec: sequences longer than max_length={self.max_length}; "
+                    "keep the last max_length items of each sequence."
+                ),
+            )
+            with tf.control_dependencies([fits]):
+                positions = ops.clip(tf.identity(positions), 0, self.max_length - 1)
+        x = x + self.position_embedding(positions)[None, :, :]
+        if static_length is None:
+            nan = ops.cast(float("nan"), x.dtype)
+            x = ops.where(length <= self.max_length, x, nan)
         x = self.embedding_dropout(x, training=training)
         x = x * ops.cast(padding_mask, x.dtype)[..., None]
         for block in self.blocks:

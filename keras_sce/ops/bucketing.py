@@ -164,8 +164,8 @@ def bucket_top_k(centers, vectors, k, *, chunk_size=None, mask=None, exclude_id=
             raise ValueError(
                 f"`centers` width {centers.shape[1]} != `vectors` width {vectors.shape[1]}."
             )
-    checks.check_positive_int(k, "k")
-    checks.check_positive_int(chunk_size, "chunk_size", allow_none=True)
+    k = checks.check_positive_int(k, "k")
+    chunk_size = checks.check_positive_int(chunk_size, "chunk_size", allow_none=True)
     num_vectors = vectors.shape[0]
     if num_vectors is not None and k > num_vectors:
         raise ValueError(f"`k`={k} is larger than the number of vectors ({num_vectors}).")
@@ -180,8 +180,7 @@ def bucket_top_k(centers, vectors, k, *, chunk_size=None, mask=None, exclude_id=
                 f"`mask` must have shape [{num_vectors}] (one flag per vector), got {mask.shape}."
             )
     if exclude_id is not None:
-        if not isinstance(exclude_id, int) or isinstance(exclude_id, bool):
-            raise TypeError(f"`exclude_id` must be a Python int or None, got {exclude_id!r}.")
+        exclude_id = checks.as_int(exclude_id, "exclude_id")
         if exclude_id < 0 or (num_vectors is not None and exclude_id >= num_vectors):
             raise ValueError(f"`exclude_id`={exclude_id} is not a row of `vectors`.")
     return _bucket_top_k_xla(centers, vectors, k, chunk_size, mask, exclude_id)

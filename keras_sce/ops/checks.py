@@ -11,9 +11,56 @@ zeros from ``tf.gather`` on a GPU.
 
 from __future__ import annotations
 
+import numbers
 import warnings
 
+import numpy as np
 import tensorflow as tf
+
+try:  # Where tf.function(jit_compile=True) records that it compiles with XLA.
+    from tensorflow.python.ops.control_flow_util import GraphOrParentsInXlaContext
+except ImportError:  # pragma: no cover - other TensorFlow layouts
+    GraphOrParentsInXlaContext = None
+
+
+def as_int(value, name: str, *, minimum=None, allow_none: bool = False):
+    """``value`` as a Python int: Python and NumPy integers alike, never a bool.
+
+    The one integer check of the package: options such as bucket sizes, seeds,
+    ``padding_id`` or ``k`` may come from NumPy (``np.int64`` from a config array)
+    and are accepted like Python ints; they are returned as Python ints so that
+    configs stay JSON-serializable and compiled functions do not retrace. Bools
+    (``True`` is an ``int`` in Python), floats (even ``3.0``) and strings raise.
+
+    Args:
+        value: the candidate.
+        name: argument name used in the error message.
+        minimum: optional smallest allowed value.
+        allow_none: pass None through.
+
+    Returns:
+        A Python ``int`` (or None when allowed).
+
+    Raises:
+        TypeError: not an integer (or a bool).
+        ValueError: below ``minimum``.
+    """
+    if value is None and allow_none:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        allowed = "an int" + (" or None" if allow_none else "")
+        raise TypeError(f"`{name}` must be {allowed} (Python or NumPy integer), got {value!r}.")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"`{name}` must be an int >= {minimum}, got {value}.")
+    return value
+
+
+def in_xla_context() -> bool:
+    """True while tracing a function that XLA compiles (``jit_compile=True``)."""
+    if GraphOrParentsInXlaContext is None or tf.executing_eagerly():
+        return False
+    return bool(GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
 
 
 def as_float_tensor(x, name: str) -> tf.Tensor:
@@ -78,8 +125,11 @@ def row_weights(sample_weight, labels: tf.Tensor, dtype) -> tf.Tensor:
                     f"{labels.shape}: pass one weight per sequence or one per position."
                 )
     weight = tf.broadcast_to(weight, tf.shape(labels))
-    assert_op = tf.debugging.assert_non_negative(
-        weight, message="keras_sce: `sample_weight` must be non-negative."
+    # NaN passes a ">= 0" test, so finiteness is asserted too.
+    assert_op = tf.debugging.Assert(
+        tf.reduce_all(tf.logical_and(weight >= 0, tf.math.is_finite(weight))),
+        ["keras_sce: `sample_weight` must be finite and non-negative."],
+        name="sample_weight_finite_non_negative",
     )
     with tf.control_dependencies([assert_op]):
         return tf.reshape(weight, [-1])
@@ -119,24 +169,25 @@ def check_labels_match(hidden: tf.Tensor, labels: tf.Tensor) -> None:
         )
 
 
-def check_padding_id(padding_id, num_items) -> None:
-    """``padding_id`` is None or a row of the table."""
+def check_padding_id(padding_id, num_items):
+    """``padding_id`` is None or a row of the table; returns it as a Python int."""
+    padding_id = as_int(padding_id, "padding_id", allow_none=True)
     if padding_id is None:
-        return
-    if not isinstance(padding_id, int) or isinstance(padding_id, bool):
-        raise TypeError(f"`padding_id` must be a Python int or None, got {padding_id!r}.")
-    if num_items is not None and not 0 <= padding_id < num_items:
+        return None
+    if padding_id < 0 or (num_items is not None and padding_id >= num_items):
         raise ValueError(
             f"`padding_id`={padding_id} is not a row of the item table (it has {num_items} rows). "
             "Use padding_id=None when the table has no padding row."
         )
+    return padding_id
 
 
-def check_positive_int(value, name: str, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
+def check_positive_int(value, name: str, allow_none: bool = False):
+    """``value`` as a Python int >= 1 (see :func:`as_int`); raises ValueError otherwise."""
+    try:
+        return as_int(value, name, minimum=1, allow_none=allow_none)
+    except TypeError as err:
+        raise ValueError(f"`{name}` must be a positive int, got {value!r}.") from err
 
 
 def clamp_bucket_size(requested: int, available: int, name: str, what: str) -> int:
@@ -179,12 +230,32 @@ def id_range_checks(labels: tf.Tensor, num_items: tf.Tensor, name: str = "labels
     return assert_op, all_valid
 
 
-def poison_if_invalid(loss: tf.Tensor, all_valid: tf.Tensor) -> tf.Tensor:
-    """NaN loss (and zero gradient) when ids were out of range.
+def all_finite(values: tf.Tensor, where=None) -> tf.Tensor:
+    """Scalar bool: every entry of ``values`` is finite (only rows where ``where``).
 
-    Outside XLA the assertion already raised. Inside XLA assertions are no-ops, so
-    this is what keeps bad ids loud: the loss reads NaN and its gradient is zero
-    (optimizers with momentum may still move weights along their history).
+    ``where`` is an optional bool tensor over the leading axes of ``values``
+    (e.g. ``[N]`` for ``[N, d]`` values); entries outside it are ignored. One
+    reduction, so it costs ``O(size)`` and works under XLA.
+    """
+    finite = tf.math.is_finite(values)
+    if where is not None:
+        where = tf.convert_to_tensor(where)
+        while where.shape.rank < finite.shape.rank:
+            where = where[..., tf.newaxis]
+        finite = tf.logical_or(finite, tf.logical_not(where))
+    return tf.reduce_all(finite)
+
+
+def poison_if_invalid(loss: tf.Tensor, all_valid: tf.Tensor) -> tf.Tensor:
+    """NaN loss when ``all_valid`` is False: bad ids, or non-finite inputs.
+
+    For ids outside XLA the assertion already raised. Inside XLA assertions are
+    no-ops, so this is what keeps bad ids loud: the loss reads NaN and its
+    gradient through this op is zero (optimizers with momentum may still move
+    weights along their history). For non-finite inputs (see :func:`all_finite`)
+    it is the policy everywhere: the loss of the step that saw a NaN or an
+    infinity in a row that counts is NaN, even when the approximate loss would
+    have left that row out; the gradient may hold NaN as well.
     """
     nan = tf.constant(float("nan"), loss.dtype)
     return tf.where(all_valid, loss, nan)

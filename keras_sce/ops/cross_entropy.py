@@ -19,14 +19,15 @@ from keras_sce.ops import checks
 def prepare_rows(hidden, labels, item_table, padding_id, sample_weight, check_ids):
     """Shared front end of the exact losses: validation, flattening, row weights.
 
-    Returns ``(x [N, d], y [N] int32, weight [N], all_valid or None)``, where
-    ``weight`` is 0 on padding rows and holds ``sample_weight`` otherwise.
+    Returns ``(x [N, d], y [N] int32, weight [N], all_valid or None, padding_id)``,
+    where ``weight`` is 0 on padding rows and holds ``sample_weight`` otherwise and
+    ``padding_id`` is the validated Python int (or None).
     """
     hidden = checks.as_float_tensor(hidden, "hidden")
     labels = checks.as_id_tensor(labels, "labels")
     checks.check_labels_match(hidden, labels)
     checks.check_table(hidden, item_table)
-    checks.check_padding_id(padding_id, item_table.shape[0])
+    padding_id = checks.check_padding_id(padding_id, item_table.shape[0])
     compute_dtype = tf.float32 if hidden.dtype in (tf.float16, tf.bfloat16) else hidden.dtype
     x = tf.reshape(tf.cast(hidden, compute_dtype), [-1, hidden.shape[-1]])
     y = tf.reshape(labels, [-1])
@@ -46,7 +47,7 @@ def prepare_rows(hidden, labels, item_table, padding_id, sample_weight, check_id
         assert_op, all_valid = checks.id_range_checks(y, num_items)
         with tf.control_dependencies([assert_op]):
             y = tf.identity(y)
-    return x, y, weight, all_valid
+    return x, y, weight, all_valid, padding_id
 
 
 def full_cross_entropy(
@@ -72,7 +73,7 @@ def full_cross_entropy(
         Float scalar; 0 when no row is valid.
     """
     item_table = checks.as_table(item_table)
-    x, y, weight, all_valid = prepare_rows(
+    x, y, weight, all_valid, padding_id = prepare_rows(
         hidden, labels, item_table, padding_id, sample_weight, check_ids
     )
     logits = tf.matmul(x, tf.cast(item_table, x.dtype), transpose_b=True)
@@ -86,11 +87,19 @@ def full_cross_entropy(
         padding_id
     ))
     per_row = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe_y, logits=logits)
-    per_row = tf.where(weight > 0, per_row, tf.zeros_like(per_row))
-    loss = tf.math.divide_no_nan(tf.reduce_sum(weight * per_row), tf.reduce_sum(weight))
+    loss = _weighted_mean(per_row, weight)
     if all_valid is not None:
         loss = checks.poison_if_invalid(loss, all_valid)
     return loss
+
+
+def _weighted_mean(per_row, weight):
+    """``sum(w * loss) / sum(w)`` over weighted rows; NaN if one of them is not finite."""
+    counts = weight > 0
+    finite = checks.all_finite(per_row, where=counts)
+    per_row = tf.where(counts, per_row, tf.zeros_like(per_row))
+    loss = tf.math.divide_no_nan(tf.reduce_sum(weight * per_row), tf.reduce_sum(weight))
+    return checks.poison_if_invalid(loss, finite)
 
 
 def _first_real(padding_id: int) -> int:
@@ -267,9 +276,9 @@ def chunked_cross_entropy(
         arXiv 2411.09009 (the chunked, recomputing formulation);
         Mezentsev et al., arXiv 2409.18721 (SCE, which this is the exact baseline for).
     """
-    checks.check_positive_int(chunk_size, "chunk_size", allow_none=True)
+    chunk_size = checks.check_positive_int(chunk_size, "chunk_size", allow_none=True)
     item_table = checks.as_table(item_table)
-    x, y, weight, all_valid = prepare_rows(
+    x, y, weight, all_valid, padding_id = prepare_rows(
         hidden, labels, item_table, padding_id, sample_weight, check_ids
     )
     if not item_table.dtype.is_floating:
@@ -285,8 +294,7 @@ def chunked_cross_entropy(
     if padding_id is not None and item_table.shape[0] == 1:
         raise ValueError("The item table holds only the padding row: no item to score.")
     per_row = _streamed_row_loss(x, table, safe_y, chunk_size, padding_id)
-    per_row = tf.where(weight > 0, per_row, tf.zeros_like(per_row))
-    loss = tf.math.divide_no_nan(tf.reduce_sum(weight * per_row), tf.reduce_sum(weight))
+    loss = _weighted_mean(per_row, weight)
     if all_valid is not None:
         loss = checks.poison_if_invalid(loss, all_valid)
     return loss

@@ -2,8 +2,8 @@
 
 - :func:`gathered_cross_entropy` — exact full-catalogue softmax CE on the valid
   (non-padding) rows only: the rows are gathered first, so padding costs nothing.
-- :func:`sampled_softmax` — ``tf.nn.sampled_softmax_loss`` with shared negatives
-  and logQ correction (Bengio & Senecal 2008; Yi et al., RecSys 2019).
+- :func:`sampled_softmax` — sampled softmax with shared negatives drawn without
+  replacement and logQ correction (Bengio & Senecal 2008; Yi et al., RecSys 2019).
 - :func:`sampled_bce` — binary cross-entropy, one positive against ``k`` uniformly
   sampled negatives per row (SASRec's original loss with ``k = 1``).
 - :func:`gbce` — generalised BCE (Petrov & Macdonald, RecSys 2023, arXiv
@@ -23,31 +23,39 @@ used for detectors trained with many negatives (Lin et al., "Focal Loss for Dens
 Object Detection", ICCV 2017). The calibrated probability of gSASRec is then
 ``sigma(score + o)``.
 
-All of them drop rows whose label is ``padding_id`` *before* any product with the
-table (``tf.boolean_mask``: dynamic shapes, so they run outside XLA), never use the
-padding row as a negative, return the mean over valid rows, and return 0 (not NaN)
-for a batch without valid rows.
+All of them ignore rows whose label is ``padding_id``, never use the padding
+row as a negative, return the mean over valid rows, and return 0 (not NaN) for a
+batch without valid rows; a NaN or infinity in a valid row makes the loss NaN.
+Outside XLA the valid rows are gathered first (``tf.boolean_mask``: no product
+with the table is spent on padding); under XLA (``jit_compile=True``), which needs
+static shapes, every row is kept and padding rows get zero weight. Negatives are
+drawn for every row in both cases (stateless with a seed), so the two paths give
+the same value for the same seed.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 
+import numpy as np
 import tensorflow as tf
 
 from keras_sce.ops import checks
+from keras_sce.ops.sce import STATELESS_ALG, stateless_seed
 
 _SAMPLERS = ("uniform", "unigram")
 
 
-def _valid_rows(hidden, labels, item_table, padding_id, check_ids=True):
-    """Validates inputs and returns ``(x [M, d], y [M])`` for the non-padding rows."""
+def _rows(hidden, labels, item_table, padding_id, check_ids=True):
+    """Validates inputs; returns ``(x [N, d], y [N], keep [N] or None, padding_id)``."""
     hidden = checks.as_float_tensor(hidden, "hidden")
     labels = checks.as_id_tensor(labels, "labels")
+    item_table = checks.as_table(item_table)
     checks.check_labels_match(hidden, labels)
     checks.check_table(hidden, item_table)
-    checks.check_padding_id(padding_id, item_table.shape[0])
+    padding_id = checks.check_padding_id(padding_id, item_table.shape[0])
     dtype = tf.float32 if hidden.dtype in (tf.float16, tf.bfloat16) else hidden.dtype
     x = tf.reshape(tf.cast(hidden, dtype), [-1, hidden.shape[-1]])
     y = tf.reshape(labels, [-1])
@@ -55,16 +63,42 @@ def _valid_rows(hidden, labels, item_table, padding_id, check_ids=True):
         assert_op, _ = checks.id_range_checks(y, tf.shape(item_table)[0])
         with tf.control_dependencies([assert_op]):
             y = tf.identity(y)
-    if padding_id is not None:
-        keep = tf.not_equal(y, padding_id)
-        x = tf.boolean_mask(x, keep)
-        y = tf.boolean_mask(y, keep)
-    return x, y
+    keep = None if padding_id is None else tf.not_equal(y, padding_id)
+    return x, y, keep, padding_id
 
 
-def _mean_or_zero(per_row):
-    n = tf.cast(tf.size(per_row), per_row.dtype)
-    return tf.math.divide_no_nan(tf.reduce_sum(per_row), n)
+def _select(keep, padding_id, x, y, *per_row):
+    """The rows that count: ``(x, y, weight or None, *per_row)``.
+
+    Outside XLA the padding rows are dropped (``weight`` None). Under XLA shapes
+    stay static: padding rows are zeroed (they may hold NaN from fully masked
+    attention), their label becomes a real id, and ``weight`` is 0 there.
+    """
+    if keep is None:
+        return (x, y, None, *per_row)
+    if not checks.in_xla_context():
+        return (
+            tf.boolean_mask(x, keep),
+            tf.boolean_mask(y, keep),
+            None,
+            *(tf.boolean_mask(t, keep) for t in per_row),
+        )
+    x = tf.where(keep[:, tf.newaxis], x, tf.zeros_like(x))
+    y = tf.where(keep, y, tf.fill(tf.shape(y), 1 if padding_id == 0 else 0))
+    return (x, y, tf.cast(keep, x.dtype), *per_row)
+
+
+def _mean_or_zero(per_row, weight=None):
+    """Mean over the rows that count (0 when none does; NaN when one is not finite)."""
+    if weight is None:
+        n = tf.cast(tf.size(per_row), per_row.dtype)
+        loss = tf.math.divide_no_nan(tf.reduce_sum(per_row), n)
+        return checks.poison_if_invalid(loss, checks.all_finite(per_row))
+    counts = weight > 0
+    finite = checks.all_finite(per_row, where=counts)
+    per_row = tf.where(counts, per_row, tf.zeros_like(per_row))
+    loss = tf.math.divide_no_nan(tf.reduce_sum(weight * per_row), tf.reduce_sum(weight))
+    return checks.poison_if_invalid(loss, finite)
 
 
 def _to_real_ids(ids, padding_id):
@@ -111,13 +145,15 @@ def gathered_cross_entropy(hidden, labels, item_table, *, padding_id=0, check_id
     >>> loss = gathered_cross_entropy(tf.random.normal([2, 5, 8]), tf.ones([2, 5], "int32"),
     ...                               table)
     """
-    x, y = _valid_rows(hidden, labels, item_table, padding_id, check_ids)
+    item_table = checks.as_table(item_table)
+    x, y, keep, padding_id = _rows(hidden, labels, item_table, padding_id, check_ids)
+    x, y, weight = _select(keep, padding_id, x, y)
     logits = tf.matmul(x, tf.cast(item_table, x.dtype), transpose_b=True)
     if padding_id is not None:
         pad = tf.one_hot(padding_id, tf.shape(logits)[1], on_value=True, off_value=False)
         logits = tf.where(pad[None, :], tf.constant(float("-inf"), x.dtype), logits)
     per_row = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
-    return _mean_or_zero(per_row)
+    return _mean_or_zero(per_row, weight)
 
 
 def sampled_softmax(
@@ -134,13 +170,15 @@ def sampled_softmax(
     seed=None,
     check_ids=True,
 ):
-    """Sampled softmax with logQ correction (``tf.nn.sampled_softmax_loss``).
+    """Sampled softmax with logQ correction.
 
-    One set of ``num_sampled`` negatives is drawn per call and shared by every row
-    (never the padding id). Each logit is corrected by ``-log Q(i)``, the log of the
-    expected count of item i under the sampler, which makes the sampled softmax a
-    consistent estimate of the full one; negatives equal to a row's positive are
-    removed (``remove_accidental_hits``).
+    One set of ``num_sampled`` distinct negatives is drawn per call and shared by
+    every row (never the padding id), as ``tf.nn.sampled_softmax_loss`` does with a
+    ``unique=True`` sampler, but with static shapes (Gumbel top-k), so the loss
+    also compiles under XLA. Each logit is corrected by ``-log Q(i)``, the log of
+    the probability that item i is among the candidates, which makes the sampled
+    softmax a consistent estimate of the full one; negatives equal to a row's
+    positive are removed (``remove_accidental_hits``).
 
     Args:
         hidden, labels, item_table, padding_id, check_ids: see
@@ -152,7 +190,9 @@ def sampled_softmax(
         item_counts: per-id counts ``[C]`` (needed for ``"unigram"``).
         distortion: exponent applied to the counts.
         remove_accidental_hits: mask negatives that equal a row's positive.
-        seed: optional int for the sampler.
+        seed: None (TensorFlow's global generator: fresh negatives at every call),
+            an int (stateless: the same negatives at every call) or a ``[2]`` seed
+            tensor (e.g. ``SeedStream.next()``).
 
     Returns:
         Float scalar, the mean over valid rows.
@@ -164,75 +204,121 @@ def sampled_softmax(
     """
     if sampler not in _SAMPLERS:
         raise ValueError(f"sampler must be one of {_SAMPLERS}, got {sampler!r}.")
-    checks.check_positive_int(num_sampled, "num_sampled")
-    x, y = _valid_rows(hidden, labels, item_table, padding_id, check_ids)
+    num_sampled = checks.check_positive_int(num_sampled, "num_sampled")
+    item_table = checks.as_table(item_table)
+    x, y, keep, padding_id = _rows(hidden, labels, item_table, padding_id, check_ids)
     num_items = item_table.shape[0]
     if num_items is None:
         raise ValueError("sampled_softmax needs an item table with a static number of rows.")
     num_real = num_items - (0 if padding_id is None else 1)
     if num_sampled > num_real:
         raise ValueError(f"num_sampled={num_sampled} exceeds the {num_real} real items.")
-    true_compact = tf.cast(_to_compact_ids(y, padding_id), tf.int64)[:, None]
-    if sampler == "uniform":
-        sampled = tf.random.uniform_candidate_sampler(
-            true_compact, 1, num_sampled, unique=True, range_max=num_real, seed=seed
-        )
-    else:
-        if item_counts is None:
-            raise ValueError("sampler='unigram' needs item_counts (occurrences per id).")
+    if sampler == "unigram" and item_counts is None:
+        raise ValueError("sampler='unigram' needs item_counts (occurrences per id).")
+    log_q = None
+    if sampler == "unigram":
         counts = [float(c) for c in item_counts]
         if len(counts) != num_items:
             raise ValueError(f"item_counts has {len(counts)} entries for {num_items} items.")
         if padding_id is not None:
             del counts[padding_id]
         # Items never seen keep a tiny mass so that every id has Q > 0.
-        counts = [max(c, 1e-3) for c in counts]
-        sampled = tf.random.fixed_unigram_candidate_sampler(
-            true_compact,
-            1,
-            num_sampled,
-            unique=True,
-            range_max=num_real,
-            distortion=distortion,
-            unigrams=counts,
-            seed=seed,
-        )
-    candidates, true_expected, sampled_expected = sampled
-    candidates = _to_real_ids(tf.cast(candidates, tf.int32), padding_id)
-    # sampled_softmax_loss reads ids through the table; give it the real ids and the
-    # sampler's expected counts so its logQ correction uses the sampler's Q.
-    per_row = tf.nn.sampled_softmax_loss(
-        weights=tf.cast(item_table, x.dtype),
-        biases=tf.zeros([num_items], x.dtype),
-        labels=tf.cast(y, tf.int64)[:, None],
-        inputs=x,
-        num_sampled=num_sampled,
-        num_classes=num_items,
-        num_true=1,
-        sampled_values=(tf.cast(candidates, tf.int64), true_expected, sampled_expected),
-        remove_accidental_hits=remove_accidental_hits,
+        log_q = np.log(np.maximum(np.asarray(counts), 1e-3)) * float(distortion)
+        log_q = log_q - np.logaddexp.reduce(log_q)
+    log_expected = tf.constant(_log_inclusion(num_real, num_sampled, log_q), x.dtype)
+    candidates = _sample_without_replacement(num_real, num_sampled, log_q, seed)  # compact
+    x, y, weight = _select(keep, padding_id, x, y)
+    y_compact = _to_compact_ids(y, padding_id)
+    candidates_real = _to_real_ids(candidates, padding_id)
+    # logQ correction: every logit minus the log of its item's inclusion probability.
+    table = tf.cast(item_table, x.dtype) if item_table.dtype != x.dtype else item_table
+    true_logit = tf.reduce_sum(x * tf.gather(table, y), axis=-1) - tf.gather(
+        log_expected, y_compact
     )
-    return _mean_or_zero(per_row)
+    sampled_logits = tf.matmul(x, tf.gather(table, candidates_real), transpose_b=True)
+    sampled_logits = sampled_logits - tf.gather(log_expected, candidates)[tf.newaxis, :]
+    if remove_accidental_hits:
+        hit = tf.equal(candidates_real[tf.newaxis, :], y[:, tf.newaxis])
+        sampled_logits = tf.where(hit, tf.constant(float("-inf"), x.dtype), sampled_logits)
+    all_logits = tf.concat([true_logit[:, tf.newaxis], sampled_logits], axis=1)
+    per_row = tf.reduce_logsumexp(all_logits, axis=1) - true_logit
+    return _mean_or_zero(per_row, weight)
+
+
+def _random_uniform(shape, seed, dtype=tf.float32, minval=0, maxval=None):
+    """Stateless with a seed (int or ``[2]`` tensor); the global generator without."""
+    if seed is None:
+        return tf.random.uniform(shape, minval, maxval, dtype=dtype)
+    return tf.random.stateless_uniform(
+        shape, seed=stateless_seed(seed), minval=minval, maxval=maxval, dtype=dtype,
+        alg=STATELESS_ALG,
+    )
+
+
+def _sample_without_replacement(num_real, num_sampled, log_q, seed):
+    """``num_sampled`` distinct compact ids in ``[0, num_real)``, drawn one after the other
+    proportionally to ``q`` (uniform when ``log_q`` is None).
+
+    The Gumbel top-k trick: the ``k`` largest of ``log q_i + Gumbel_i`` are
+    distributed as ``k`` successive draws without replacement (what TensorFlow's
+    ``unique=True`` candidate samplers do by rejection), with static shapes, so it
+    compiles under XLA.
+    """
+    tiny = np.finfo(np.float32).tiny
+    u = _random_uniform([num_real], seed, minval=tiny, maxval=1.0)
+    keys = -tf.math.log(-tf.math.log(u))
+    if log_q is not None:
+        keys = keys + tf.constant(log_q, tf.float32)
+    return tf.math.top_k(keys, k=num_sampled, sorted=False).indices
+
+
+@functools.lru_cache(maxsize=16)
+def _log_inclusion_cached(num_real, num_sampled, log_q_bytes):
+    log_q = np.frombuffer(log_q_bytes, np.float64)
+    q = np.exp(log_q)
+    log1m_q = np.log1p(-np.minimum(q, 1.0 - 1e-12))
+
+    def expected(tries):  # sum_i P(i drawn in `tries` draws with replacement)
+        return float(np.sum(-np.expm1(tries * log1m_q)))
+
+    lo, hi = float(num_sampled), float(num_sampled)
+    for _ in range(200):  # the sum tends to num_real as the draws grow
+        if expected(hi) >= num_sampled:
+            break
+        hi *= 2.0
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if expected(mid) < num_sampled else (lo, mid)
+    return np.log(-np.expm1(hi * log1m_q))
+
+
+def _log_inclusion(num_real, num_sampled, log_q):
+    """Log probability that each compact id is among the ``num_sampled`` candidates.
+
+    Uniform: exactly ``num_sampled / num_real``. Unigram: ``1 - (1 - q_i)^T`` with
+    ``T`` the number of draws with replacement whose expected number of distinct
+    items is ``num_sampled`` (TensorFlow's samplers use the same form with the
+    actual number of draws); the probabilities then sum to ``num_sampled``.
+    """
+    if log_q is None or num_sampled >= num_real:
+        return np.full([num_real], math.log(min(num_sampled / num_real, 1.0)))
+    return _log_inclusion_cached(num_real, num_sampled, np.asarray(log_q, np.float64).tobytes())
 
 
 def _per_row_negatives(x, item_table, num_negatives, padding_id, seed):
-    """Uniform negatives ``[M, k]`` (never the padding id) and their logits."""
+    """Uniform negative ids ``[N, k]`` for every row (never the padding id)."""
     num_items = _num_items(item_table)
     num_real = num_items - (0 if padding_id is None else 1)
+    # One draw per row of the batch, padding included: a static shape under XLA,
+    # and the same negatives for a row whether or not padding is dropped later.
     shape = tf.stack([tf.shape(x)[0], num_negatives])
-    if seed is None:
-        neg = tf.random.uniform(shape, 0, num_real, dtype=tf.int32)
-    else:
-        neg = tf.random.stateless_uniform(
-            shape,
-            seed=tf.constant([seed, 0], tf.int64) if isinstance(seed, int) else seed,
-            minval=0,
-            maxval=num_real,
-            dtype=tf.int32,
-        )
-    neg = _to_real_ids(neg, padding_id)
+    neg = _random_uniform(shape, seed, dtype=tf.int32, minval=0, maxval=num_real)
+    return _to_real_ids(neg, padding_id)
+
+
+def _negative_logits(x, item_table, neg):
     w = tf.cast(tf.gather(item_table, neg), x.dtype)  # [M, k, d]
-    return neg, tf.einsum("md,mkd->mk", x, w)
+    return tf.einsum("md,mkd->mk", x, w)
 
 
 def balanced_logit_offset(num_negatives: int, beta: float = 1.0) -> float:
@@ -244,7 +330,7 @@ def balanced_logit_offset(num_negatives: int, beta: float = 1.0) -> float:
     offset to the scores starts training there, so the model does not have to
     learn the offset itself. ``k = 1``, ``beta = 1`` (SASRec's BCE) gives 0.
     """
-    checks.check_positive_int(num_negatives, "num_negatives")
+    num_negatives = checks.check_positive_int(num_negatives, "num_negatives")
     if not beta > 0.0:
         raise ValueError(f"beta must be > 0, got {beta}.")
     return math.log(beta / num_negatives)
@@ -270,16 +356,22 @@ def resolve_logit_offset(logit_offset, num_negatives, beta=1.0) -> float:
 def _binary_loss(
     hidden, labels, item_table, num_negatives, beta, padding_id, seed, check_ids, logit_offset
 ):
-    checks.check_positive_int(num_negatives, "num_negatives")
+    num_negatives = checks.check_positive_int(num_negatives, "num_negatives")
     offset = resolve_logit_offset(logit_offset, num_negatives, beta)
-    x, y = _valid_rows(hidden, labels, item_table, padding_id, check_ids)
+    item_table = checks.as_table(item_table)
+    x, y, keep, padding_id = _rows(hidden, labels, item_table, padding_id, check_ids)
+    neg_ids = _per_row_negatives(x, item_table, num_negatives, padding_id, seed)
+    x, y, weight, neg_ids = _select(keep, padding_id, x, y, neg_ids)
     pos = tf.reduce_sum(x * tf.cast(tf.gather(item_table, y), x.dtype), axis=-1) + offset
-    neg_ids, neg = _per_row_negatives(x, item_table, num_negatives, padding_id, seed)
-    neg = neg + offset
+    neg = _negative_logits(x, item_table, neg_ids) + offset
     # -log sigma(s)^beta = beta * softplus(-s); -log(1 - sigma(s)) = softplus(s).
-    neg_terms = tf.nn.softplus(neg) * tf.cast(tf.not_equal(neg_ids, y[:, None]), x.dtype)
+    # A negative equal to the positive is masked with where, not a 0/1 product,
+    # so that an infinite logit there cannot turn into 0 * inf = NaN.
+    neg_terms = tf.where(
+        tf.not_equal(neg_ids, y[:, None]), tf.nn.softplus(neg), tf.zeros_like(neg)
+    )
     per_row = beta * tf.nn.softplus(-pos) + tf.reduce_sum(neg_terms, axis=-1)
-    return _mean_or_zero(per_row)
+    return _mean_or_zero(per_row, weight)
 
 
 def sampled_bce(
@@ -379,8 +471,9 @@ def gbce(
     num_items = item_table.shape[0]
     if num_items is None:
         raise ValueError("gbce needs an item table with a static number of rows.")
+    padding_id = checks.check_padding_id(padding_id, num_items)
     num_real = num_items - (0 if padding_id is None else 1)
-    checks.check_positive_int(num_negatives, "num_negatives")
+    num_negatives = checks.check_positive_int(num_negatives, "num_negatives")
     beta = gbce_beta(num_negatives, num_real, t)
     return _binary_loss(
         hidden, labels, item_table, num_negatives, beta, padding_id, seed, check_ids,

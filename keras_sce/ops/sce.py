@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 
+import numpy as np
 import tensorflow as tf
 
 try:  # Pauses every active gradient tape; TensorFlow's own (non-exported) helper.
@@ -38,20 +39,21 @@ def default_num_buckets(num_rows: int) -> int:
 class SeedStream:
     """A deterministic stream of stateless seeds: fresh centres at every call.
 
-    Holds one int64 counter variable; each :meth:`next` returns ``[seed, counter]``
-    and advances the counter, so the sequence of bucket centres is reproducible
+    Holds one int64 counter variable (starting at ``start``, e.g. the position
+    saved with a model); each :meth:`next` returns ``[seed, counter]`` and
+    advances the counter, so the sequence of bucket centres is reproducible
     from ``seed`` while every training step draws new ones. Pure TensorFlow, so the
     Keras loss and the TFRS task share it. Under a ``tf.distribute`` strategy every
     replica reads the same counter (only the first replica's update is kept), so
     replicas use the same centres on their own shards of the batch.
     """
 
-    def __init__(self, seed: int):
-        if not isinstance(seed, int) or isinstance(seed, bool):
-            raise TypeError(f"`seed` must be a Python int or None, got {seed!r}.")
-        self.seed = seed
+    def __init__(self, seed: int, start: int = 0):
+        self.seed = checks.as_int(seed, "seed")
+        start = checks.as_int(start, "seed_position", minimum=0)
+        self._start = start
         self._counter = tf.Variable(
-            0,
+            start,
             dtype=tf.int64,
             trainable=False,
             name="sce_seed_counter",
@@ -62,6 +64,16 @@ class SeedStream:
     def counter(self) -> tf.Variable:
         """The int64 position in the stream (a variable: track it to checkpoint it)."""
         return self._counter
+
+    def position(self) -> int:
+        """The current position as a Python int (what a saved config records).
+
+        Read eagerly; inside a traced function (where the value is not known yet)
+        it is the position the stream started from.
+        """
+        if not tf.inside_function():
+            return int(self._counter.numpy())
+        return self._start
 
     def next(self) -> tf.Tensor:
         context = tf.distribute.get_replica_context()
@@ -85,12 +97,29 @@ class SeedStream:
         self._counter.assign(0)
 
 
-def check_options(num_buckets, bucket_size_x, bucket_size_y, catalog_chunk_size) -> None:
-    """Validates SCE's size options (shared by the op, ``SCELoss`` and ``SCERetrieval``)."""
-    checks.check_positive_int(num_buckets, "num_buckets", allow_none=True)
-    checks.check_positive_int(bucket_size_x, "bucket_size_x", allow_none=True)
-    checks.check_positive_int(bucket_size_y, "bucket_size_y")
-    checks.check_positive_int(catalog_chunk_size, "catalog_chunk_size", allow_none=True)
+def check_options(num_buckets, bucket_size_x, bucket_size_y, catalog_chunk_size) -> tuple:
+    """Validates SCE's size options (shared by the op, ``SCELoss`` and ``SCERetrieval``).
+
+    Returns them as Python ints (NumPy integers accepted), in the order given.
+    """
+    return (
+        checks.check_positive_int(num_buckets, "num_buckets", allow_none=True),
+        checks.check_positive_int(bucket_size_x, "bucket_size_x", allow_none=True),
+        checks.check_positive_int(bucket_size_y, "bucket_size_y"),
+        checks.check_positive_int(catalog_chunk_size, "catalog_chunk_size", allow_none=True),
+    )
+
+
+# Named, not "auto_select": XLA's automatic choice differs from the eager one, and
+# the same seed must give the same draws with and without jit_compile.
+STATELESS_ALG = "philox"
+
+
+def stateless_seed(seed):
+    """A ``[2]`` int64 seed tensor from an int (``[seed, 0]``) or a seed tensor."""
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, (bool, np.bool_)):
+        return tf.constant([int(seed), 0], tf.int64)
+    return seed
 
 
 def _draw_centers(x_detached, row_weight, num_buckets, mix_x, seed):
@@ -103,9 +132,9 @@ def _draw_centers(x_detached, row_weight, num_buckets, mix_x, seed):
     if seed is None:
         noise = tf.random.normal(shape, dtype=x_detached.dtype)
     else:
-        if isinstance(seed, int):
-            seed = tf.constant([seed, 0], tf.int64)
-        noise = tf.random.stateless_normal(shape, seed=seed, dtype=x_detached.dtype)
+        noise = tf.random.stateless_normal(
+            shape, seed=stateless_seed(seed), dtype=x_detached.dtype, alg=STATELESS_ALG
+        )
     if mix_x:
         # Each centre is a random combination of the batch's own (non-padding) rows.
         noise = noise * row_weight[:, tf.newaxis]
@@ -190,13 +219,20 @@ def scalable_cross_entropy(
         check_ids: verify that labels lie in ``[0, C)``. Outside XLA a violation
             raises ``InvalidArgumentError``; inside XLA (where assertions are
             dropped) the loss becomes NaN and its gradient zero.
+
+    Non-finite inputs: a NaN or infinity in a valid row of ``hidden``, in its
+    positive logit (a non-finite table row that is some row's target) or in any
+    in-bucket logit makes the loss NaN, eagerly and under XLA, whether or not a
+    bucket covered that row. Ignored positions (padding, zero weight) may hold
+    anything.
         return_details: also return a dict of diagnostics: ``covered_fraction``
             (valid rows covered by some bucket / valid rows),
             ``buckets_per_covered_row``, ``num_valid_rows``, ``num_covered_rows``,
             and per position ``row_loss`` (0 where not kept) and ``row_covered``.
 
     Returns:
-        A float32 scalar (0 with zero gradient when no valid row is covered), or
+        A float32 scalar (0 with zero gradient when no finite valid row is covered;
+        NaN when a counted input is non-finite), or
         ``(loss, details)`` with ``return_details=True``.
 
     Example:
@@ -219,8 +255,10 @@ def scalable_cross_entropy(
     if not item_table.dtype.is_floating:
         raise TypeError(f"`item_table` must be floating point, got {item_table.dtype.name}.")
     num_items_static = item_table.shape[0]
-    checks.check_padding_id(padding_id, num_items_static)
-    check_options(num_buckets, bucket_size_x, bucket_size_y, catalog_chunk_size)
+    padding_id = checks.check_padding_id(padding_id, num_items_static)
+    num_buckets, bucket_size_x, bucket_size_y, catalog_chunk_size = check_options(
+        num_buckets, bucket_size_x, bucket_size_y, catalog_chunk_size
+    )
 
     compute_dtype = tf.float32 if hidden.dtype in (tf.float16, tf.bfloat16) else hidden.dtype
     dim = hidden.shape[-1]
@@ -339,11 +377,21 @@ def scalable_cross_entropy(
         loss = tf.math.divide_no_nan(
             tf.reduce_sum(weight * row_loss), tf.reduce_sum(weight * kept_f)
         )
-    # Non-finite centres (with mix_x: a NaN hidden state) would pick arbitrary
-    # buckets and could hide the NaN; make it show.
-    loss = tf.where(
-        tf.reduce_all(tf.math.is_finite(centers)), loss, tf.constant(float("nan"), loss.dtype)
+    # A non-finite value in a row that counts must show in this step's loss. It
+    # need not reach any bucket by itself: top-k over NaN scores is arbitrary, so a
+    # NaN row (or a NaN positive, from a NaN table row) can fall out of every
+    # bucket while its NaN gradient still reaches the table. Checked here: the
+    # valid rows of x (ignored rows are zeroed above), their positive logits, the
+    # centres, and every in-bucket loss (NaN gathered items). O(N d) in all.
+    finite = tf.reduce_all(
+        tf.stack([
+            checks.all_finite(x),
+            checks.all_finite(positives, where=valid),
+            checks.all_finite(centers),
+            checks.all_finite(bucket_loss, where=member),
+        ])
     )
+    loss = checks.poison_if_invalid(loss, finite)
     if all_valid is not None:
         loss = checks.poison_if_invalid(loss, all_valid)
     if not return_details:

@@ -112,7 +112,10 @@ class SCERetrieval(tf_keras.layers.Layer, tfrs.tasks.base.Task):
             numbers as identifiers). None: score-based evaluation.
 
     Returns:
-        A float32 scalar loss (0 with zero gradient when no query is covered).
+        A float32 scalar loss (0 with zero gradient when no query is covered). A
+        NaN or infinity in a counted query, or in a table row the step reads,
+        makes it NaN, eagerly and under XLA (see
+        :func:`keras_sce.ops.scalable_cross_entropy`).
 
     Example:
 
@@ -160,15 +163,16 @@ class SCERetrieval(tf_keras.layers.Layer, tfrs.tasks.base.Task):
         **kwargs,
     ):
         super().__init__(name=name, **kwargs)
-        sce.check_options(num_buckets, bucket_size_x, bucket_size_y, catalog_chunk_size)
-        checks.check_padding_id(padding_id, None)
-        self.num_buckets = num_buckets
-        self.bucket_size_x = bucket_size_x
-        self.bucket_size_y = bucket_size_y
+        (
+            self.num_buckets,
+            self.bucket_size_x,
+            self.bucket_size_y,
+            self.catalog_chunk_size,
+        ) = sce.check_options(num_buckets, bucket_size_x, bucket_size_y, catalog_chunk_size)
         self.mix_x = bool(mix_x)
-        self.padding_id = padding_id
-        self.catalog_chunk_size = catalog_chunk_size
-        self.seed = seed
+        self.padding_id = checks.check_padding_id(padding_id, None)
+        self.seed = checks.as_int(seed, "seed", allow_none=True)
+        seed = self.seed
         self.check_ids = bool(check_ids)
         self._seed_stream = None if seed is None else sce.SeedStream(seed)
         if self._seed_stream is not None:

@@ -259,6 +259,29 @@ def test_ids_out_of_range_raise_eagerly_and_poison_the_loss_under_xla():
     assert np.isfinite(float(task(query, ids)))
 
 
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["eager", "xla"])
+@pytest.mark.parametrize(
+    "where", ["query", "positive_row", "padding_query"], ids=lambda w: f"nan_{w}"
+)
+def test_a_non_finite_counted_query_or_row_makes_the_loss_nan(where, jit_compile):
+    # A realistic batch of 128 x 50 queries with default buckets: a NaN query can
+    # fall out of every bucket, yet the loss of the step must show it.
+    query, ids, table = _inputs(batch=128 * 50)
+    query, ids = query.reshape(128, 50, DIM), ids.reshape(128, 50)
+    ids[:, :5] = 0
+    if where == "query":
+        query[7, 30] = np.nan
+    elif where == "positive_row":
+        table[ids[9, 40]] = np.nan
+    else:
+        query[7, 2] = np.nan
+    task = SCERetrieval(tf.Variable(table), padding_id=0, seed=0)
+    run = tf.function(lambda q, i: task(q, i), jit_compile=True, autograph=False)
+    run = run if jit_compile else task
+    loss = float(run(tf.constant(query), tf.constant(ids)))
+    assert np.isnan(loss) == (where != "padding_query"), loss
+
+
 @pytest.mark.parametrize(
     "table, error, match",
     [
