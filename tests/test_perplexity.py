@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_sce.evaluation import NonFiniteScoresError
 from keras_sce.evaluation.perplexity import (
     NextTokenMetrics,
     _stream,
@@ -143,7 +144,7 @@ def test_non_finite_scores_raise(where):
         bias[11] = np.inf
     else:
         table[5, 0] = np.inf
-    with pytest.raises(FloatingPointError, match="NaN or infinite"):
+    with pytest.raises(NonFiniteScoresError, match="NaN or infinite"):
         next_token_metrics(hidden, table, targets, bias=bias, chunk_size=6)
 
 

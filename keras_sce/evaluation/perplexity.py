@@ -22,6 +22,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from keras_sce.evaluation.ranking import NonFiniteScoresError
 from keras_sce.ops import checks
 
 DEFAULT_KS = (1, 10)
@@ -166,7 +167,7 @@ class NextTokenMetrics:
                 tf.constant(y), tf.constant(self.chunk_size), tf.constant(padding),
             )
             if not bool(finite):
-                raise FloatingPointError(
+                raise NonFiniteScoresError(
                     "a score (hidden state . output row + bias) is NaN or infinite: the "
                     "hidden states or the output table hold non-finite values, so no "
                     "perplexity or accuracy can be computed."
@@ -217,7 +218,8 @@ def next_token_metrics(hidden, output_table, targets, **options) -> dict[str, fl
 
     Raises:
         ValueError: no target left, ids outside the table, mismatched shapes.
-        FloatingPointError: a non-finite score.
+        NonFiniteScoresError: a non-finite score (a ``ValueError``, as the ranking
+            metrics raise).
 
     Example:
 
