@@ -26,6 +26,7 @@ except ImportError:  # pragma: no cover - other TensorFlow layouts
 
 from keras_sce.ops import checks
 from keras_sce.ops.bucketing import _bucket_top_k_impl, _bucket_top_k_xla
+from keras_sce.ops.calibration import calibrated_row_loss, resolve_calibration
 
 _NEG_INF = float("-inf")
 
@@ -145,6 +146,7 @@ def scalable_cross_entropy(
     catalog_chunk_size=None,
     seed=None,
     centers=None,
+    calibration=None,
     sample_weight=None,
     check_ids=True,
     return_details=False,
@@ -184,7 +186,15 @@ def scalable_cross_entropy(
             same stateless centres at every call), or an int ``[2]`` seed tensor
             (e.g. ``SeedStream.next()``: reproducible and fresh every call).
         centers: optional ``[n_b, d]`` tensor of fixed centres (tests, analysis);
-            overrides ``num_buckets``, ``mix_x`` and ``seed``.
+            overrides ``num_buckets``, ``mix_x`` and ``seed`` (which then seeds
+            only the calibration samples).
+        calibration: None (off, the loss as published) or calibrated SCE: True
+            (defaults), a dict of :class:`~keras_sce.ops.calibration.Calibration`
+            options, or a ``Calibration``. Each row's normaliser then adds an
+            importance-sampled, unbiased estimate of the mass of the items its
+            bucket did not see (``num_samples`` items per batch, shared by all rows),
+            so that scores approach full-softmax log-probabilities. See
+            docs/calibrated-sce.md.
         sample_weight: optional float weights broadcastable to ``labels``; the
             result is then ``sum(w * loss) / sum(w)`` over covered valid rows.
         check_ids: verify that labels lie in ``[0, C)``. Outside XLA a violation
@@ -221,6 +231,7 @@ def scalable_cross_entropy(
     num_items_static = item_table.shape[0]
     checks.check_padding_id(padding_id, num_items_static)
     check_options(num_buckets, bucket_size_x, bucket_size_y, catalog_chunk_size)
+    calibration = resolve_calibration(calibration)
 
     compute_dtype = tf.float32 if hidden.dtype in (tf.float16, tf.bfloat16) else hidden.dtype
     dim = hidden.shape[-1]
@@ -329,6 +340,12 @@ def scalable_cross_entropy(
     row_loss = tf.math.unsorted_segment_max(flat_loss, flat_rows, num_rows)
     membership = tf.math.unsorted_segment_sum(tf.cast(flat_member, tf.int32), flat_rows, num_rows)
     kept = tf.logical_and(membership > 0, valid)
+    if calibration is not None:  # add the estimated mass of the items no bucket saw
+        row_loss = calibrated_row_loss(
+            calibration, x=x, y=y, item_table=item_table, positives=positives,
+            row_loss=row_loss, kept=kept, bucket_rows=bucket_rows, flat_loss=flat_loss,
+            bucket_items=bucket_items, item_ok=item_ok, padding_id=padding_id, seed=seed,
+        )
     row_loss = tf.where(kept, row_loss, tf.zeros_like(row_loss))
 
     # 9. Mean over covered valid rows; 0 (never NaN) when none is covered.
