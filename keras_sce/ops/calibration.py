@@ -76,9 +76,11 @@ class Calibration:
     def __init__(self, num_samples=256, proposal="uniform", item_counts=None, power=1.0,
                  uniform_mix=0.0):
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"calibration `num_samples` must be a positive int, got {num_samples!r}.")
+            raise ValueError(
+                f"calibration `num_samples` must be a positive int, got {num_samples!r}.")
         if proposal not in PROPOSALS:
-            raise ValueError(f"calibration `proposal` must be one of {PROPOSALS}, got {proposal!r}.")
+            raise ValueError(
+                f"calibration `proposal` must be one of {PROPOSALS}, got {proposal!r}.")
         self.num_samples = num_samples
         self.proposal = proposal
         self.power = _real(power, "power", 0.0)
@@ -158,7 +160,29 @@ def _sample_seed(seed):
         return None
     if isinstance(seed, int):
         seed = tf.constant([seed, 0], tf.int64)
-    return tf.random.experimental.stateless_fold_in(seed, _SAMPLE_SALT)
+    folded = tf.cast(tf.random.experimental.stateless_fold_in(seed, _SAMPLE_SALT), tf.int64)
+    # Non-negative components: TensorFlow's stateless generators turn a negative seed
+    # into a different key eagerly than under XLA, so the draws would differ.
+    return tf.bitwise.bitwise_and(folded, tf.constant(0x7FFFFFFF, tf.int64))
+
+
+def _count_below(sorted_values, probes, inclusive=False):
+    """Per row, how many of ``sorted_values [B, L]`` are ``<`` (``<=``) each probe ``[B, M]``.
+
+    A binary search by gathers (``log2 L`` steps, memory ``B x M``). ``tf.searchsorted``
+    would do, but XLA lowers it to a comparison of every probe with every value,
+    a ``B x M x L`` tensor (``m x C`` for the proposal's CDF).
+    """
+    length = sorted_values.shape[-1]
+    below = tf.zeros(tf.shape(probes), tf.int32)
+    step = 1 << (int(length).bit_length() - 1)
+    while step >= 1:
+        candidate = below + step
+        value = tf.gather(sorted_values, tf.minimum(candidate, length) - 1, batch_dims=1)
+        hit = value <= probes if inclusive else value < probes
+        below = tf.where(tf.logical_and(candidate <= length, hit), candidate, below)
+        step //= 2
+    return below
 
 
 def draw_samples(calibration, num_items: int, padding_id, seed, dtype):
@@ -190,7 +214,7 @@ def draw_samples(calibration, num_items: int, padding_id, seed, dtype):
     u = tf.cast(bits, tf.float64) * (2.0**-53)
     # Inverse CDF: item k is drawn when cdf[k-1] <= u < cdf[k]; zero-mass ids (the
     # padding row) have an empty interval and are never drawn.
-    ids = tf.searchsorted(tf.constant(cdf), u, side="right", out_type=tf.int32)
+    ids = _count_below(tf.constant(cdf)[tf.newaxis, :], u[tf.newaxis, :], inclusive=True)[0]
     ids = tf.minimum(ids, num_items - 1)
     with np.errstate(divide="ignore"):
         log_q = tf.constant(np.log(q))
@@ -206,20 +230,26 @@ def samples_in_buckets(bucket_items, item_ok, samples):
     """
     items = tf.sort(tf.where(item_ok, bucket_items, -1), axis=-1)
     probe = tf.broadcast_to(samples[tf.newaxis, :], [tf.shape(items)[0], tf.shape(samples)[0]])
-    slot = tf.searchsorted(items, probe, side="left", out_type=tf.int32)
-    slot = tf.minimum(slot, tf.shape(items)[1] - 1)
+    slot = tf.minimum(_count_below(items, probe), items.shape[1] - 1)
     return tf.equal(tf.gather(items, slot, batch_dims=1), probe)
 
 
-def kept_bucket(bucket_rows, flat_loss, row_loss, num_rows):
-    """``[N]`` index of the bucket whose loss each row keeps (the first on a tie)."""
+def kept_bucket(bucket_rows, flat_loss, num_rows):
+    """``[N]`` index of the bucket with each row's largest loss (the first on a tie).
+
+    One segment maximum over int64 keys that pack the loss (as an order-preserving
+    int32 image of its float32 value) above the bucket index, so the argmax needs no
+    float equality test (which a compiler may break by recomputing the losses).
+    """
     num_buckets = tf.shape(bucket_rows)[0]
     flat_rows = tf.reshape(bucket_rows, [-1])
     bucket_of = tf.reshape(tf.broadcast_to(tf.range(num_buckets)[:, tf.newaxis],
                                            tf.shape(bucket_rows)), [-1])
-    is_max = tf.equal(flat_loss, tf.gather(row_loss, flat_rows))
-    first = tf.math.unsorted_segment_min(tf.where(is_max, bucket_of, num_buckets),
-                                         flat_rows, num_rows)
+    bits = tf.bitcast(tf.cast(tf.stop_gradient(flat_loss), tf.float32), tf.int32)
+    ordered = tf.where(bits >= 0, bits, tf.bitwise.bitwise_xor(bits, 0x7FFFFFFF))
+    key = tf.cast(ordered, tf.int64) * 2**32 + tf.cast(num_buckets - 1 - bucket_of, tf.int64)
+    best = tf.math.unsorted_segment_max(key, flat_rows, num_rows)
+    first = num_buckets - 1 - tf.cast(tf.math.floormod(best, 2**32), tf.int32)
     return tf.clip_by_value(first, 0, num_buckets - 1)
 
 
@@ -257,7 +287,7 @@ def calibrated_row_loss(calibration, *, x, y, item_table, positives, row_loss, k
     # sampled rows of W; the ids and weights are constants of the draw.
     sampled = tf.matmul(x, tf.cast(tf.gather(item_table, samples), dtype), transpose_b=True)
     in_bucket = samples_in_buckets(bucket_items, item_ok, samples)  # [n_b, m]
-    row_bucket = kept_bucket(bucket_rows, flat_loss, row_loss, num_rows)
+    row_bucket = kept_bucket(bucket_rows, flat_loss, num_rows)
     seen = tf.logical_or(tf.gather(in_bucket, row_bucket),
                          tf.equal(samples[tf.newaxis, :], y[:, tf.newaxis]))
     terms = tf.where(seen, tf.constant(float("-inf"), dtype), sampled + log_w[tf.newaxis, :])
