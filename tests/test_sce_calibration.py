@@ -331,3 +331,26 @@ def test_sce_loss_config_round_trip_and_same_value():
                                rtol=1e-6)
     raw = keras_sce.SCELoss(items, bucket_size_y=40, seed=3)
     assert raw(labels, hidden).numpy() < loss(labels, hidden).numpy()
+
+
+def test_sce_loss_fits_under_xla_and_survives_a_keras_file(tmp_path):
+    c, d, length = 300, 16, 8
+    items = keras.layers.Embedding(c, d, name="items")
+    inputs = keras.Input((length,), dtype="int32")
+    model = keras.Model(inputs, keras.layers.Dense(d, name="mix")(items(inputs)))
+    rng = np.random.default_rng(13)
+    x = rng.integers(1, c, size=(64, length)).astype("int32")
+    y = ((x * 7 + 3) % (c - 1) + 1).astype("int64")
+    y[:, :2] = 0
+    cal = {"num_samples": 64, "proposal": "unigram",
+           "item_counts": np.bincount(y.ravel(), minlength=c), "uniform_mix": 0.1}
+    model.compile("adam", loss=keras_sce.SCELoss(items, bucket_size_y=32, seed=2,
+                                                 calibration=cal), jit_compile=True)
+    history = model.fit(x, y, batch_size=16, epochs=2, verbose=0).history["loss"]
+    assert np.all(np.isfinite(history))
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras_sce.load_model(path)
+    assert loaded.loss.calibration == model.loss.calibration
+    assert loaded.loss.calibration["proposal"] == "unigram"
+    loaded.fit(x, y, batch_size=16, epochs=1, verbose=0)
