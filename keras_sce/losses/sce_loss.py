@@ -6,6 +6,7 @@ import keras
 
 from keras_sce import ops as sce_ops
 from keras_sce.losses.base import ItemTableLoss
+from keras_sce.ops.calibration import resolve_calibration
 from keras_sce.ops.sce import check_options
 
 DEFAULT_CATALOG_CHUNK_SIZE = 65_536
@@ -50,6 +51,13 @@ class SCELoss(ItemTableLoss):
         seed: None for fresh centres from TensorFlow's global generator; an int
             for a reproducible stream of centres (fresh at every step, the same
             sequence for the same seed).
+        calibration: None (default: SCE as published) or calibrated SCE, whose
+            row losses estimate the full-softmax cross-entropy: True (defaults),
+            a dict of options (``num_samples``, ``proposal`` = ``"uniform"`` |
+            ``"unigram"`` | ``"cover"``, ``item_counts``, ``power``,
+            ``uniform_mix``) or a ``keras_sce.ops.calibration.Calibration``. Use it
+            when scores must be log-probabilities (perplexity, blending or
+            thresholding scores); see docs/calibrated-sce.md.
         check_ids: check that targets lie in ``[0, C)`` (raises outside XLA; turns
             the loss NaN under XLA, where assertions are dropped). Costs one
             reduction over the ids; set False to skip.
@@ -102,6 +110,7 @@ class SCELoss(ItemTableLoss):
         padding_id=0,
         catalog_chunk_size=DEFAULT_CATALOG_CHUNK_SIZE,
         seed=None,
+        calibration=None,
         check_ids=True,
         seed_position=0,
         name="sce_loss",
@@ -124,6 +133,8 @@ class SCELoss(ItemTableLoss):
             self.catalog_chunk_size,
         ) = check_options(num_buckets, bucket_size_x, bucket_size_y, catalog_chunk_size)
         self.mix_x = bool(mix_x)
+        self._calibration = resolve_calibration(calibration)
+        self.calibration = None if self._calibration is None else self._calibration.get_config()
         self.check_ids = bool(check_ids)
         self._init_seed(seed, seed_position)
 
@@ -137,6 +148,7 @@ class SCELoss(ItemTableLoss):
             padding_id=self.padding_id,
             catalog_chunk_size=self.catalog_chunk_size,
             check_ids=self.check_ids,
+            calibration=self._calibration,
         )
 
     def _compute(self, y_true, y_pred, table, sample_weight):
@@ -170,4 +182,5 @@ class SCELoss(ItemTableLoss):
         "catalog_chunk_size",
         "seed",
         "check_ids",
+        "calibration",
     )

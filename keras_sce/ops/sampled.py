@@ -43,7 +43,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_sce.ops import checks
-from keras_sce.ops.sce import STATELESS_ALG, stateless_seed
+from keras_sce.ops.sampling import STATELESS_ALG, stateless_seed, to_compact_ids, to_real_ids
 
 _SAMPLERS = ("uniform", "unigram")
 
@@ -101,18 +101,6 @@ def _mean_or_zero(per_row, weight=None):
     return checks.poison_if_invalid(loss, finite)
 
 
-def _to_real_ids(ids, padding_id):
-    """Maps ``[0, C-1)`` onto the ``C - 1`` non-padding ids of ``[0, C)``."""
-    if padding_id is None:
-        return ids
-    return tf.where(ids >= padding_id, ids + 1, ids)
-
-
-def _to_compact_ids(ids, padding_id):
-    """Inverse of :func:`_to_real_ids` (for non-padding ids)."""
-    if padding_id is None:
-        return ids
-    return tf.where(ids > padding_id, ids - 1, ids)
 
 
 def _num_items(item_table):
@@ -228,8 +216,8 @@ def sampled_softmax(
     log_expected = tf.constant(_log_inclusion(num_real, num_sampled, log_q), x.dtype)
     candidates = _sample_without_replacement(num_real, num_sampled, log_q, seed)  # compact
     x, y, weight = _select(keep, padding_id, x, y)
-    y_compact = _to_compact_ids(y, padding_id)
-    candidates_real = _to_real_ids(candidates, padding_id)
+    y_compact = to_compact_ids(y, padding_id)
+    candidates_real = to_real_ids(candidates, padding_id)
     # logQ correction: every logit minus the log of its item's inclusion probability.
     table = tf.cast(item_table, x.dtype) if item_table.dtype != x.dtype else item_table
     true_logit = tf.reduce_sum(x * tf.gather(table, y), axis=-1) - tf.gather(
@@ -313,7 +301,7 @@ def _per_row_negatives(x, item_table, num_negatives, padding_id, seed):
     # and the same negatives for a row whether or not padding is dropped later.
     shape = tf.stack([tf.shape(x)[0], num_negatives])
     neg = _random_uniform(shape, seed, dtype=tf.int32, minval=0, maxval=num_real)
-    return _to_real_ids(neg, padding_id)
+    return to_real_ids(neg, padding_id)
 
 
 def _negative_logits(x, item_table, neg):

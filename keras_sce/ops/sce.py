@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import math
 
-import numpy as np
 import tensorflow as tf
 
 try:  # Pauses every active gradient tape; TensorFlow's own (non-exported) helper.
@@ -27,6 +26,8 @@ except ImportError:  # pragma: no cover - other TensorFlow layouts
 
 from keras_sce.ops import checks
 from keras_sce.ops.bucketing import _bucket_top_k_impl, _bucket_top_k_xla
+from keras_sce.ops.calibration import calibrated_row_loss, resolve_calibration
+from keras_sce.ops.sampling import STATELESS_ALG, stateless_seed
 
 _NEG_INF = float("-inf")
 
@@ -110,16 +111,6 @@ def check_options(num_buckets, bucket_size_x, bucket_size_y, catalog_chunk_size)
     )
 
 
-# Named, not "auto_select": XLA's automatic choice differs from the eager one, and
-# the same seed must give the same draws with and without jit_compile.
-STATELESS_ALG = "philox"
-
-
-def stateless_seed(seed):
-    """A ``[2]`` int64 seed tensor from an int (``[seed, 0]``) or a seed tensor."""
-    if isinstance(seed, (int, np.integer)) and not isinstance(seed, (bool, np.bool_)):
-        return tf.constant([int(seed), 0], tf.int64)
-    return seed
 
 
 def _draw_centers(x_detached, row_weight, num_buckets, mix_x, seed):
@@ -174,6 +165,7 @@ def scalable_cross_entropy(
     catalog_chunk_size=None,
     seed=None,
     centers=None,
+    calibration=None,
     sample_weight=None,
     check_ids=True,
     return_details=False,
@@ -213,7 +205,15 @@ def scalable_cross_entropy(
             same stateless centres at every call), or an int ``[2]`` seed tensor
             (e.g. ``SeedStream.next()``: reproducible and fresh every call).
         centers: optional ``[n_b, d]`` tensor of fixed centres (tests, analysis);
-            overrides ``num_buckets``, ``mix_x`` and ``seed``.
+            overrides ``num_buckets``, ``mix_x`` and ``seed`` (which then seeds
+            only the calibration samples).
+        calibration: None (off, the loss as published) or calibrated SCE: True
+            (defaults), a dict of :class:`~keras_sce.ops.calibration.Calibration`
+            options, or a ``Calibration``. Each row's normaliser then adds an
+            importance-sampled, unbiased estimate of the mass of the items its
+            bucket did not see (``num_samples`` items per batch, shared by all rows),
+            so that scores approach full-softmax log-probabilities. See
+            docs/calibrated-sce.md.
         sample_weight: optional float weights broadcastable to ``labels``; the
             result is then ``sum(w * loss) / sum(w)`` over covered valid rows.
         check_ids: verify that labels lie in ``[0, C)``. Outside XLA a violation
@@ -259,6 +259,7 @@ def scalable_cross_entropy(
     num_buckets, bucket_size_x, bucket_size_y, catalog_chunk_size = check_options(
         num_buckets, bucket_size_x, bucket_size_y, catalog_chunk_size
     )
+    calibration = resolve_calibration(calibration)
 
     compute_dtype = tf.float32 if hidden.dtype in (tf.float16, tf.bfloat16) else hidden.dtype
     dim = hidden.shape[-1]
@@ -367,6 +368,12 @@ def scalable_cross_entropy(
     row_loss = tf.math.unsorted_segment_max(flat_loss, flat_rows, num_rows)
     membership = tf.math.unsorted_segment_sum(tf.cast(flat_member, tf.int32), flat_rows, num_rows)
     kept = tf.logical_and(membership > 0, valid)
+    if calibration is not None:  # add the estimated mass of the items no bucket saw
+        row_loss = calibrated_row_loss(
+            calibration, x=x, y=y, item_table=item_table, positives=positives,
+            row_loss=row_loss, kept=kept, bucket_rows=bucket_rows, flat_loss=flat_loss,
+            bucket_items=bucket_items, item_ok=item_ok, padding_id=padding_id, seed=seed,
+        )
     row_loss = tf.where(kept, row_loss, tf.zeros_like(row_loss))
 
     # 9. Mean over covered valid rows; 0 (never NaN) when none is covered.

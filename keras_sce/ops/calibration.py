@@ -1,0 +1,298 @@
+"""Calibrated SCE: an importance-sampled estimate of the softmax mass SCE leaves out.
+
+SCE's softmax for a row runs over its positive and the ``b_y`` items of one bucket,
+``S``. Its scores rank well but are not probabilities: nothing pushes down the rest
+of the catalogue, which under the full softmax keeps most of the mass. Calibration
+adds to each row's normaliser an estimate of that unseen mass,
+
+    Z = exp(s_y) + sum_{k in S} exp(s_k) + R,   R = sum_{k not in S + {y}} exp(s_k),
+
+from ``m`` items ``j_1..j_m`` drawn per batch (shared by every row) with replacement
+from a proposal ``q`` over the non-padding items:
+
+    R_hat = (1/m) sum_t [j_t not in S + {y}] exp(s_{j_t}) / q_{j_t}.
+
+Each term has expectation ``sum_k q_k [k unseen] exp(s_k) / q_k = R`` when ``q_k > 0``
+for every item, so ``R_hat`` is unbiased given ``S`` (the bucket depends on the data
+and the centres, never on the samples). In log space each sampled logit enters the
+log-sum-exp with the importance weight ``log(1 / (m q_j))`` (the logQ correction).
+``log(Z_hat)`` is a low estimate of ``log Z`` (Jensen); to second order the gap is
+``Var(R_hat) / (2 Z^2)``, which shrinks as ``1/m``. See docs/calibrated-sce.md.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+import tensorflow as tf
+
+from keras_sce.ops.sampling import to_real_ids
+
+PROPOSALS = ("uniform", "unigram", "cover")
+_SAMPLE_SALT = 0x5CE  # folds the sample stream apart from the centres' stream
+
+
+def _real(value, name, low, high=None):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"calibration `{name}` must be a finite number, got {value!r}.")
+    if value < low or (high is not None and value > high):
+        bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"calibration `{name}` must be {bound}, got {value!r}.")
+    return float(value)
+
+
+class Calibration:
+    """Options of calibrated SCE (pass to ``scalable_cross_entropy(calibration=...)``).
+
+    Args:
+        num_samples: ``m``, items drawn per batch with replacement and shared by all
+            rows (extra memory ``N x m``). More samples, less variance and less
+            downward bias of the log-normaliser (both ``O(1/m)``).
+        proposal: ``"uniform"`` over the non-padding items; ``"unigram"``
+            proportional to ``item_counts ** power``; or ``"cover"``: every
+            non-padding item exactly once with weight 1, i.e. the exact full softmax
+            at the cost of the full ``N x C`` logits (tests, exact evaluation).
+        item_counts: ``[C]`` non-negative counts per item id (``"unigram"`` only;
+            the padding id's entry is ignored).
+        power: exponent of the counts (0.75 flattens popularity, as in word2vec).
+        uniform_mix: share of the uniform proposal mixed into the unigram one.
+            Items with zero count are never drawn, which would bias the estimate;
+            a positive mix gives every item mass and caps each weight at
+            ``C / (m * uniform_mix)``.
+
+    Raises:
+        ValueError: on an unknown proposal, or counts that are missing, negative,
+            non-finite, or leave an item without mass while ``uniform_mix == 0``.
+
+    Example:
+
+    >>> from keras_sce.ops.calibration import Calibration
+    >>> cal = Calibration(num_samples=512, proposal="unigram",
+    ...                   item_counts=[0, 5, 3, 1, 1], power=0.75)
+    """
+
+    def __init__(self, num_samples=256, proposal="uniform", item_counts=None, power=1.0,
+                 uniform_mix=0.0):
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(
+                f"calibration `num_samples` must be a positive int, got {num_samples!r}.")
+        if proposal not in PROPOSALS:
+            raise ValueError(
+                f"calibration `proposal` must be one of {PROPOSALS}, got {proposal!r}.")
+        self.num_samples = num_samples
+        self.proposal = proposal
+        self.power = _real(power, "power", 0.0)
+        self.uniform_mix = _real(uniform_mix, "uniform_mix", 0.0, 1.0)
+        self.item_counts = None
+        if proposal == "unigram":
+            if item_counts is None:
+                raise ValueError("calibration proposal 'unigram' needs `item_counts` (one per id).")
+            counts = np.asarray(item_counts, np.float64)
+            if counts.ndim != 1 or not np.all(np.isfinite(counts)) or np.any(counts < 0):
+                raise ValueError(
+                    "calibration `item_counts` must be a 1-D sequence of finite, non-negative "
+                    "numbers (one per item id)."
+                )
+            self.item_counts = counts
+        elif item_counts is not None:
+            raise ValueError(f"calibration `item_counts` is only used with proposal 'unigram', "
+                             f"not {proposal!r}.")
+
+    def get_config(self) -> dict:
+        counts = None if self.item_counts is None else [float(c) for c in self.item_counts]
+        return dict(num_samples=self.num_samples, proposal=self.proposal, item_counts=counts,
+                    power=self.power, uniform_mix=self.uniform_mix)
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        return (f"Calibration(num_samples={self.num_samples}, proposal={self.proposal!r}, "
+                f"power={self.power}, uniform_mix={self.uniform_mix})")
+
+    def proposal_probabilities(self, num_items: int, padding_id) -> np.ndarray:
+        """``q`` over all ``num_items`` ids as float64 (0 at the padding id)."""
+        real = np.ones(num_items, np.float64)
+        if padding_id is not None:
+            real[padding_id] = 0.0
+        uniform = real / real.sum()
+        if self.proposal != "unigram":
+            return uniform
+        if self.item_counts.shape[0] != num_items:
+            raise ValueError(f"calibration `item_counts` has {self.item_counts.shape[0]} "
+                             f"entries for an item table of {num_items} rows.")
+        mass = np.where(real > 0, self.item_counts, 0.0) ** self.power * real
+        if mass.sum() <= 0:
+            raise ValueError("calibration `item_counts` give no mass to any non-padding item.")
+        q = (1.0 - self.uniform_mix) * mass / mass.sum() + self.uniform_mix * uniform
+        if np.any((q <= 0) & (real > 0)):
+            raise ValueError(
+                f"calibration: {int(np.sum((q <= 0) & (real > 0)))} non-padding items have "
+                "zero count, so they would never be drawn and the estimate would be biased; "
+                "pass `uniform_mix` > 0 (e.g. 0.05) or smooth the counts."
+            )
+        return q
+
+
+def resolve_calibration(calibration):
+    """``None``/``False`` -> None; ``True`` -> defaults; a dict or ``Calibration`` -> one."""
+    if calibration is None or calibration is False:
+        return None
+    if calibration is True:
+        return Calibration()
+    if isinstance(calibration, Calibration):
+        return calibration
+    if isinstance(calibration, dict):
+        try:
+            return Calibration(**calibration)
+        except TypeError as error:
+            raise TypeError(f"calibration: {error}; allowed keys are num_samples, proposal, "
+                            "item_counts, power, uniform_mix.") from None
+    raise TypeError("`calibration` must be None, True, a dict of options or a Calibration, "
+                    f"got {type(calibration).__name__}.")
+
+
+def _sample_seed(seed):
+    if seed is None:
+        return None
+    if isinstance(seed, int):
+        seed = tf.constant([seed, 0], tf.int64)
+    folded = tf.cast(tf.random.experimental.stateless_fold_in(seed, _SAMPLE_SALT), tf.int64)
+    # Non-negative components: TensorFlow's stateless generators turn a negative seed
+    # into a different key eagerly than under XLA, so the draws would differ.
+    return tf.bitwise.bitwise_and(folded, tf.constant(0x7FFFFFFF, tf.int64))
+
+
+def _count_below(sorted_values, probes, inclusive=False):
+    """Per row, how many of ``sorted_values [B, L]`` are ``<`` (``<=``) each probe ``[B, M]``.
+
+    A binary search by gathers (``log2 L`` steps, memory ``B x M``). ``tf.searchsorted``
+    would do, but XLA lowers it to a comparison of every probe with every value,
+    a ``B x M x L`` tensor (``m x C`` for the proposal's CDF).
+    """
+    length = sorted_values.shape[-1]
+    below = tf.zeros(tf.shape(probes), tf.int32)
+    step = 1 << (int(length).bit_length() - 1)
+    while step >= 1:
+        candidate = below + step
+        value = tf.gather(sorted_values, tf.minimum(candidate, length) - 1, batch_dims=1)
+        hit = value <= probes if inclusive else value < probes
+        below = tf.where(tf.logical_and(candidate <= length, hit), candidate, below)
+        step //= 2
+    return below
+
+
+def draw_samples(calibration, num_items: int, padding_id, seed, dtype):
+    """The shared sample ``ids [m]`` (int32) and their log weights ``-log(m q_j)``."""
+    if calibration.proposal == "cover":
+        ids = np.arange(num_items, dtype=np.int32)
+        if padding_id is not None:
+            ids = np.delete(ids, padding_id)
+        return tf.constant(ids), tf.zeros([ids.shape[0]], dtype)
+    m = calibration.num_samples
+    seed = _sample_seed(seed)
+    if calibration.proposal == "uniform":
+        num_real = num_items - (0 if padding_id is None else 1)
+        if seed is None:
+            ids = tf.random.uniform([m], 0, num_real, dtype=tf.int32)
+        else:
+            ids = tf.random.stateless_uniform([m], seed, 0, num_real, dtype=tf.int32)
+        log_w = tf.fill([m], tf.constant(math.log(num_real / m), dtype))
+        return to_real_ids(ids, padding_id), log_w
+    q = calibration.proposal_probabilities(num_items, padding_id)
+    cdf = np.cumsum(q)
+    cdf /= cdf[-1]
+    # u in [0, 1) from 53 random integer bits: the integer path of the stateless
+    # generator gives the same draws eagerly and under XLA, its float path does not.
+    if seed is None:
+        bits = tf.random.uniform([m], 0, 2**53, dtype=tf.int64)
+    else:
+        bits = tf.random.stateless_uniform([m], seed, 0, 2**53, dtype=tf.int64)
+    u = tf.cast(bits, tf.float64) * (2.0**-53)
+    # Inverse CDF: item k is drawn when cdf[k-1] <= u < cdf[k]; zero-mass ids (the
+    # padding row) have an empty interval and are never drawn.
+    ids = _count_below(tf.constant(cdf)[tf.newaxis, :], u[tf.newaxis, :], inclusive=True)[0]
+    ids = tf.minimum(ids, num_items - 1)
+    with np.errstate(divide="ignore"):
+        log_q = tf.constant(np.log(q))
+    log_w = -math.log(m) - tf.gather(log_q, ids)
+    return ids, tf.cast(log_w, dtype)
+
+
+def samples_in_buckets(bucket_items, item_ok, samples):
+    """``[n_b, m]``: whether each sample is one of the bucket's items.
+
+    A sorted copy of each bucket's ``b_y`` ids and a binary search per sample: memory
+    ``n_b x (b_y + m)``, not the ``n_b x b_y x m`` of a pairwise comparison.
+    """
+    items = tf.sort(tf.where(item_ok, bucket_items, -1), axis=-1)
+    probe = tf.broadcast_to(samples[tf.newaxis, :], [tf.shape(items)[0], tf.shape(samples)[0]])
+    slot = tf.minimum(_count_below(items, probe), items.shape[1] - 1)
+    return tf.equal(tf.gather(items, slot, batch_dims=1), probe)
+
+
+def kept_bucket(bucket_rows, flat_loss, num_rows):
+    """``[N]`` index of the bucket with each row's largest loss (the first on a tie).
+
+    One segment maximum over int64 keys that pack the loss (as an order-preserving
+    int32 image of its float32 value) above the bucket index, so the argmax needs no
+    float equality test (which a compiler may break by recomputing the losses).
+    """
+    num_buckets = tf.shape(bucket_rows)[0]
+    flat_rows = tf.reshape(bucket_rows, [-1])
+    bucket_of = tf.reshape(tf.broadcast_to(tf.range(num_buckets)[:, tf.newaxis],
+                                           tf.shape(bucket_rows)), [-1])
+    bits = tf.bitcast(tf.cast(tf.stop_gradient(flat_loss), tf.float32), tf.int32)
+    ordered = tf.where(bits >= 0, bits, tf.bitwise.bitwise_xor(bits, 0x7FFFFFFF))
+    key = tf.cast(ordered, tf.int64) * 2**32 + tf.cast(num_buckets - 1 - bucket_of, tf.int64)
+    best = tf.math.unsorted_segment_max(key, flat_rows, num_rows)
+    first = num_buckets - 1 - tf.cast(tf.math.floormod(best, 2**32), tf.int32)
+    return tf.clip_by_value(first, 0, num_buckets - 1)
+
+
+def calibrated_row_loss(calibration, *, x, y, item_table, positives, row_loss, kept,
+                        bucket_rows, flat_loss, bucket_items, item_ok, padding_id, seed):
+    """Per-row calibrated loss ``log(Z_hat) - s_y`` for the bucket each row keeps.
+
+    The kept bucket is the one raw SCE keeps (largest exact mass). It is chosen
+    before and independently of the samples, so the estimate stays unbiased given
+    the bucket; taking the largest of several *calibrated* losses would select the
+    luckiest noise and bias the loss upward. The largest exact part also leaves the
+    least mass to estimate, hence the smallest variance.
+
+    Args:
+        calibration: a resolved :class:`Calibration`.
+        x, y, item_table, positives: flat hidden ``[N, d]``, ids ``[N]``, the table
+            and the positive logits ``[N]``.
+        row_loss: ``[N]`` raw SCE loss of each row's kept bucket (before masking).
+        kept: ``[N]`` bool, rows that get a loss.
+        bucket_rows, flat_loss: ``[n_b, b_x]`` rows per bucket and their flattened
+            bucket losses (``-inf`` for non-members).
+        bucket_items, item_ok: ``[n_b, b_y]`` items per bucket and which are real.
+        padding_id, seed: as in ``scalable_cross_entropy``.
+
+    Returns:
+        ``[N]`` calibrated losses (meaningful where ``kept``).
+    """
+    num_items = item_table.shape[0]
+    if num_items is None:
+        raise ValueError("calibration needs an item table with a static number of rows.")
+    dtype = x.dtype
+    num_rows = tf.shape(x)[0]
+    samples, log_w = draw_samples(calibration, int(num_items), padding_id, seed, dtype)
+    # Gradient flows through the sampled logits into X and (sparsely) into the
+    # sampled rows of W; the ids and weights are constants of the draw.
+    sampled = tf.matmul(x, tf.cast(tf.gather(item_table, samples), dtype), transpose_b=True)
+    in_bucket = samples_in_buckets(bucket_items, item_ok, samples)  # [n_b, m]
+    row_bucket = kept_bucket(bucket_rows, flat_loss, num_rows)
+    seen = tf.logical_or(tf.gather(in_bucket, row_bucket),
+                         tf.equal(samples[tf.newaxis, :], y[:, tf.newaxis]))
+    terms = tf.where(seen, tf.constant(float("-inf"), dtype), sampled + log_w[tf.newaxis, :])
+    # The kept bucket's exact log-sum-exp (positive included) is one finite column,
+    # so the log-sum-exp below never sees only -inf (whose gradient would be NaN).
+    exact = tf.where(kept, row_loss + positives, positives)
+    log_z = tf.reduce_logsumexp(tf.concat([exact[:, tf.newaxis], terms], axis=1), axis=1)
+    return log_z - positives
