@@ -29,7 +29,7 @@ FORMATS = ("auto", "sasrec", "movielens", "csv")
 DEFAULT_LOSSES = "sce,ce,gbce,sampled_softmax"
 # The generated data of a run without --data: a catalogue large enough that full CE's
 # N x C logits dominate its memory and time, small enough for a laptop CPU (docs/main-job.md).
-DEFAULT_SYNTHETIC = {"users": 4000, "items": 100_000, "epochs": 3}
+DEFAULT_SYNTHETIC = {"users": 3000, "items": 50_000, "epochs": 3}
 DEFAULT_EPOCHS_WITH_DATA = 200
 
 
@@ -241,8 +241,8 @@ def predict_memory(args, split, method) -> memory.MemoryEstimate:
     )
 
 
-def _gb(num_bytes: float) -> str:
-    return f"{num_bytes / 1e9:.2f} GB"
+def _gib(num_bytes: float) -> str:
+    return f"{num_bytes / 2**30:.2f} GiB"
 
 
 def _run_loss(args, method, estimate, base_row) -> dict:
@@ -251,7 +251,7 @@ def _run_loss(args, method, estimate, base_row) -> dict:
     available = memory.available_bytes()
     if available is not None and estimate.total_bytes > available and not args.force:
         cause = (
-            f"skipped: predicted {_gb(estimate.total_bytes)} > available {_gb(available)} "
+            f"skipped: predicted {_gib(estimate.total_bytes)} > available {_gib(available)} "
             "(--force to try)"
         )
         print(f"keras-sce: {method} {cause}", flush=True)
@@ -293,7 +293,8 @@ def run_train(args) -> int:
     print(
         "keras-sce: predicted training memory: "
         + ", ".join(f"{m} {e.total_mb:,.0f} MB" for m, e in estimates.items())
-        + ("" if available is None else f" (available now: {available / 2**20:,.0f} MB)"),
+        + ("" if available is None else f" (available now: {available / 2**20:,.0f} MB)")
+        + " [MB = MiB]",
         flush=True,
     )
     base_row = {"dataset": data.name, "catalogue": int(split.num_items), "seed": args.seed}

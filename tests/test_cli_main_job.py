@@ -74,7 +74,7 @@ def test_impossible_full_ce_is_skipped_without_starting_a_child(tmp_path, capsys
     def no_child(*args, **kwargs):
         raise AssertionError("a child was started for a loss predicted not to fit")
 
-    monkeypatch.setattr(memory, "available_bytes", lambda: 16 * 10**9)
+    monkeypatch.setattr(memory, "available_bytes", lambda: 16 * 2**30)
     monkeypatch.setattr(runner, "run_in_child", no_child)
     out = tmp_path / "out"
     status = cli.main(["--synthetic-users", "2000", "--synthetic-items", "1000000",
@@ -83,8 +83,8 @@ def test_impossible_full_ce_is_skipped_without_starting_a_child(tmp_path, capsys
     (row,) = _rows(out / "results.csv")
     assert row["status"] == "skipped"
     assert row["cause"].startswith("skipped: predicted ")
-    assert row["cause"].endswith(" GB > available 16.00 GB (--force to try)")
-    assert float(row["predicted_mem_mb"]) * 2**20 > 16 * 10**9
+    assert row["cause"].endswith(" GiB > available 16.00 GiB (--force to try)")
+    assert float(row["predicted_mem_mb"]) > 16 * 1024
     assert "ce skipped: predicted" in capsys.readouterr().out
 
 
@@ -125,7 +125,9 @@ def test_table_and_csv_show_failed_and_skipped_rows(tmp_path):
          "ndcg@10": math.nan},
     ]
     table = report.format_table(rows).splitlines()
-    assert table[2] == "| sce | 0.1000 | 0.2000 | 0.300 | 2 (best 1) | 1.50 | 120 | 900 | 100 | ok |"
+    assert table[2] == (
+        "| sce | 0.1000 | 0.2000 | 0.300 | 2 (best 1) | 1.50 | 120 | 900 | 100 | ok |"
+    )
     assert table[3].endswith("| 9,000 | skipped: predicted 9 GB > available 1 GB |")
     assert "| killed by SIGKILL (likely out of memory) |" in table[4]
     report.write_csv(rows, tmp_path / "r.csv")
