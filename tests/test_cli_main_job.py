@@ -138,8 +138,8 @@ def test_table_and_csv_show_failed_and_skipped_rows(tmp_path):
     ("method", "low_gb", "high_gb"),
     [
         pytest.param("ce", 50, 100, id="ce-materialises-N-x-C"),
-        pytest.param("sce", 0.2, 3, id="sce-stays-small"),
-        pytest.param("sampled_softmax", 0.2, 3, id="sampled-softmax-small"),
+        pytest.param("sce", 0.5, 4, id="sce-stays-small"),
+        pytest.param("sampled_softmax", 0.5, 4, id="sampled-softmax-small"),
         pytest.param("gbce", 1, 30, id="gbce-N-x-k-x-d"),
     ],
 )
