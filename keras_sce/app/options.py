@@ -13,7 +13,6 @@ import argparse
 import math
 import os
 import pathlib
-import sys
 
 LOSSES = ("sce", "ce", "gbce", "sampled_softmax", "bce")
 
@@ -191,7 +190,3 @@ def check_against_data(args, num_items: int, num_users: int) -> None:
             )
     if num_users < 1:
         raise UsageError("the data has no user with enough interactions to train")
-
-
-def warn(message: str) -> None:
-    print(f"keras-sce: warning: {message}", file=sys.stderr)
