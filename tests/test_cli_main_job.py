@@ -163,5 +163,7 @@ def test_max_rows_per_batch_is_the_fullest_batch():
 
 
 def test_memory_probes_read_this_process():
-    assert memory.peak_rss_bytes() >= (memory.rss_bytes() or 0) > 0
+    rss = memory.rss_bytes()
+    # Same unit (bytes, not KiB); the kernel updates the high-water mark lazily.
+    assert 0.9 * rss <= memory.peak_rss_bytes() and rss > 50 * 2**20
     assert memory.available_bytes() > 0
