@@ -3,75 +3,49 @@
 ``keras-sce train --data PATH --format FORMAT`` (or ``python -m keras_sce train``)
 loads an interaction log, splits it leave-one-out, trains SASRec once per loss
 (Keras progress bars, early stopping on validation NDCG@10 ranked over the full
-catalogue), evaluates the best weights on the test targets, prints a results
-table (NDCG@10, HR@10, COV@10, epochs, seconds per epoch, peak memory) and writes
-``results.csv`` and ``results.png`` (quality vs peak memory and vs time per epoch).
+catalogue), evaluates the best weights on the test targets, prints a results table
+(NDCG@10, HR@10, COV@10, epochs, seconds per epoch, training / peak / predicted
+memory, status) and writes ``results.csv``, ``records.json`` and ``results.png``.
 
-With no arguments it runs end to end in a few minutes on CPU on a generated data
-set (power-law popularity with sequential structure, see
-`keras_sce.datasets.synthetic_sequences`) and says so.
-
-Each loss trains in its own child process by default (``--no-isolate`` to turn it
-off), so that each peak memory figure is that configuration's own peak RSS.
+Every option is checked before anything trains. Each loss trains in a fresh child
+process (`keras_sce.app.runner`): a loss that raises, runs out of memory or crashes
+becomes a row with its cause, the others still run, and everything is written before
+the exit status (1) reports the failure. A loss whose predicted memory exceeds the
+available memory is skipped with the two figures (``--force`` tries it anyway). With
+no arguments it runs on generated data (see `DEFAULT_SYNTHETIC`) and says so.
+See docs/main-job.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import json
-import multiprocessing
 import os
-import pathlib
 import sys
+import traceback
+
+from keras_sce.app import memory, options, report, runner
 
 FORMATS = ("auto", "sasrec", "movielens", "csv")
-TABLE_COLUMNS = ("method", "ndcg@10", "hr@10", "cov@10", "epochs", "sec_per_epoch", "peak_mem_mb")
-CSV_COLUMNS = (
-    "dataset",
-    "method",
-    "seed",
-    "epochs",
-    "best_epoch",
-    "ndcg@10",
-    "hr@10",
-    "cov@10",
-    "mrr@10",
-    "ndcg@20",
-    "hr@20",
-    "sec_per_epoch",
-    "peak_mem_mb",
-    "stopped_by",
-)
-
-
-def parse_logit_offset(text: str):
-    """``--logit-offset`` (argparse type): ``balanced`` or a finite float."""
-    if text == "balanced":
-        return text
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected 'balanced' or a number, got {text!r}"
-        ) from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
-    return value
+DEFAULT_LOSSES = "sce,ce,gbce,sampled_softmax"
+# The generated data of a run without --data: a catalogue large enough that full CE's
+# N x C logits dominate its memory and time, small enough for a laptop CPU (docs/main-job.md).
+DEFAULT_SYNTHETIC = {"users": 3000, "items": 50_000, "epochs": 3}
+DEFAULT_EPOCHS_WITH_DATA = 200
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = options.OneLineParser(
         prog="keras-sce",
         description="Train SASRec with Scalable Cross-Entropy (arXiv 2409.18721) and baselines.",
     )
-    sub = parser.add_subparsers(dest="command")
+    sub = parser.add_subparsers(dest="command", parser_class=options.OneLineParser)
     train = sub.add_parser("train", help="train and compare losses (the default command)")
     add_train_arguments(train)
     return parser
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    pos, nonneg = options.int_at_least(1), options.int_at_least(0)
     data = p.add_argument_group("data")
     data.add_argument("--data", help="interaction file (default: generated data)")
     data.add_argument(
@@ -81,56 +55,79 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         help="sasrec: 'user item item ...' lines; movielens: ratings.dat/.csv; "
         "csv: user,item,timestamp table (auto: from the file name)",
     )
-    data.add_argument("--user-col", default="user")
-    data.add_argument("--item-col", default="item")
-    data.add_argument("--time-col", default="timestamp")
-    data.add_argument("--delimiter", default=",")
-    data.add_argument("--min-rating", type=float, default=None)
-    data.add_argument("--synthetic-users", type=int, default=3000)
-    data.add_argument("--synthetic-items", type=int, default=2000)
+    data.add_argument("--user-col", type=options.column, default="user")
+    data.add_argument("--item-col", type=options.column, default="item")
+    data.add_argument("--time-col", default="timestamp", help="'' or 'none': file order")
+    data.add_argument("--delimiter", type=options.delimiter, default=",")
+    data.add_argument("--min-rating", type=options.finite_float, default=None)
+    data.add_argument(
+        "--synthetic-users", type=pos, default=DEFAULT_SYNTHETIC["users"], metavar="N"
+    )
+    data.add_argument(
+        "--synthetic-items", type=options.int_at_least(2), default=DEFAULT_SYNTHETIC["items"],
+        metavar="N",
+    )
     run = p.add_argument_group("training")
     run.add_argument(
         "--losses",
-        default="sce,ce,gbce,sampled_softmax",
-        help="comma-separated: sce, ce, gbce, sampled_softmax, bce",
+        type=options.loss_list,
+        default=options.loss_list(DEFAULT_LOSSES),
+        help=f"comma-separated, from {', '.join(options.LOSSES)} (default: {DEFAULT_LOSSES})",
     )
-    run.add_argument("--epochs", type=int, default=None, help="maximum epochs")
-    run.add_argument("--patience", type=int, default=10, help="evaluations without improvement")
-    run.add_argument("--max-minutes", type=float, default=None, help="time budget per loss")
-    run.add_argument("--max-length", type=int, default=50)
-    run.add_argument("--hidden-dim", type=int, default=64)
-    run.add_argument("--blocks", type=int, default=2)
-    run.add_argument("--heads", type=int, default=1)
-    run.add_argument("--dropout", type=float, default=0.3)
-    run.add_argument("--lr", type=float, default=1e-3)
-    run.add_argument("--batch-size", type=int, default=128)
-    run.add_argument("--bucket-size-y", type=int, default=256, help="SCE items per bucket")
+    run.add_argument(
+        "--epochs",
+        type=pos,
+        default=None,
+        help=f"maximum epochs (default: {DEFAULT_SYNTHETIC['epochs']} on generated data, "
+        f"{DEFAULT_EPOCHS_WITH_DATA} with --data)",
+    )
+    run.add_argument("--patience", type=nonneg, default=10, help="evaluations without gain")
+    run.add_argument("--max-minutes", type=options.positive_float, default=None,
+                     help="time budget per loss")
+    run.add_argument("--max-length", type=pos, default=50)
+    run.add_argument("--hidden-dim", type=pos, default=64)
+    run.add_argument("--blocks", type=pos, default=2)
+    run.add_argument("--heads", type=pos, default=1, help="must divide --hidden-dim")
+    run.add_argument("--dropout", type=options.unit_interval_float, default=0.3)
+    run.add_argument("--lr", type=options.positive_float, default=1e-3)
+    run.add_argument("--batch-size", type=pos, default=128)
+    run.add_argument("--bucket-size-y", type=pos, default=256, help="SCE items per bucket")
+    run.add_argument("--num-buckets", type=pos, default=None,
+                     help="SCE buckets (default: int(2 * sqrt(rows per batch)))")
+    run.add_argument("--bucket-size-x", type=pos, default=None,
+                     help="SCE rows per bucket (default: as --num-buckets)")
     run.add_argument("--mix-x", action="store_true", help="SCE centres from the batch")
     run.add_argument(
-        "--num-negatives", type=int, default=256, help="negatives of gBCE and sampled softmax"
+        "--num-negatives", type=pos, default=256, help="negatives of gBCE and sampled softmax"
     )
     run.add_argument(
         "--logit-offset",
-        type=parse_logit_offset,
+        type=options.logit_offset,
         default="balanced",
         help="gBCE/BCE constant added to the scores in the loss: 'balanced' (log(beta/k)) "
         "or a float; 0 is the published loss",
     )
     run.add_argument(
         "--length-buckets",
-        type=int,
+        type=nonneg,
         default=50,
         help="sortish batching pool (0: plain shuffled full-length batches)",
     )
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--seed", type=options.seed, default=0)
     run.add_argument(
         "--no-isolate",
         action="store_true",
-        help="train every loss in this process (peak memory is then cumulative)",
+        help="train every loss in this process (memory figures are then cumulative, "
+        "and a crash ends the whole run)",
     )
+    run.add_argument("--force", action="store_true",
+                     help="train a loss even when its predicted memory exceeds what is available")
     run.add_argument("--out", default="keras_sce_results", help="output folder")
     run.add_argument("--no-plot", action="store_true")
-    run.add_argument("--verbose", type=int, default=1, help="Keras fit verbosity (0, 1, 2)")
+    run.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
+                     help="Keras fit verbosity")
+    run.add_argument("--traceback", action="store_true",
+                     help="show Python tracebacks of errors and failed losses")
 
 
 def load_data(args):
@@ -162,9 +159,22 @@ def load_data(args):
             user_col=args.user_col,
             item_col=args.item_col,
             time_col=time_col,
-            delimiter="\t" if args.delimiter == "\\t" else args.delimiter,
+            delimiter=args.delimiter,
         )
     return data, f"{args.data} (format {fmt})"
+
+
+def _load_split(args):
+    """Data and its leave-one-out split; a bad file becomes a one-line `UsageError`."""
+    from keras_sce.datasets import leave_one_out
+
+    source = f"--data {args.data}" if args.data else "generated data"
+    try:
+        data, description = load_data(args)
+        return data, leave_one_out(data), description
+    except (ValueError, OSError, KeyError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        raise options.UsageError(f"{source}: {message}") from error
 
 
 def _config(args, num_users: int):
@@ -172,7 +182,7 @@ def _config(args, num_users: int):
 
     epochs = args.epochs
     if epochs is None:
-        epochs = 8 if not args.data else 200
+        epochs = DEFAULT_SYNTHETIC["epochs"] if not args.data else DEFAULT_EPOCHS_WITH_DATA
     return TrainConfig(
         max_length=args.max_length,
         hidden_dim=args.hidden_dim,
@@ -186,6 +196,8 @@ def _config(args, num_users: int):
         max_minutes=args.max_minutes,
         seed=args.seed,
         bucket_size_y=args.bucket_size_y,
+        num_buckets=args.num_buckets,
+        bucket_size_x=args.bucket_size_x,
         mix_x=args.mix_x,
         num_negatives=args.num_negatives,
         logit_offset=args.logit_offset,
@@ -194,127 +206,148 @@ def _config(args, num_users: int):
     )
 
 
-def _train_one(args, method):
+def _train_one(args, method) -> dict:
+    """One loss, start to end (the child's job): load, split, train, evaluate."""
     from keras_sce.datasets import leave_one_out
-
-    data, _ = load_data(args)
-    split = leave_one_out(data)
     from keras_sce.training import train_and_evaluate
 
-    result = train_and_evaluate(split, method, _config(args, data.num_users))
+    data, _ = load_data(args)
+    result = train_and_evaluate(leave_one_out(data), method, _config(args, data.num_users))
     result.pop("model")
     result["dataset"] = data.name
     return result
 
 
-def _child(args, method, queue):
-    try:
-        queue.put(("ok", _train_one(args, method)))
-    except BaseException as error:  # report, the parent raises
-        queue.put(("error", f"{type(error).__name__}: {error}"))
+def predict_memory(args, split, method) -> memory.MemoryEstimate:
+    """`keras_sce.app.memory.predict_training_bytes` for these options and data."""
+    from keras_sce.training import sce_bucket_rule
+
+    config = _config(args, len(split.train))
+    rows = memory.max_rows_per_batch(split.train, config.batch_size, config.max_length)
+    rule = sce_bucket_rule(split, config)
+    return memory.predict_training_bytes(
+        method,
+        num_items=split.num_items,
+        hidden_dim=config.hidden_dim,
+        rows=rows,
+        batch_size=config.batch_size,
+        max_length=config.max_length,
+        num_blocks=config.num_blocks,
+        num_heads=config.num_heads,
+        num_negatives=min(config.num_negatives, split.num_items - 1),
+        num_buckets=config.num_buckets or rule,
+        bucket_size_x=config.bucket_size_x or rule,
+        bucket_size_y=config.bucket_size_y,
+    )
 
 
-def run_train(args) -> list[dict]:
-    methods = [m.strip() for m in args.losses.split(",") if m.strip()]
-    from keras_sce.training import METHODS
+def _gib(num_bytes: float) -> str:
+    return f"{num_bytes / 2**30:.2f} GiB"
 
-    unknown = sorted(set(methods) - set(METHODS))
-    if unknown:
-        raise SystemExit(f"keras-sce: unknown loss(es) {unknown}; choose from {list(METHODS)}.")
-    data, description = load_data(args)
+
+def _run_loss(args, method, estimate, base_row) -> dict:
+    """Trains one loss (or skips it) and returns its row; never raises for the loss's faults."""
+    row = dict(base_row, method=method, predicted_mem_mb=estimate.total_mb)
+    available = memory.available_bytes()
+    if available is not None and estimate.total_bytes > available and not args.force:
+        cause = (
+            f"skipped: predicted {_gib(estimate.total_bytes)} > available {_gib(available)} "
+            "(--force to try)"
+        )
+        print(f"keras-sce: {method} {cause}", flush=True)
+        return dict(row, status="skipped", cause=cause)
+    if args.no_isolate:
+        try:
+            outcome = runner.ChildResult(method, value=_train_one(args, method))
+        except Exception as error:  # the row says why; the other losses still run
+            outcome = runner.ChildResult(
+                method, cause=f"exception: {type(error).__name__}: {error}",
+                traceback=traceback.format_exc(),
+            )
+    else:
+        outcome = runner.run_in_child(_train_one, args, method, name=method)
+    if outcome.ok:
+        return dict(row, **outcome.value, status="ok", cause="")
+    print(f"keras-sce: {method} failed: {outcome.cause}", file=sys.stderr, flush=True)
+    if args.traceback and outcome.traceback:
+        print(outcome.traceback, file=sys.stderr, flush=True)
+    peak = None if outcome.peak_rss_bytes is None else outcome.peak_rss_bytes / 2**20
+    return dict(row, status="failed", cause=outcome.cause, peak_mem_mb=peak)
+
+
+def run_train(args) -> int:
+    """The ``train`` command; returns the exit status (0 ok, 1 if a loss failed).
+
+    Raises:
+        options.UsageError: for a bad option, data file or output folder (nothing trained).
+    """
+    options.check_combinations(args)
+    options.check_data_path(args.data)
+    out = options.prepare_output_folder(args.out)
+    data, split, description = _load_split(args)
+    options.check_against_data(args, split.num_items, len(split.train))
     print(f"keras-sce: data = {description}")
     print(f"keras-sce: {data.summary()}; leave-one-out, full-catalogue ranking", flush=True)
-    results = []
-    for method in methods:
+    estimates = {m: predict_memory(args, split, m) for m in args.losses}
+    available = memory.available_bytes()
+    print(
+        "keras-sce: predicted training memory: "
+        + ", ".join(f"{m} {e.total_mb:,.0f} MB" for m, e in estimates.items())
+        + ("" if available is None else f" (available now: {available / 2**20:,.0f} MB)")
+        + " [MB = MiB]",
+        flush=True,
+    )
+    base_row = {"dataset": data.name, "catalogue": int(split.num_items), "seed": args.seed}
+    rows, status = [], 0
+    for method in args.losses:
         print(f"\n=== SASRec + {method} ===", flush=True)
-        if args.no_isolate:
-            result = _train_one(args, method)
-        else:
-            ctx = multiprocessing.get_context("spawn")
-            queue = ctx.Queue()
-            proc = ctx.Process(target=_child, args=(args, method, queue))
-            proc.start()
-            status, result = queue.get()
-            proc.join()
-            if status != "ok":
-                raise SystemExit(f"keras-sce: training with {method} failed: {result}")
-        results.append(result)
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_csv(results, out / "results.csv")
-    print("\n" + format_table(results))
-    print(f"\nkeras-sce: wrote {out / 'results.csv'}", end="")
+        try:
+            rows.append(_run_loss(args, method, estimates[method], base_row))
+        except KeyboardInterrupt:
+            rows.append(dict(base_row, method=method, status="failed", cause="interrupted"))
+            status = 130
+            break
+    if status == 0 and any(r["status"] == "failed" for r in rows):
+        status = 1
+    _write_outputs(args, rows, out, description)
+    return status
+
+
+def _write_outputs(args, rows, out, description) -> None:
+    report.write_csv(rows, out / "results.csv")
+    report.write_json(rows, out / "records.json")
+    print("\n" + report.format_table(rows))
+    written = [out / "results.csv", out / "records.json"]
     if not args.no_plot:
         try:
-            plot(results, out / "results.png")
-            print(f" and {out / 'results.png'}", end="")
+            report.plot(rows, out / "results.png")
+            written.append(out / "results.png")
         except ImportError:
-            print(" (no plot: install matplotlib, e.g. pip install 'keras-sce[plot]')", end="")
-    print(f"\nkeras-sce: data = {description}")
-    with open(out / "records.json", "w") as handle:
-        json.dump(results, handle, indent=1, default=float)
-    return results
-
-
-def write_csv(results, path) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for r in results:
-            writer.writerow({k: r.get(k) for k in CSV_COLUMNS})
-
-
-def format_table(results) -> str:
-    header = "| " + " | ".join(TABLE_COLUMNS) + " |"
-    lines = [header, "|" + "---|" * len(TABLE_COLUMNS)]
-    for r in results:
-        cells = [
-            r["method"],
-            f"{r['ndcg@10']:.4f}",
-            f"{r['hr@10']:.4f}",
-            f"{r['cov@10']:.3f}",
-            f"{r['epochs']} (best {r['best_epoch']})",
-            f"{r['sec_per_epoch']:.2f}",
-            f"{r['peak_mem_mb']:.0f}",
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def plot(results, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for r in results:
-        for ax, key in zip(axes, ("peak_mem_mb", "sec_per_epoch"), strict=True):
-            ax.scatter(r[key], r["ndcg@10"], s=40)
-            ax.annotate(
-                r["method"], (r[key], r["ndcg@10"]), textcoords="offset points", xytext=(4, 4)
-            )
-    axes[0].set_xlabel("peak memory (MiB, process RSS)")
-    axes[1].set_xlabel("seconds per training epoch")
-    for ax in axes:
-        ax.set_ylabel("test NDCG@10 (full ranking)")
-        ax.grid(alpha=0.3)
-    fig.suptitle("SASRec: quality vs cost per loss")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+            print("keras-sce: no plot (install matplotlib: pip install 'keras-sce[plot]')")
+    print(f"\nkeras-sce: wrote {', '.join(str(p) for p in written)}")
+    print(f"keras-sce: data = {description}")
 
 
 def main(argv=None) -> int:
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """Entry point of ``keras-sce`` and ``python -m keras_sce``; returns the exit status."""
+    runner.quiet_tensorflow_environment()
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0].startswith("-"):
+    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = ["train", *argv]
-    args = build_parser().parse_args(argv)
-    if args.command == "train":
-        run_train(args)
-    return 0
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # --help, or a bad option (already printed on one line)
+        return int(exit_.code or 0)
+    if args.command != "train":
+        build_parser().print_help()
+        return 2
+    try:
+        return run_train(args)
+    except options.UsageError as error:
+        if args.traceback:
+            traceback.print_exc()
+        print(f"keras-sce: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -2,18 +2,21 @@
 
 Shared by the main job (`keras_sce.cli`) and the benchmarks: builds the loss by
 name, trains with Keras ``fit`` and full-ranking early stopping, then reports
-test metrics, epochs, seconds per training epoch and peak memory.
+test metrics, epochs, seconds per training epoch and memory: the process peak RSS and
+the part of it attributable to training (peak RSS above the RSS just before the model
+is built, i.e. above TensorFlow + the data).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import resource
-import sys
+import os
 import time
 
 import numpy as np
+
+from keras_sce.app import memory, runner
 
 METHODS = ("sce", "ce", "gbce", "bce", "sampled_softmax")
 
@@ -53,9 +56,26 @@ class TrainConfig:
 
 
 def peak_memory_mb() -> float:
-    """Peak resident set size of this process in MiB (Linux reports KiB)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024.0 if sys.platform != "darwin" else 1024.0 * 1024.0)
+    """Peak resident set size of this process in MiB."""
+    return memory.peak_rss_bytes() / 2**20
+
+
+def make_optimizer(config: TrainConfig):
+    """The optimizer of every run (one place, so that it can be swapped)."""
+    import keras
+
+    return keras.optimizers.Adam(config.learning_rate)
+
+
+def _fault_injection_callback(method: str):
+    """Test hook (`keras_sce.app.runner.FAULT_ENV`): die after the first training batch."""
+    import keras
+
+    class FaultInjection(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            runner.inject_fault_if_requested(method)
+
+    return FaultInjection()
 
 
 def sce_bucket_rule(split, config: TrainConfig) -> int:
@@ -116,7 +136,9 @@ def train_and_evaluate(split, method: str, config: TrainConfig, *, log=print) ->
     Returns:
         A dict with the test metrics (``ndcg@10``, ``hr@10``, ``cov@10``, ... at
         K in 1, 5, 10, 20, 50), ``epochs``, ``best_epoch``, ``sec_per_epoch``,
-        ``peak_mem_mb``, ``stopped_by`` and the per-evaluation ``records``.
+        ``catalogue`` (item table rows), ``peak_mem_mb`` (process peak RSS),
+        ``baseline_mem_mb`` (RSS before the model was built), ``train_mem_mb`` (peak
+        above that baseline), ``stopped_by`` and the per-evaluation ``records``.
     """
     import keras
 
@@ -127,6 +149,11 @@ def train_and_evaluate(split, method: str, config: TrainConfig, *, log=print) ->
 
     if method not in METHODS:
         raise ValueError(f"Unknown method {method!r}; choose from {METHODS}.")
+    # Memory above this point (TensorFlow, the data) is the process baseline; the peak
+    # is reset (Linux) so that the training peak is read apart from the loading peak.
+    peak_before = memory.peak_rss_bytes()
+    memory.reset_peak_rss()
+    baseline = memory.rss_bytes() or memory.peak_rss_bytes()
     keras.utils.set_random_seed(config.seed)
     model = SASRec(
         split.num_items,
@@ -139,7 +166,7 @@ def train_and_evaluate(split, method: str, config: TrainConfig, *, log=print) ->
     model.build((None, config.max_length))
     loss = make_loss(method, model, split, config)
     model.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
+        optimizer=make_optimizer(config),
         loss=loss,
         jit_compile=config.jit_compile,
     )
@@ -165,11 +192,14 @@ def train_and_evaluate(split, method: str, config: TrainConfig, *, log=print) ->
         max_seconds=None if config.max_minutes is None else 60.0 * config.max_minutes,
         verbose=1 if config.verbose else 0,
     )
+    callbacks = [evaluation]
+    if os.environ.get(runner.FAULT_ENV):
+        callbacks.append(_fault_injection_callback(method))
     start = time.perf_counter()
     model.fit(
         train_ds,
         epochs=config.max_epochs,
-        callbacks=[evaluation],
+        callbacks=callbacks,
         verbose=config.verbose,
         shuffle=False,  # the dataset reshuffles itself every epoch
     )
@@ -182,6 +212,7 @@ def train_and_evaluate(split, method: str, config: TrainConfig, *, log=print) ->
         exclude=t_hist,
         ks=DEFAULT_KS,
     )
+    peak_after = memory.peak_rss_bytes()
     train_seconds = evaluation.train_seconds
     # The first epoch includes tracing; report the median of the rest when possible.
     steady = train_seconds[1:] if len(train_seconds) > 1 else train_seconds
@@ -194,7 +225,10 @@ def train_and_evaluate(split, method: str, config: TrainConfig, *, log=print) ->
         "sec_per_epoch": float(np.median(steady)),
         "train_seconds_total": float(sum(train_seconds)),
         "wall_seconds": wall,
-        "peak_mem_mb": peak_memory_mb(),
+        "catalogue": int(split.num_items),
+        "peak_mem_mb": max(peak_before, peak_after) / 2**20,
+        "baseline_mem_mb": baseline / 2**20,
+        "train_mem_mb": max(peak_after - baseline, 0) / 2**20,
         "stopped_by": evaluation.stopped_by,
         "records": evaluation.records,
         **test,
