@@ -355,6 +355,7 @@ def main(argv=None) -> int:
     if args.command != "train":
         build_parser().print_help()
         return 2
+    runner.import_tensorflow_quietly()  # before anything below imports it
     try:
         return run_train(args)
     except options.UsageError as error:
