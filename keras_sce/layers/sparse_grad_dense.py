@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_sce.sparsegrad import bases as bases_lib
-from keras_sce.sparsegrad.core import SELECTION_MODES, sparse_grad_matmul
+from keras_sce.sparsegrad.core import FORMULATIONS, SELECTION_MODES, sparse_grad_matmul
 from keras_sce.utils import require_tensorflow_backend
 
 _STORED = "stored"  # Placeholder used by `from_config`: the value comes from the weights.
@@ -66,6 +66,12 @@ class SparseGradDense(keras.layers.Layer):
             be much slower than `"approx"`, so prefer `"approx"` for XLA on CPU.
         support: optional 1-D array of distinct flat indices into the `[in, units]`
             kernel restricting the selection (O(k)-state mode).
+        formulation: where the bases are applied, which changes the cost but not
+            the result (up to float rounding): `"auto"` (default) applies each basis
+            to the kernel instead of the token rows when that is cheaper for the
+            batch's token count (`P` when `units < tokens`, `Q` when `in < tokens`;
+            see `keras_sce.sparsegrad.rotation_plan`); `"activation"` always rotates
+            the token rows (`x P`, `h Qᵀ`), `"weight"` always the kernel.
         activation: activation function or name. Defaults to `None`.
         use_bias: bool, whether to add a bias. Defaults to `True`.
         kernel_initializer: initializer of the rotated kernel `K̃` (when not converted
@@ -112,6 +118,7 @@ class SparseGradDense(keras.layers.Layer):
         density: float | None = None,
         selection: str = "top_k",
         support=None,
+        formulation: str = "auto",
         activation=None,
         use_bias: bool = True,
         kernel_initializer="glorot_uniform",
@@ -147,6 +154,11 @@ class SparseGradDense(keras.layers.Layer):
             raise ValueError(f"density must be in (0, 1], got {density!r}.")
         if selection not in SELECTION_MODES:
             raise ValueError(f"selection must be one of {SELECTION_MODES}, got {selection!r}.")
+        if formulation not in FORMULATIONS:
+            raise ValueError(
+                f"formulation must be one of {FORMULATIONS}, got {formulation!r}."
+            )
+        self.formulation = formulation
         self.units = int(units)
         self.num_selected = None if num_selected is None else int(num_selected)
         self.density = None if density is None else float(density)
@@ -307,6 +319,7 @@ class SparseGradDense(keras.layers.Layer):
             num_selected=self._k,
             support=None if self.support is None else tf.convert_to_tensor(self.support),
             selection=self.selection,
+            formulation=self.formulation,
         )
         y = tf.reshape(y, tf.concat([leading, [self.units]], axis=0))
         if self.bias is not None:
@@ -330,6 +343,7 @@ class SparseGradDense(keras.layers.Layer):
         density: float | None = None,
         selection: str = "top_k",
         support=None,
+        formulation: str = "auto",
         name: str | None = None,
     ) -> SparseGradDense:
         """Converts a built `keras.layers.Dense` into a `SparseGradDense`.
@@ -342,7 +356,8 @@ class SparseGradDense(keras.layers.Layer):
             dense: a built Keras 3 `Dense` layer (no LoRA, not quantized).
             input_basis, output_basis: orthogonal bases (see the class docstring);
                 `None` means identity.
-            num_selected, density, selection, support: see the class docstring.
+            num_selected, density, selection, support, formulation: see the class
+                docstring.
             name: name of the new layer; defaults to `dense.name`.
         """
         require_tensorflow_backend("SparseGradDense.from_dense")
@@ -377,6 +392,7 @@ class SparseGradDense(keras.layers.Layer):
             density=density,
             selection=selection,
             support=support,
+            formulation=formulation,
             activation=dense.activation,
             use_bias=dense.use_bias,
             bias_regularizer=dense.bias_regularizer,
@@ -479,6 +495,7 @@ class SparseGradDense(keras.layers.Layer):
                 "num_selected": self.num_selected,
                 "density": self.density,
                 "selection": self.selection,
+                "formulation": self.formulation,
                 "activation": keras.activations.serialize(self.activation),
                 "use_bias": self.use_bias,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),

@@ -240,6 +240,7 @@ def apply(
     density: float | Mapping[str, float] | None = None,
     rank: int | Mapping[str, int] | None = None,
     selection: str = "top_k",
+    formulation: str = "auto",
     support_size: int | Mapping[str, int] | None = None,
     targets: Mapping[str, str] | None = None,
 ) -> dict:
@@ -272,6 +273,8 @@ def apply(
         rank: a LoRA rank `r` (int or `{group: int}`); `k = r · (in + out)` per layer.
             At most one of `num_selected`, `density`, `rank`; none means density 1%.
         selection: `"top_k"` (exact) or `"approx"`.
+        formulation: where the bases are applied (`"auto"`, `"activation"`,
+            `"weight"`; see `keras_sce.SparseGradDense`). Defaults to `"auto"`.
         support_size: with it, the O(k)-state mode: each layer's selection (and its
             optimizer state) is restricted to this many entries, int or `{group: int}`.
         targets: `{path: group}` of the feed-forward layers of a block; defaults to
@@ -382,6 +385,7 @@ def apply(
             input_basis,
             output_basis,
             selection=selection,
+            formulation=formulation,
             support=layer_support,
             **_budget_for(slot.layer, slot.group, num_selected, density, rank),
         )
