@@ -58,6 +58,26 @@ def _time_round_robin(table, repeats):
     return [1000.0 * b for b in best]
 
 
+def threshold_select(magnitudes, k):
+    """Exact top-k mask by a bitwise search of the k-th largest magnitude (no sort).
+
+    Non-negative float32 values order like their int32 bit patterns, so 31 counting
+    passes find the k-th largest one; ties at it are taken in index order, as
+    `tf.math.top_k` does. Kept here as a measured alternative to sorting.
+    """
+    bits = tf.bitcast(tf.reshape(magnitudes, [-1]), tf.int32)
+    prefix = tf.constant(0, tf.int32)
+    for bit in range(30, -1, -1):
+        candidate = prefix + (1 << bit)
+        enough = tf.reduce_sum(tf.cast(bits >= candidate, tf.int32)) >= k
+        prefix = tf.where(enough, candidate, prefix)
+    above = bits > prefix
+    tied = tf.equal(bits, prefix)
+    room = k - tf.reduce_sum(tf.cast(above, tf.int32))
+    keep = above | (tied & (tf.cumsum(tf.cast(tied, tf.int32)) <= room))
+    return tf.reshape(keep, tf.shape(magnitudes))
+
+
 def _orthogonal(n, seed):
     rng = np.random.default_rng(seed)
     return np.linalg.qr(rng.standard_normal((n, n)))[0].astype(np.float32)
@@ -95,6 +115,7 @@ def pieces(a, b, tokens, k, jit, formulations):
         ("weight space: (x̃ᵀ g) Q", mm, (kern, q)),
         ("select: tf.math.top_k", fn(lambda f: tf.math.top_k(f, k, sorted=False)[1]), (flat,)),
         ("select: approx_max_k", fn(lambda f: tf.math.approx_max_k(f, k)[1]), (flat,)),
+        ("select: bitwise threshold search", fn(lambda t: threshold_select(t, k)), (mag,)),
         ("select: select_top_k (top_k + scatter)", fn(lambda t: core.select_top_k(t, k)), (mag,)),
         (
             "scatter k values to dense",

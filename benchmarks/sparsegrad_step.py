@@ -2,6 +2,8 @@
 
 Each configuration runs in a fresh child process on one model and one batch shape:
 
+- `head_only`: the backbone frozen, only the classification head trained: the
+  baseline of what any training step costs (compiled program, runtime buffers);
 - `full`: every weight of the model trained (AdamW);
 - `full_mlp`: only the feed-forward (MLP) layers and the head trained (AdamW);
 - `lora`: keras-hub `enable_lora` on the attention query/value layers and on the two
@@ -11,7 +13,7 @@ Each configuration runs in a fresh child process on one model and one batch shap
 - `sparsegrad_act`: the same with `formulation="activation"` (every basis applied to
   the token rows: the textbook form);
 - `sparsegrad_ok`: SparseGrad whose selection and optimizer state are restricted to a
-  support of `2k` entries per kernel (O(k) optimizer memory).
+  (random) support of `2k` entries per kernel (O(k) optimizer memory).
 
 Outside the MLP, every method but `full` freezes the backbone (the head and the MLP
 biases are trained by AdamW). SparseGrad's bases are random orthogonal matrices (the
@@ -49,7 +51,8 @@ import time
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-CONFIGS = ("full", "full_mlp", "lora", "meprop", "sparsegrad", "sparsegrad_act", "sparsegrad_ok")
+CONFIGS = ("head_only", "full", "full_mlp", "lora", "meprop")
+CONFIGS += ("sparsegrad", "sparsegrad_act", "sparsegrad_ok")
 SHAPES = {"minilm": (6, 384, 1536), "bert_base": (12, 768, 3072)}  # layers, hidden, inter
 FIELDS = (
     "model", "config", "trainable_params", "optimizer_state_bytes", "rss_loaded_mb", "rss_warm_mb",
@@ -94,6 +97,7 @@ def run_child(args):
     import numpy as np
     import tensorflow as tf
 
+    import keras_sce
     from keras_sce import sparsegrad
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
@@ -130,7 +134,7 @@ def run_child(args):
     config, k = args.child, sparsegrad.lora_equivalent_budget(args.rank, hidden, inter)
     slots = sparsegrad.find_feedforward_layers(backbone)
     if config != "full":
-        mlp = {id(s.layer) for s in slots}
+        mlp = {id(s.layer) for s in slots} if config != "head_only" else set()
         for layer in backbone._flatten_layers(include_self=False):
             if not layer._layers and id(layer) not in mlp:
                 layer.trainable = False
@@ -142,10 +146,22 @@ def run_child(args):
         if config != "meprop":
             p, q = _orthogonal(hidden, 1), _orthogonal(inter, 2)
             bases = {"intermediate": (p, q), "output": (q, p)}
-        options = {"formulation": "activation" if config == "sparsegrad_act" else "auto"}
-        if config == "sparsegrad_ok":
-            options.update(support_size=2 * k, data=[(x, y)], loss=loss, num_steps=1)
-        sparsegrad.apply(model, bases, num_selected=k, selection=args.selection, **options)
+        formulation = "activation" if config == "sparsegrad_act" else "auto"
+        if config == "sparsegrad_ok":  # a random support of 2k entries per kernel
+            for i, slot in enumerate(slots):
+                size = hidden * inter
+                support = np.random.default_rng(i).choice(size, 2 * k, replace=False)
+                layer_bases = bases[slot.group]
+                slot.replace(
+                    keras_sce.SparseGradDense.from_dense(
+                        slot.layer, *layer_bases, num_selected=k, support=support,
+                        selection=args.selection, formulation=formulation,
+                    )
+                )  # fmt: skip
+        else:
+            sparsegrad.apply(
+                model, bases, num_selected=k, selection=args.selection, formulation=formulation
+            )
     dense = keras.optimizers.AdamW(1e-4, weight_decay=0.01)
     optimizer = dense
     if config in ("meprop", "sparsegrad", "sparsegrad_act", "sparsegrad_ok"):
@@ -261,8 +277,17 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-jit", action="store_true")
     parser.add_argument("--output", default=None, help="path prefix of .csv/.md/.png")
+    parser.add_argument("--floor-only", action="store_true", help="print the matmul floor")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.floor_only:
+        for formulation in ("activation", "auto"):
+            full, sparse = matmul_floor(*SHAPES[args.model], args.batch, args.seq, formulation)
+            print(
+                f"{args.model} {args.batch}x{args.seq} {formulation}: full FT "
+                f"{full / 1e9:.2f} G, SparseGrad {sparse / 1e9:.2f} G, ratio {sparse / full:.2f}"
+            )
+        return 0
     if args.child:
         return run_child(args)
     rows = []
