@@ -12,6 +12,8 @@ Each configuration runs in a fresh child process on one model and one batch shap
 - `sparsegrad`: SparseGrad, full optimizer state (lazy Adam), `formulation="auto"`;
 - `sparsegrad_act`: the same with `formulation="activation"` (every basis applied to
   the token rows: the textbook form);
+- `sparsegrad_topk` (on request): `sparsegrad` with `selection="top_k"` whatever
+  `--selection` says;
 - `sparsegrad_ok`: SparseGrad whose selection and optimizer state are restricted to a
   (random) support of `2k` entries per kernel (O(k) optimizer memory).
 
@@ -52,7 +54,8 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 CONFIGS = ("head_only", "full", "full_mlp", "lora", "meprop")
-CONFIGS += ("sparsegrad", "sparsegrad_act", "sparsegrad_ok")
+SPARSE = ("meprop", "sparsegrad", "sparsegrad_act", "sparsegrad_ok", "sparsegrad_topk")
+CONFIGS += SPARSE[1:4]  # sparsegrad_topk on request
 SHAPES = {"minilm": (6, 384, 1536), "bert_base": (12, 768, 3072)}  # layers, hidden, inter
 FIELDS = (
     "model", "config", "trainable_params", "optimizer_state_bytes", "rss_loaded_mb", "rss_warm_mb",
@@ -141,12 +144,13 @@ def run_child(args):
     if config == "lora":
         names = sorted(set(backbone.default_lora_layer_names()) | {s.layer.name for s in slots})
         backbone.enable_lora(args.rank, target_layer_names=names)
-    elif config in ("meprop", "sparsegrad", "sparsegrad_act", "sparsegrad_ok"):
+    elif config in SPARSE:
         bases = "identity"
         if config != "meprop":
             p, q = _orthogonal(hidden, 1), _orthogonal(inter, 2)
             bases = {"intermediate": (p, q), "output": (q, p)}
         formulation = "activation" if config == "sparsegrad_act" else "auto"
+        selection = "top_k" if config == "sparsegrad_topk" else args.selection
         if config == "sparsegrad_ok":  # a random support of 2k entries per kernel
             for i, slot in enumerate(slots):
                 size = hidden * inter
@@ -155,16 +159,16 @@ def run_child(args):
                 slot.replace(
                     keras_sce.SparseGradDense.from_dense(
                         slot.layer, *layer_bases, num_selected=k, support=support,
-                        selection=args.selection, formulation=formulation,
+                        selection=selection, formulation=formulation,
                     )
                 )  # fmt: skip
         else:
             sparsegrad.apply(
-                model, bases, num_selected=k, selection=args.selection, formulation=formulation
+                model, bases, num_selected=k, selection=selection, formulation=formulation
             )
     dense = keras.optimizers.AdamW(1e-4, weight_decay=0.01)
     optimizer = dense
-    if config in ("meprop", "sparsegrad", "sparsegrad_act", "sparsegrad_ok"):
+    if config in SPARSE:
         optimizer = sparsegrad.SparseGradOptimizer(dense_optimizer=dense, learning_rate=1e-4)
     model.compile(optimizer=optimizer, loss=loss, jit_compile=not args.no_jit)
     for _ in range(args.warmup_steps):
@@ -267,7 +271,7 @@ def report(rows, args, path):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", choices=sorted(SHAPES), default="minilm")
-    parser.add_argument("--configs", nargs="*", choices=CONFIGS, default=list(CONFIGS))
+    parser.add_argument("--configs", nargs="*", choices=CONFIGS + SPARSE[4:], default=CONFIGS)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=64)
     parser.add_argument("--rank", type=int, default=7, help="k = rank * (in + out)")
