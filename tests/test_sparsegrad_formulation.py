@@ -109,9 +109,7 @@ def test_training_matches_the_activation_form(formulation):
     target = rng.normal(size=(4, 5, b)).astype("float32")
     kernels = {}
     for name in ("activation", formulation):
-        layer = keras_sce.SparseGradDense.from_dense(
-            dense, p, q, num_selected=9, formulation=name
-        )
+        layer = keras_sce.SparseGradDense.from_dense(dense, p, q, num_selected=9, formulation=name)
         optimizer = sparsegrad.SparseGradOptimizer(learning_rate=1e-2)
         for _ in range(3):
             with tf.GradientTape() as tape:
@@ -128,3 +126,26 @@ def test_formulation_survives_serialization():
     layer = keras_sce.SparseGradDense(3, num_selected=2, formulation="weight")
     clone = keras_sce.SparseGradDense.from_config(layer.get_config())
     assert clone.formulation == "weight"
+
+
+def test_auto_selection_is_approx_without_a_tpu():
+    expected = "top_k" if tf.config.list_logical_devices("TPU") else "approx"
+    assert sparsegrad.resolve_selection() == expected
+    assert sparsegrad.resolve_selection("top_k") == "top_k"
+    assert keras_sce.SparseGradDense(3).selection == "auto"
+    with pytest.raises(ValueError, match="selection must be one of"):
+        sparsegrad.resolve_selection("sort")
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
+def test_auto_selection_keeps_the_exact_top_k(jit):
+    gradient = tf.constant(np.random.default_rng(5).normal(size=(24, 40)), tf.float32)
+    for k in (1, 37, 960):
+        select = tf.function(
+            lambda g, k=k, mode="auto": sparsegrad.select_top_k(g, k, selection=mode),
+            jit_compile=jit,
+        )
+        exact = tf.function(
+            lambda g, k=k: sparsegrad.select_top_k(g, k, selection="top_k"), jit_compile=jit
+        )
+        np.testing.assert_array_equal(select(gradient).numpy(), exact(gradient).numpy())

@@ -59,11 +59,12 @@ class SparseGradDense(keras.layers.Layer):
             (`1 <= k <= in·units`, or `<= len(support)`). Exclusive with `density`.
         density: float in `(0, 1]`, `k = max(1, round(density·in·units))`. If neither
             is given, `density=0.01`.
-        selection: `"top_k"` (`tf.math.top_k`, exact on every platform; default) or
-            `"approx"` (`tf.math.approx_max_k`: approximate on TPU, where it is fast;
-            on CPU it returns the exact top-k, checked in the tests). Inside a full
-            keras-hub train step compiled by XLA on CPU, `"top_k"` has been observed to
-            be much slower than `"approx"`, so prefer `"approx"` for XLA on CPU.
+        selection: `"auto"` (default), `"top_k"` or `"approx"`. `"top_k"` is
+            `tf.math.top_k`, exact everywhere; `"approx"` is `tf.math.approx_max_k`,
+            approximate on TPU (where it is fast) and exact on CPU/GPU (checked in the
+            tests). Inside a full train step compiled by XLA on CPU, `"top_k"` is
+            several times slower (`benchmarks/sparsegrad_step.py`), so `"auto"` means
+            `"approx"` unless a TPU is visible (`keras_sce.sparsegrad.resolve_selection`).
         support: optional 1-D array of distinct flat indices into the `[in, units]`
             kernel restricting the selection (O(k)-state mode).
         formulation: where the bases are applied, which changes the cost but not
@@ -116,7 +117,7 @@ class SparseGradDense(keras.layers.Layer):
         output_basis=None,
         num_selected: int | None = None,
         density: float | None = None,
-        selection: str = "top_k",
+        selection: str = "auto",
         support=None,
         formulation: str = "auto",
         activation=None,
@@ -155,9 +156,7 @@ class SparseGradDense(keras.layers.Layer):
         if selection not in SELECTION_MODES:
             raise ValueError(f"selection must be one of {SELECTION_MODES}, got {selection!r}.")
         if formulation not in FORMULATIONS:
-            raise ValueError(
-                f"formulation must be one of {FORMULATIONS}, got {formulation!r}."
-            )
+            raise ValueError(f"formulation must be one of {FORMULATIONS}, got {formulation!r}.")
         self.formulation = formulation
         self.units = int(units)
         self.num_selected = None if num_selected is None else int(num_selected)
@@ -341,7 +340,7 @@ class SparseGradDense(keras.layers.Layer):
         *,
         num_selected: int | None = None,
         density: float | None = None,
-        selection: str = "top_k",
+        selection: str = "auto",
         support=None,
         formulation: str = "auto",
         name: str | None = None,

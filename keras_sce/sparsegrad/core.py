@@ -12,11 +12,35 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-SELECTION_MODES = ("top_k", "approx")
+SELECTION_MODES = ("auto", "top_k", "approx")
 FORMULATIONS = ("auto", "activation", "weight")
 
 
-def select_top_k(gradient, num_selected, support=None, selection="top_k"):
+def resolve_selection(selection="auto"):
+    """The top-k kernel `selection="auto"` stands for on this machine.
+
+    `tf.math.approx_max_k` is approximate only on TPU; on CPU and GPU it returns the
+    exact top-k, and inside an XLA-compiled training step on CPU it is several times
+    faster than `tf.math.top_k` (`benchmarks/sparsegrad_step.py`, configuration
+    `sparsegrad_topk`). `"auto"` is therefore `"approx"` unless a TPU is visible.
+
+    Args:
+        selection: `"auto"`, `"top_k"` or `"approx"`.
+
+    Returns:
+        `"top_k"` or `"approx"`.
+
+    Raises:
+        ValueError: for any other value.
+    """
+    if selection not in SELECTION_MODES:
+        raise ValueError(f"selection must be one of {SELECTION_MODES}, got {selection!r}")
+    if selection != "auto":
+        return selection
+    return "top_k" if tf.config.list_logical_devices("TPU") else "approx"
+
+
+def select_top_k(gradient, num_selected, support=None, selection="auto"):
     """Keeps the `num_selected` largest-magnitude entries of a matrix, zeroes the rest.
 
     The selection is element-wise over the whole matrix (not per row). With a
@@ -31,14 +55,15 @@ def select_top_k(gradient, num_selected, support=None, selection="top_k"):
         gradient: float tensor of shape `[m, n]`.
         num_selected: Python int, `1 <= num_selected <= m * n` (or `<= len(support)`).
         support: optional int32 tensor of shape `[s]`, distinct flat indices.
-        selection: `"top_k"` (exact, `tf.math.top_k`) or `"approx"`
-            (`tf.math.approx_max_k`, which is exact on CPU/GPU and fast on TPU).
+        selection: `"top_k"` (exact, `tf.math.top_k`), `"approx"`
+            (`tf.math.approx_max_k`, which is exact on CPU/GPU and fast on TPU) or
+            `"auto"` (default: `"approx"` unless a TPU is visible; see
+            :func:`resolve_selection`).
 
     Returns:
         A tensor like `gradient` with at most `num_selected` non-zeros.
     """
-    if selection not in SELECTION_MODES:
-        raise ValueError(f"selection must be one of {SELECTION_MODES}, got {selection!r}")
+    selection = resolve_selection(selection)
     shape = tf.shape(gradient)
     flat = tf.reshape(gradient, [-1])
     size = gradient.shape[0] * gradient.shape[1] if gradient.shape.is_fully_defined() else None
@@ -114,7 +139,7 @@ def sparse_grad_matmul(
     *,
     num_selected,
     support=None,
-    selection="top_k",
+    selection="auto",
     formulation="auto",
 ):
     """Computes `((x P) K̃) Qᵀ` with SparseGrad's custom gradient.
@@ -143,7 +168,8 @@ def sparse_grad_matmul(
         output_basis: `[out, out]` orthogonal `Q`, or `None`.
         num_selected: Python int, the number `k` of kernel-gradient entries kept.
         support: optional int32 `[s]` flat indices restricting the selection.
-        selection: `"top_k"` or `"approx"`.
+        selection: `"auto"` (default), `"top_k"` or `"approx"`; see
+            :func:`select_top_k`.
         formulation: `"auto"` (cheapest for the token count; default),
             `"activation"` or `"weight"`; see :func:`rotation_plan`.
 
