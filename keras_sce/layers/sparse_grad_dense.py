@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_sce.sparsegrad import bases as bases_lib
-from keras_sce.sparsegrad.core import SELECTION_MODES, sparse_grad_matmul
+from keras_sce.sparsegrad.core import FORMULATIONS, SELECTION_MODES, sparse_grad_matmul
 from keras_sce.utils import require_tensorflow_backend
 
 _STORED = "stored"  # Placeholder used by `from_config`: the value comes from the weights.
@@ -59,13 +59,20 @@ class SparseGradDense(keras.layers.Layer):
             (`1 <= k <= in·units`, or `<= len(support)`). Exclusive with `density`.
         density: float in `(0, 1]`, `k = max(1, round(density·in·units))`. If neither
             is given, `density=0.01`.
-        selection: `"top_k"` (`tf.math.top_k`, exact on every platform; default) or
-            `"approx"` (`tf.math.approx_max_k`: approximate on TPU, where it is fast;
-            on CPU it returns the exact top-k, checked in the tests). Inside a full
-            keras-hub train step compiled by XLA on CPU, `"top_k"` has been observed to
-            be much slower than `"approx"`, so prefer `"approx"` for XLA on CPU.
+        selection: `"auto"` (default), `"top_k"` or `"approx"`. `"top_k"` is
+            `tf.math.top_k`, exact everywhere; `"approx"` is `tf.math.approx_max_k`,
+            approximate on TPU (where it is fast) and exact on CPU/GPU (checked in the
+            tests). Inside a full train step compiled by XLA on CPU, `"top_k"` is
+            several times slower (`benchmarks/sparsegrad_step.py`), so `"auto"` means
+            `"approx"` unless a TPU is visible (`keras_sce.sparsegrad.resolve_selection`).
         support: optional 1-D array of distinct flat indices into the `[in, units]`
             kernel restricting the selection (O(k)-state mode).
+        formulation: where the bases are applied, which changes the cost but not
+            the result (up to float rounding): `"auto"` (default) applies each basis
+            to the kernel instead of the token rows when that is cheaper for the
+            batch's token count (`P` when `units < tokens`, `Q` when `in < tokens`;
+            see `keras_sce.sparsegrad.rotation_plan`); `"activation"` always rotates
+            the token rows (`x P`, `h Qᵀ`), `"weight"` always the kernel.
         activation: activation function or name. Defaults to `None`.
         use_bias: bool, whether to add a bias. Defaults to `True`.
         kernel_initializer: initializer of the rotated kernel `K̃` (when not converted
@@ -110,8 +117,9 @@ class SparseGradDense(keras.layers.Layer):
         output_basis=None,
         num_selected: int | None = None,
         density: float | None = None,
-        selection: str = "top_k",
+        selection: str = "auto",
         support=None,
+        formulation: str = "auto",
         activation=None,
         use_bias: bool = True,
         kernel_initializer="glorot_uniform",
@@ -147,6 +155,9 @@ class SparseGradDense(keras.layers.Layer):
             raise ValueError(f"density must be in (0, 1], got {density!r}.")
         if selection not in SELECTION_MODES:
             raise ValueError(f"selection must be one of {SELECTION_MODES}, got {selection!r}.")
+        if formulation not in FORMULATIONS:
+            raise ValueError(f"formulation must be one of {FORMULATIONS}, got {formulation!r}.")
+        self.formulation = formulation
         self.units = int(units)
         self.num_selected = None if num_selected is None else int(num_selected)
         self.density = None if density is None else float(density)
@@ -307,6 +318,7 @@ class SparseGradDense(keras.layers.Layer):
             num_selected=self._k,
             support=None if self.support is None else tf.convert_to_tensor(self.support),
             selection=self.selection,
+            formulation=self.formulation,
         )
         y = tf.reshape(y, tf.concat([leading, [self.units]], axis=0))
         if self.bias is not None:
@@ -328,8 +340,9 @@ class SparseGradDense(keras.layers.Layer):
         *,
         num_selected: int | None = None,
         density: float | None = None,
-        selection: str = "top_k",
+        selection: str = "auto",
         support=None,
+        formulation: str = "auto",
         name: str | None = None,
     ) -> SparseGradDense:
         """Converts a built `keras.layers.Dense` into a `SparseGradDense`.
@@ -342,7 +355,8 @@ class SparseGradDense(keras.layers.Layer):
             dense: a built Keras 3 `Dense` layer (no LoRA, not quantized).
             input_basis, output_basis: orthogonal bases (see the class docstring);
                 `None` means identity.
-            num_selected, density, selection, support: see the class docstring.
+            num_selected, density, selection, support, formulation: see the class
+                docstring.
             name: name of the new layer; defaults to `dense.name`.
         """
         require_tensorflow_backend("SparseGradDense.from_dense")
@@ -377,6 +391,7 @@ class SparseGradDense(keras.layers.Layer):
             density=density,
             selection=selection,
             support=support,
+            formulation=formulation,
             activation=dense.activation,
             use_bias=dense.use_bias,
             bias_regularizer=dense.bias_regularizer,
@@ -479,6 +494,7 @@ class SparseGradDense(keras.layers.Layer):
                 "num_selected": self.num_selected,
                 "density": self.density,
                 "selection": self.selection,
+                "formulation": self.formulation,
                 "activation": keras.activations.serialize(self.activation),
                 "use_bias": self.use_bias,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),

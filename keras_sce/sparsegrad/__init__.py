@@ -6,7 +6,8 @@
 - `shared_basis`: one frozen variable per distinct basis (shared by many layers).
 - `SparseGradOptimizer`, `lazy_adam_update`: the paper's lazy Adam for SparseGrad
   kernels, beside an ordinary dense optimizer for every other variable.
-- `sparse_grad_matmul`, `select_top_k`: the pure-TensorFlow core.
+- `sparse_grad_matmul`, `select_top_k`, `rotation_plan`, `resolve_selection`: the
+  pure-TensorFlow core.
 
 The layer itself is `keras_sce.SparseGradDense`.
 """
@@ -22,7 +23,12 @@ from keras_sce.sparsegrad.bases import (
     lora_equivalent_budget,
     shared_basis,
 )
-from keras_sce.sparsegrad.core import select_top_k, sparse_grad_matmul
+from keras_sce.sparsegrad.core import (
+    resolve_selection,
+    rotation_plan,
+    select_top_k,
+    sparse_grad_matmul,
+)
 from keras_sce.sparsegrad.optimizers import (
     SparseGradOptimizer,
     is_sparsegrad_kernel,
@@ -41,6 +47,8 @@ __all__ = [
     "iterate_gradients",
     "lazy_adam_update",
     "lora_equivalent_budget",
+    "resolve_selection",
+    "rotation_plan",
     "select_top_k",
     "shared_basis",
     "sparse_grad_matmul",

@@ -239,7 +239,8 @@ def apply(
     num_selected: int | Mapping[str, int] | None = None,
     density: float | Mapping[str, float] | None = None,
     rank: int | Mapping[str, int] | None = None,
-    selection: str = "top_k",
+    selection: str = "auto",
+    formulation: str = "auto",
     support_size: int | Mapping[str, int] | None = None,
     targets: Mapping[str, str] | None = None,
 ) -> dict:
@@ -271,7 +272,10 @@ def apply(
         density: k as a fraction of the kernel, a float or `{group: float}`.
         rank: a LoRA rank `r` (int or `{group: int}`); `k = r · (in + out)` per layer.
             At most one of `num_selected`, `density`, `rank`; none means density 1%.
-        selection: `"top_k"` (exact) or `"approx"`.
+        selection: `"auto"` (default: `"approx"`, exact, unless a TPU is visible),
+            `"top_k"` (exact) or `"approx"`; see `keras_sce.SparseGradDense`.
+        formulation: where the bases are applied (`"auto"`, `"activation"`,
+            `"weight"`; see `keras_sce.SparseGradDense`). Defaults to `"auto"`.
         support_size: with it, the O(k)-state mode: each layer's selection (and its
             optimizer state) is restricted to this many entries, int or `{group: int}`.
         targets: `{path: group}` of the feed-forward layers of a block; defaults to
@@ -382,6 +386,7 @@ def apply(
             input_basis,
             output_basis,
             selection=selection,
+            formulation=formulation,
             support=layer_support,
             **_budget_for(slot.layer, slot.group, num_selected, density, rank),
         )

@@ -18,6 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_sce.sparsegrad.core import resolve_selection
 from keras_sce.utils import require_tensorflow_backend
 
 
@@ -315,7 +316,12 @@ class SparseGradOptimizer(keras.optimizers.Optimizer):
         slots_var, stamps_var, k = pool
         size = int(m.shape[0])
         columns = int(variable.shape[1])
-        _, indices = tf.math.top_k(tf.abs(flat_grad), k=k)
+        # The k non-zeros of the layer's selected gradient, found with the same top-k
+        # kernel as the layer's default selection (approx_max_k is exact off TPU).
+        if resolve_selection() == "approx":
+            _, indices = tf.math.approx_max_k(tf.abs(flat_grad), k)
+        else:
+            _, indices = tf.math.top_k(tf.abs(flat_grad), k=k)
         values = tf.gather(flat_grad, indices)
         valid = tf.not_equal(values, 0)
         slots = tf.convert_to_tensor(slots_var)

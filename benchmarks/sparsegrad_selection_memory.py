@@ -1,0 +1,124 @@
+"""Resident memory of a compiled step: top-k selection and lazy Adam, one at a time.
+
+Builds `--layers` kernels of shape `[in, out]` (default: BERT-base's 24 feed-forward
+kernels, 768 x 3072), and one XLA-compiled step that forms each kernel's gradient
+`xᵀ g` from 512 tokens and applies an optimizer. Four variants, each in its own
+process, separate the two parts in which SparseGrad differs from dense training:
+
+- `dense_adam`: the dense gradient, Keras Adam (dense fine-tuning);
+- `select_adam`: `select_top_k` of the gradient (k = 7·(in + out)), Keras Adam;
+- `dense_lazy`: the dense gradient, `SparseGradOptimizer` (lazy Adam);
+- `select_lazy`: both (SparseGrad / MeProp).
+
+Reports the RSS once the variables and optimizer exist (`rss_built_mb`), after two
+compiled steps (`rss_warm_mb`, after `malloc_trim`) and the peak of two more steps.
+
+Usage::
+
+    PYTHONPATH=. python benchmarks/sparsegrad_selection_memory.py \
+        --csv benchmarks/results/sparsegrad_step_selection_memory.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import ctypes
+import json
+import os
+import subprocess
+import sys
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+VARIANTS = ("dense_adam", "select_adam", "dense_lazy", "select_lazy")
+
+
+def _status():
+    values = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                values[line.split(":")[0]] = int(line.split()[1]) / 1024.0
+    return values["VmRSS"], values["VmHWM"]
+
+
+def child(args):
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_sce.sparsegrad import SparseGradOptimizer, select_top_k
+
+    a, b, k = args.input_dim, args.output_dim, 7 * (args.input_dim + args.output_dim)
+    kernels = [
+        keras.Variable(np.zeros((a, b), "float32"), name=f"k{i}") for i in range(args.layers)
+    ]
+    for v in kernels:  # the markers SparseGradDense puts on its kernel
+        v._keras_sce_sparsegrad, v._keras_sce_support, v._keras_sce_k = True, None, k
+    lazy = args.child.endswith("lazy")
+    optimizer = SparseGradOptimizer() if lazy else keras.optimizers.Adam()
+    optimizer.build(kernels)
+    x, g = tf.random.normal((512, a)), tf.random.normal((512, b))
+
+    @tf.function(jit_compile=True)
+    def step(x, g):
+        grads = []
+        for i in range(len(kernels)):
+            grad = tf.matmul(x * (1.0 + 1e-3 * i), g, transpose_a=True)
+            if args.child.startswith("select"):
+                grad = select_top_k(grad, k, selection=args.selection)
+            grads.append(grad)
+        optimizer.apply(grads, kernels)
+
+    built, _ = _status()
+    step(x, g)
+    step(x, g)
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    warm, _ = _status()
+    step(x, g)
+    step(x, g)
+    _, peak = _status()
+    row = {
+        "variant": args.child, "layers": args.layers, "in": a, "out": b, "k": k,
+        "rss_built_mb": round(built, 1), "rss_warm_mb": round(warm, 1),
+        "step_peak_mb": round(peak, 1), "compiled_step_resident_mb": round(warm - built, 1),
+    }  # fmt: skip
+    print("RESULT " + json.dumps(row), flush=True)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--layers", type=int, default=24)
+    parser.add_argument("--input-dim", type=int, default=768)
+    parser.add_argument("--output-dim", type=int, default=3072)
+    parser.add_argument("--selection", choices=("top_k", "approx"), default="approx")
+    parser.add_argument("--csv", default=None)
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        return child(args)
+    rows = []
+    for variant in VARIANTS:
+        command = [sys.executable, __file__, "--child", variant] + sys.argv[1:]
+        done = subprocess.run(command, capture_output=True, text=True)
+        found = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
+        if done.returncode or not found:
+            sys.stderr.write(done.stderr[-3000:])
+            raise RuntimeError(f"variant {variant} failed (exit {done.returncode})")
+        rows.append(json.loads(found[-1][len("RESULT ") :]))
+        print(rows[-1], flush=True)
+    if args.csv:
+        os.makedirs(os.path.dirname(args.csv) or ".", exist_ok=True)
+        with open(args.csv, "w", newline="") as f:
+            writer = csv.DictWriter(f, list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
