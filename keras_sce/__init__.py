@@ -16,6 +16,7 @@ from keras_sce import datasets, evaluation, losses, models, ops  # noqa: E402
 from keras_sce.layers.sparse_grad_dense import SparseGradDense  # noqa: E402
 from keras_sce.losses import SCELoss  # noqa: E402
 from keras_sce.saving import load_model  # noqa: E402
+from keras_sce.tuning import suggest_buckets  # noqa: E402
 
 # Importing the layer also loads the keras_sce.sparsegrad sub-package.
 __all__ = [
@@ -29,4 +30,5 @@ __all__ = [
     "models",
     "ops",
     "sparsegrad",
+    "suggest_buckets",
 ]
