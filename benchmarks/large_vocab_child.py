@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-SEQUENCE_LENGTH, BATCH_SIZE = 64, 16
+SEQUENCE_LENGTH, BATCH_SIZE, EVAL_BATCH = 64, 16, 64
 FULL_CE_COPIES = 3  # logits, softmax, gradient: [N, C] floats each
 
 
@@ -108,6 +108,13 @@ def make_loss(cfg, table_layer, corpus):
     raise SystemExit(f"unknown method {method!r}")
 
 
+def eval_batches(split, tokens: int) -> int:
+    """Batches of the split's first windows (in document order) holding ``tokens`` targets."""
+    _, lengths = split.window_bounds(SEQUENCE_LENGTH)
+    windows = int(np.searchsorted(np.cumsum(lengths - 1), tokens)) + 1
+    return max(1, math.ceil(min(windows, lengths.size) / EVAL_BATCH))
+
+
 def run(cfg: dict) -> dict:
     import keras
 
@@ -149,9 +156,9 @@ def run(cfg: dict) -> dict:
                loss_mem_mb=round(loss_peak - base_rss, 1),
                step_mem_mb=round(peak_after_first - clock.rss_after_first, 1),
                final_loss=round(float(clock.last_loss), 4))
-    batches = max(1, math.ceil(cfg["eval_tokens"] / (SEQUENCE_LENGTH * 64)))
     for name, split in (("val", corpus.validation), ("test", corpus.test)):
-        data = split.dataset(SEQUENCE_LENGTH, 64).take(batches).map(to_features)
+        batches = eval_batches(split, cfg["eval_tokens"])
+        data = split.dataset(SEQUENCE_LENGTH, EVAL_BATCH).take(batches).map(to_features)
         out = evaluate_next_token(backbone, data, table, oov_id=OOV_ID)
         row[f"{name}_tokens"] = out["tokens"]
         row[f"{name}_ppl"] = round(out["perplexity"], 3)
