@@ -12,7 +12,8 @@ once the model, the loss, the optimizer's variables and the data pipeline exist
 (so it holds what a training step needs: tracing, activations, the loss's own
 buffers and gradients; only the loss differs between methods); ``step_mem_mb`` the
 same above the resident size after the first step (without tracing and the
-compiled program).
+compiled program). On a GPU, ``gpu_loss_mem_mb`` is the allocator's peak during
+training above its bytes in use at the same baseline (NaN on a CPU-only machine).
 """
 
 from __future__ import annotations
@@ -45,6 +46,18 @@ def _reset_peak() -> None:
             f.write("5")
     except OSError:
         pass
+
+
+def _gpu_memory_mb(reset=False) -> float:
+    """GPU:0 allocator's bytes in use (after a peak reset) or its peak; NaN without GPU."""
+    import tensorflow as tf
+
+    if not tf.config.list_physical_devices("GPU"):
+        return float("nan")
+    if reset:
+        tf.config.experimental.reset_memory_stats("GPU:0")
+        return tf.config.experimental.get_memory_info("GPU:0")["current"] / 2**20
+    return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
 
 
 def load_corpus(cfg):
@@ -140,6 +153,7 @@ def run(cfg: dict) -> dict:
     clock = _clock(cfg.get("seconds"))
     pre_peak, base_rss = _status_mb("VmHWM"), _status_mb("VmRSS")
     _reset_peak()
+    gpu_base = _gpu_memory_mb(reset=True)
     steps = cfg.get("steps") or 10**9
     backbone.fit(train, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0,
                  callbacks=[clock])
@@ -147,8 +161,9 @@ def run(cfg: dict) -> dict:
     loss_peak = max(clock.peak_first, peak_after_first)
     train_seconds = clock.elapsed
 
+    gpu_peak = _gpu_memory_mb()
     table = backbone.token_embedding.embeddings
-    row = dict(ce_kind=ce_kind, steps=clock.steps,
+    row = dict(gpu_loss_mem_mb=round(gpu_peak - gpu_base, 1), ce_kind=ce_kind, steps=clock.steps,
                tokens_seen=int(round(clock.steps * BATCH_SIZE * targets_per_window)),
                train_seconds=round(train_seconds, 2),
                sec_per_step=round(statistics.median(clock.times[1:] or clock.times), 4),

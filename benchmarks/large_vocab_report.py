@@ -12,6 +12,7 @@ FIELDS = (
     "corpus", "vocab", "method", "ce_kind", "budget", "seed", "steps", "tokens_seen",
     "train_seconds", "val_tokens", "val_ppl", "test_tokens", "test_ppl", "test_acc@1",
     "test_acc@10", "ndcg@10", "sec_per_step", "peak_mem_mb", "loss_mem_mb", "step_mem_mb",
+    "gpu_loss_mem_mb",
     "oov_rate", "final_loss", "optimizer", "options", "machine", "command",
 )
 METRICS = ("test_ppl", "test_acc@1", "test_acc@10", "ndcg@10", "loss_mem_mb", "sec_per_step",

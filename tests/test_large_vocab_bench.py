@@ -17,7 +17,8 @@ def _row(method="sce", seed=0, ce_kind="", acc10=0.5, ndcg=0.3, mem=100.0, budge
                 "train_seconds": 2.0, "val_tokens": 100, "val_ppl": 50.0, "test_tokens": 100,
                 "test_ppl": 60.0, "test_acc@1": 0.2, "test_acc@10": acc10, "ndcg@10": ndcg,
                 "sec_per_step": 0.1, "peak_mem_mb": 900.0, "loss_mem_mb": mem,
-                "step_mem_mb": 1.0, "oov_rate": 0.01, "command": "python x"})
+                "step_mem_mb": 1.0, "gpu_loss_mem_mb": "nan", "oov_rate": 0.01,
+                "command": "python x"})
     return row
 
 
