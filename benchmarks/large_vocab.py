@@ -99,6 +99,14 @@ def child_config(args, method: str, seed: int) -> dict:
             raise SystemExit(f"--corpus {args.corpus!r}: no such file (and not 'gcide' or "
                              "'synthetic').")
         cfg["corpus_path"] = args.corpus
+    if method == "sce_calibrated":
+        import inspect
+
+        import keras_sce
+
+        if "calibration" not in inspect.signature(keras_sce.SCELoss).parameters:
+            raise SystemExit("--method sce_calibrated needs SCELoss(calibration=...), which "
+                             "this keras_sce lacks; use --method sce.")
     if args.sce_memory_budget_mb and method.startswith("sce"):
         from keras_sce.tuning import suggest_buckets
 

@@ -73,6 +73,9 @@ def test_sce_calibrated_is_refused_without_the_option(monkeypatch):
     cfg = dict(method="sce_calibrated", seed=0, bucket_size_y=64, calibration="auto")
     with pytest.raises(SystemExit, match="calibration"):
         make_loss(cfg, None, None)
+    args = bench.parse_args(["--method", "sce_calibrated", "--steps", "1"])
+    with pytest.raises(SystemExit, match="calibration"):  # before any child starts
+        bench.child_config(args, "sce_calibrated", 0)
 
 
 @pytest.mark.parametrize("argv,message", [
