@@ -31,7 +31,7 @@ if str(REPO_ROOT) not in sys.path:
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 GRID = [(n, c, mb) for n in (1024, 4096) for c in (10_002, 100_002, 1_000_002)
-        for mb in (64, 128, 512)]
+        for mb in (128, 256, 1024)]
 QUICK_GRID = [(1024, 100_002, 64), (4096, 10_002, 128)]
 _TOTAL = re.compile(r"^Total bytes used: (\d+)", re.M)
 _PARAM = re.compile(r"^allocation \d+: size (\d+), parameter \d+", re.M)
