@@ -6,6 +6,7 @@ Public surface:
 - ``keras_sce.ops`` — the pure-TensorFlow core (bucketing, SCE, reference CE).
 - ``keras_sce.SparseGradDense`` — SparseGrad fine-tuning layer (arXiv 2410.07383).
 - ``keras_sce.load_model`` — ``keras.saving.load_model`` that re-binds the losses.
+- ``keras_sce.suggest_buckets`` — SCE bucket sizes for a memory budget.
 
 Importing ``keras_sce`` is cheap: the sub-packages (and TensorFlow with them) load on
 first use of a name below (PEP 562), so ``keras-sce --help`` and option errors answer
@@ -27,6 +28,7 @@ _ATTRIBUTES = {
     "SCELoss": "keras_sce.losses",
     "SparseGradDense": "keras_sce.layers.sparse_grad_dense",
     "load_model": "keras_sce.saving",
+    "suggest_buckets": "keras_sce.tuning",
 }
 
 __all__ = ["__version__", *_SUBMODULES, *_ATTRIBUTES]

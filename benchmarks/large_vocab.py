@@ -1,0 +1,177 @@
+"""SCE against exact and sampled losses on real large vocabularies (10^5-10^6 tokens).
+
+Each run trains the GPT-2 backbone of ``examples/keras_hub_causal_lm.py`` (d=64, 2
+blocks, windows of 64, 1,024 target positions per step) with one loss, for a number
+of steps (``--steps``) or seconds (``--time``), in a fresh child process, then scores
+about ``--eval-tokens`` held-out positions (validation and test documents) exactly
+over the whole vocabulary; the out-of-vocabulary id is one class and its share is
+reported. One CSV row per run is appended to ``--out``; ``--table`` summarises the
+CSV as Markdown and a PNG (quality against memory and against time). See
+``benchmarks/large_vocab_child.py`` for the memory columns and docs/large-vocab.md
+for the protocol and targets.
+
+Methods: ``sce``; ``sce_calibrated`` (only where ``SCELoss`` takes ``calibration=``);
+``ce`` (full softmax where ``[N, C]`` logits fit ``--full-ce-max-mb``, the exact
+chunked form otherwise; the ``ce_kind`` column says which); ``sampled_softmax``
+(``num_sampled`` unigram negatives with logQ correction); ``bce`` and ``gbce``.
+
+Usage::
+
+    python benchmarks/large_vocab.py --corpus gcide --vocab 100000 --method sce --steps 3000
+    python benchmarks/large_vocab.py --corpus linux-source-6.1.tar.xz --vocab 1000000 \\
+        --method sce --time 1800
+    python benchmarks/large_vocab.py --table
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from benchmarks import large_vocab_report as report  # noqa: E402
+
+RESULTS = REPO_ROOT / "benchmarks" / "results"
+DEFAULT_CSV = RESULTS / "large_vocab.csv"
+DEFAULT_GCIDE = REPO_ROOT.parent / "shared" / "data" / "text" / "gcide.txt.xz"
+METHODS = ("sce", "sce_calibrated", "ce", "sampled_softmax", "bce", "gbce")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    p.add_argument("--corpus", default="gcide",
+                   help="'gcide', 'synthetic' (tiny, for tests) or a .c/.h source tarball path")
+    p.add_argument("--corpus-path", default=str(DEFAULT_GCIDE), help="the GCIDE file")
+    p.add_argument("--vocab", type=int, default=100_000, help="K kept token types")
+    p.add_argument("--method", choices=METHODS, action="append",
+                   help="repeatable; one child process per method and seed")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=int, help="train this many steps")
+    budget.add_argument("--time", type=float, help="train this many seconds")
+    p.add_argument("--seed", type=int, action="append", help="repeatable (default 0)")
+    p.add_argument("--optimizer", choices=("adam", "lazy_adam"), default="adam")
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--bucket-size-y", type=int, default=256)
+    p.add_argument("--sce-memory-budget-mb", type=float,
+                   help="choose SCE's buckets with keras_sce.suggest_buckets for this budget")
+    p.add_argument("--calibration", default="auto", help="sce_calibrated's calibration=")
+    p.add_argument("--ce-kind", choices=("auto", "full", "chunked"), default="auto")
+    p.add_argument("--full-ce-max-mb", type=float, default=2048,
+                   help="auto: full CE when 3 [N, C] float32 buffers fit in this")
+    p.add_argument("--num-sampled", type=int, default=1024, help="sampled softmax negatives")
+    p.add_argument("--num-negatives", type=int, default=256, help="BCE / gBCE negatives")
+    p.add_argument("--eval-tokens", type=int, default=50_000,
+                   help="held-out positions scored (about; per split)")
+    p.add_argument("--jit", action="store_true", help="compile the train step with XLA")
+    p.add_argument("--timeout", type=float, default=7200, help="seconds per child")
+    p.add_argument("--out", default=str(DEFAULT_CSV), help="CSV to append to")
+    p.add_argument("--table", action="store_true",
+                   help="write <out>.md and <out>.png from the CSV (after any runs)")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.method and args.steps is None and args.time is None:
+        p.error("give a budget: --steps N or --time SECONDS")
+    if not args.method and not args.table and not args.child:
+        p.error("nothing to do: give --method (with a budget) and/or --table")
+    return args
+
+
+def child_config(args, method: str, seed: int) -> dict:
+    cfg = dict(corpus=args.corpus, vocab=args.vocab, method=method, seed=seed,
+               steps=args.steps, seconds=args.time, optimizer=args.optimizer,
+               learning_rate=args.learning_rate, bucket_size_y=args.bucket_size_y,
+               calibration=args.calibration, ce_kind=args.ce_kind,
+               full_ce_max_mb=args.full_ce_max_mb, num_sampled=args.num_sampled,
+               num_negatives=args.num_negatives, eval_tokens=args.eval_tokens, jit=args.jit)
+    if args.corpus == "gcide":
+        cfg["corpus_path"] = args.corpus_path
+    elif args.corpus != "synthetic":
+        if not Path(args.corpus).exists():
+            raise SystemExit(f"--corpus {args.corpus!r}: no such file (and not 'gcide' or "
+                             "'synthetic').")
+        cfg["corpus_path"] = args.corpus
+    if method == "sce_calibrated":
+        import inspect
+
+        import keras_sce
+
+        if "calibration" not in inspect.signature(keras_sce.SCELoss).parameters:
+            raise SystemExit("--method sce_calibrated needs SCELoss(calibration=...), which "
+                             "this keras_sce lacks; use --method sce.")
+    if args.sce_memory_budget_mb and method.startswith("sce"):
+        from keras_sce.tuning import suggest_buckets
+
+        n_b, b_x, b_y = suggest_buckets(1024, args.vocab + 2,
+                                        int(args.sce_memory_budget_mb * 2**20))
+        cfg.update(num_buckets=n_b, bucket_size_x=b_x, bucket_size_y=b_y)
+    return cfg
+
+
+def run_child(cfg: dict, timeout: float) -> dict:
+    """Runs one configuration in a fresh Python process; its RESULT line as a dict.
+
+    The parent waits on the child's exit (an out-of-memory kill or a crash is an
+    error naming the configuration, never a hang).
+    """
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    res = subprocess.run([sys.executable, __file__, "--child", json.dumps(cfg)],
+                         capture_output=True, text=True, env=env, timeout=timeout)
+    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")]
+    if res.returncode != 0 or not lines:
+        raise RuntimeError(f"run {cfg['method']} seed {cfg['seed']} failed (exit "
+                           f"{res.returncode}):\n{res.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def make_row(cfg: dict, result: dict, command: str) -> dict:
+    budget = f"steps {cfg['steps']}" if cfg.get("steps") else f"time {cfg['seconds']:g}s"
+    keys = ("bucket_size_y", "num_buckets") if cfg["method"].startswith("sce") else (
+        ("num_sampled",) if cfg["method"] == "sampled_softmax" else
+        ("num_negatives",) if cfg["method"] in ("bce", "gbce") else ())
+    options = " ".join(f"{k}={cfg[k]}" for k in keys if cfg.get(k))
+    corpus = cfg["corpus"] if cfg["corpus"] in ("gcide", "synthetic") else Path(
+        cfg["corpus"]).name
+    return dict(corpus=corpus, vocab=cfg["vocab"], method=cfg["method"], budget=budget,
+                seed=cfg["seed"], optimizer=cfg["optimizer"], options=options,
+                machine=f"{platform.machine()} nproc={os.cpu_count()}", command=command,
+                **result)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.child:
+        from benchmarks.large_vocab_child import run
+
+        print("RESULT " + json.dumps(run(json.loads(args.child))), flush=True)
+        return None
+    command = "python benchmarks/large_vocab.py " + shlex.join(
+        a for a in (argv if argv is not None else sys.argv[1:]) if a != "--table")
+    rows = []
+    for method in args.method or ():
+        for seed in args.seed or [0]:
+            cfg = child_config(args, method, seed)
+            row = make_row(cfg, run_child(cfg, args.timeout), command)
+            report.append_row(args.out, row)
+            rows.append(row)
+            print(f"{method} seed {seed}: test ppl {row['test_ppl']}, acc@10 "
+                  f"{row['test_acc@10']}, loss mem {row['loss_mem_mb']} MB, "
+                  f"{row['sec_per_step']} s/step ({row['ce_kind'] or '-'})", flush=True)
+    if args.table:
+        out = Path(args.out)
+        print(report.write_table(report.read_rows(out), out.with_suffix(".md"),
+                                 out.with_suffix(".png")))
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""The large-vocabulary benchmark's CSV schema, row writer, Markdown table and plot."""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+FIELDS = (
+    "corpus", "vocab", "method", "ce_kind", "budget", "seed", "steps", "tokens_seen",
+    "train_seconds", "val_tokens", "val_ppl", "test_tokens", "test_ppl", "test_acc@1",
+    "test_acc@10", "ndcg@10", "sec_per_step", "peak_mem_mb", "loss_mem_mb", "step_mem_mb",
+    "gpu_loss_mem_mb",
+    "oov_rate", "final_loss", "optimizer", "options", "machine", "command",
+)
+METRICS = ("test_ppl", "test_acc@1", "test_acc@10", "ndcg@10", "loss_mem_mb", "sec_per_step",
+           "train_seconds")
+
+
+def append_row(path, row: dict) -> None:
+    """Appends one run to the CSV (header written when the file is new).
+
+    Raises ``ValueError`` on a missing or unknown column, and when an existing
+    file's header is not this schema (so rows never land under the wrong names).
+    """
+    missing = [f for f in FIELDS if f not in row]
+    unknown = [k for k in row if k not in FIELDS]
+    if missing or unknown:
+        raise ValueError(f"large_vocab row: missing columns {missing}, unknown {unknown}")
+    path = Path(path)
+    if path.exists() and path.stat().st_size:
+        with open(path, newline="") as f:
+            header = next(csv.reader(f))
+        if tuple(header) != FIELDS:
+            raise ValueError(f"{path} has another header ({header[:4]}...); "
+                             "write to a new file with --out")
+        mode = "a"
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        mode = "w"
+    with open(path, mode, newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        if mode == "w":
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def read_rows(path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _num(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def summarise(rows) -> list[dict]:
+    """Mean (and spread) per (corpus, vocab, method, ce_kind, budget) over seeds."""
+    groups = defaultdict(list)
+    for r in rows:
+        groups[(r["corpus"], r["vocab"], r["method"], r["ce_kind"], r["budget"])].append(r)
+    out = []
+    for key, members in sorted(groups.items()):
+        entry = dict(zip(("corpus", "vocab", "method", "ce_kind", "budget"), key, strict=True))
+        entry["seeds"] = len(members)
+        for m in METRICS:
+            values = [_num(r[m]) for r in members]
+            entry[m] = statistics.fmean(values)
+            entry[m + "_sd"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        out.append(entry)
+    return out
+
+
+def _targets(summary) -> list[str]:
+    lines = []
+    by = {(s["corpus"], s["vocab"], s["budget"], s["method"], s["ce_kind"]): s for s in summary}
+    for (corpus, vocab, budget, method, _), sce in sorted(by.items()):
+        if method != "sce":
+            continue
+        ce = by.get((corpus, vocab, budget, "ce", "full")) or by.get(
+            (corpus, vocab, budget, "ce", "chunked"))
+        full = by.get((corpus, vocab, budget, "ce", "full"))
+        where = f"{corpus}, K={vocab}, {budget}"
+        if ce is not None:
+            gap = [sce[m] / ce[m] - 1 for m in ("test_acc@10", "ndcg@10")]
+            lines.append(f"- {where}: SCE vs exact CE ({ce['ce_kind']}): acc@10 {gap[0]:+.1%}, "
+                         f"NDCG@10 {gap[1]:+.1%} (target: within -3%).")
+        if full is not None and full["loss_mem_mb"] > 0:
+            ratio = sce["loss_mem_mb"] / full["loss_mem_mb"]
+            lines.append(f"  Attributable memory SCE / full CE = {ratio:.3f} (target <= 0.1).")
+        for rival in ("sampled_softmax", "ce"):
+            other = next((by.get((corpus, vocab, budget, rival, kind)) for kind in
+                          ("", "full", "chunked") if (corpus, vocab, budget, rival, kind) in by),
+                         None)
+            if other is not None and budget.startswith("time"):
+                ahead = sce["test_acc@10"] > other["test_acc@10"]
+                lines.append(f"  Equal time: SCE acc@10 {sce['test_acc@10']:.4f} vs {rival} "
+                             f"{other['test_acc@10']:.4f} ({'ahead' if ahead else 'behind'}).")
+    return lines
+
+
+def write_table(rows, md_path, png_path=None) -> str:
+    """Writes the Markdown summary (and the PNG when matplotlib is present)."""
+    summary = summarise(rows)
+    lines = ["| corpus | K | method | CE kind | budget | seeds | test ppl | acc@1 | acc@10 | "
+             "NDCG@10 | loss mem MB | s/step |",
+             "|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for s in summary:
+        lines.append(
+            f"| {s['corpus']} | {int(s['vocab']):,} | {s['method']} | {s['ce_kind'] or '-'} | "
+            f"{s['budget']} | {s['seeds']} | {s['test_ppl']:.1f} | {s['test_acc@1']:.4f} | "
+            f"{s['test_acc@10']:.4f} ± {s['test_acc@10_sd']:.4f} | {s['ndcg@10']:.4f} | "
+            f"{s['loss_mem_mb']:.0f} | {s['sec_per_step']:.3f} |")
+    commands = sorted({r["command"] for r in rows})
+    targets = _targets(summary) or ["- (no SCE run beside a baseline)"]
+    text = "\n".join(lines + ["", "Targets:", *targets, "", "Commands:",
+                              *(f"- `{c}`" for c in commands)]) + "\n"
+    Path(md_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(md_path).write_text(text)
+    if png_path is not None:
+        _plot(summary, png_path)
+    return text
+
+
+def _plot(summary, path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no PNG")
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for s in summary:
+        label = f"{s['method']}{'/' + s['ce_kind'] if s['ce_kind'] else ''} {s['budget']}"
+        axes[0].scatter(s["loss_mem_mb"], s["test_acc@10"], label=label)
+        axes[1].scatter(s["train_seconds"], s["test_acc@10"], label=label)
+    axes[0].set(xlabel="attributable training memory (MB)", ylabel="test acc@10", xscale="log")
+    axes[1].set(xlabel="training wall-clock (s)", ylabel="test acc@10")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

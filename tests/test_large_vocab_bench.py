@@ -1,0 +1,106 @@
+"""benchmarks/large_vocab.py: row writer, CSV schema, summary table, one tiny real run."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from benchmarks import large_vocab as bench
+from benchmarks import large_vocab_report as report
+
+
+def _row(method="sce", seed=0, ce_kind="", acc10=0.5, ndcg=0.3, mem=100.0, budget="steps 20"):
+    row = dict.fromkeys(report.FIELDS, "")
+    row.update({"corpus": "synthetic", "vocab": 300, "method": method, "ce_kind": ce_kind,
+                "budget": budget, "seed": seed, "steps": 20, "tokens_seen": 1000,
+                "train_seconds": 2.0, "val_tokens": 100, "val_ppl": 50.0, "test_tokens": 100,
+                "test_ppl": 60.0, "test_acc@1": 0.2, "test_acc@10": acc10, "ndcg@10": ndcg,
+                "sec_per_step": 0.1, "peak_mem_mb": 900.0, "loss_mem_mb": mem,
+                "step_mem_mb": 1.0, "gpu_loss_mem_mb": "nan", "oov_rate": 0.01,
+                "command": "python x"})
+    return row
+
+
+def test_rows_round_trip_under_the_fixed_header(tmp_path):
+    path = tmp_path / "lv.csv"
+    report.append_row(path, _row(seed=0))
+    report.append_row(path, _row(seed=1))
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        assert tuple(next(reader)) == report.FIELDS
+        assert len(list(reader)) == 2
+    assert [r["seed"] for r in report.read_rows(path)] == ["0", "1"]
+
+
+@pytest.mark.parametrize("change", ["missing", "unknown"])
+def test_row_with_wrong_columns_is_refused(tmp_path, change):
+    row = _row()
+    if change == "missing":
+        del row["loss_mem_mb"]
+    else:
+        row["surprise"] = 1
+    with pytest.raises(ValueError, match=change):
+        report.append_row(tmp_path / "lv.csv", row)
+
+
+def test_appending_to_a_file_with_another_header_is_refused(tmp_path):
+    path = tmp_path / "old.csv"
+    path.write_text("method,kind,runtime_ms\nsce,x,1\n")
+    with pytest.raises(ValueError, match="another header"):
+        report.append_row(path, _row())
+
+
+def test_table_averages_seeds_and_states_the_targets(tmp_path):
+    rows = [_row(seed=0, acc10=0.50, mem=40.0), _row(seed=1, acc10=0.40, mem=60.0),
+            _row("ce", 0, "full", acc10=0.50, ndcg=0.30, mem=1000.0)]
+    text = report.write_table(rows, tmp_path / "lv.md")
+    assert (tmp_path / "lv.md").read_text() == text
+    sce_line = next(line for line in text.splitlines() if "| sce |" in line)
+    assert "| 2 |" in sce_line and "0.4500 ± 0.0707" in sce_line
+    assert "acc@10 -10.0%" in text  # 0.45 vs 0.50
+    assert "SCE / full CE = 0.050" in text  # 50 MB vs 1000 MB
+
+
+def test_sce_calibrated_is_refused_without_the_option(monkeypatch):
+    import inspect
+
+    import keras_sce
+    from benchmarks.large_vocab_child import make_loss
+
+    if "calibration" in inspect.signature(keras_sce.SCELoss).parameters:
+        pytest.skip("this SCELoss has calibration=")
+    cfg = dict(method="sce_calibrated", seed=0, bucket_size_y=64, calibration="auto")
+    with pytest.raises(SystemExit, match="calibration"):
+        make_loss(cfg, None, None)
+    args = bench.parse_args(["--method", "sce_calibrated", "--steps", "1"])
+    with pytest.raises(SystemExit, match="calibration"):  # before any child starts
+        bench.child_config(args, "sce_calibrated", 0)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--method", "sce"], "budget"),
+    ([], "nothing to do"),
+    (["--method", "sce", "--steps", "3", "--time", "5"], "not allowed"),
+])
+def test_bad_command_lines(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        bench.parse_args(argv)
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_tiny_real_run_appends_a_complete_row_and_a_table(tmp_path):
+    out = tmp_path / "lv.csv"
+    rows = bench.main(["--corpus", "synthetic", "--vocab", "200", "--method", "sce",
+                       "--steps", "3", "--eval-tokens", "500", "--out", str(out), "--table"])
+    (row,) = rows
+    assert row["steps"] == 3 and row["ce_kind"] == ""
+    assert 0 < row["test_tokens"] and 1.0 < row["test_ppl"] < 1e6
+    assert 0.0 <= row["test_acc@1"] <= row["test_acc@10"] <= 1.0
+    assert row["tokens_seen"] > 0 and row["sec_per_step"] > 0 and row["peak_mem_mb"] > 0
+    assert 0.0 < row["oov_rate"] < 0.1
+    assert row["budget"] == "steps 3" and "--steps 3" in row["command"]
+    (read,) = report.read_rows(out)
+    assert read["method"] == "sce" and float(read["test_ppl"]) == pytest.approx(row["test_ppl"])
+    assert "| synthetic | 200 | sce |" in out.with_suffix(".md").read_text()
