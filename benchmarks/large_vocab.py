@@ -10,7 +10,7 @@ CSV as Markdown and a PNG (quality against memory and against time). See
 ``benchmarks/large_vocab_child.py`` for the memory columns and docs/large-vocab.md
 for the protocol and targets.
 
-Methods: ``sce``; ``sce_calibrated`` (only where ``SCELoss`` takes ``calibration=``);
+Methods: ``sce``; ``sce_calibrated`` (``SCELoss(calibration=...)``, options by ``--calibration``);
 ``ce`` (full softmax where ``[N, C]`` logits fit ``--full-ce-max-mb``, the exact
 chunked form otherwise; the ``ce_kind`` column says which); ``sampled_softmax``
 (``num_sampled`` unigram negatives with logQ correction); ``bce`` and ``gbce``.
@@ -63,7 +63,9 @@ def parse_args(argv=None):
     p.add_argument("--bucket-size-y", type=int, default=256)
     p.add_argument("--sce-memory-budget-mb", type=float,
                    help="choose SCE's buckets with keras_sce.suggest_buckets for this budget")
-    p.add_argument("--calibration", default="auto", help="sce_calibrated's calibration=")
+    p.add_argument("--calibration", default="{}",
+                   help="sce_calibrated's options as JSON, e.g. '{\"num_samples\": 512}' "
+                   "(default: the defaults of keras_sce.ops.calibration.Calibration)")
     p.add_argument("--ce-kind", choices=("auto", "full", "chunked"), default="auto")
     p.add_argument("--full-ce-max-mb", type=float, default=2048,
                    help="auto: full CE when 3 [N, C] float32 buffers fit in this")
@@ -100,13 +102,12 @@ def child_config(args, method: str, seed: int) -> dict:
                              "'synthetic').")
         cfg["corpus_path"] = args.corpus
     if method == "sce_calibrated":
-        import inspect
+        from keras_sce.ops.calibration import resolve_calibration
 
-        import keras_sce
-
-        if "calibration" not in inspect.signature(keras_sce.SCELoss).parameters:
-            raise SystemExit("--method sce_calibrated needs SCELoss(calibration=...), which "
-                             "this keras_sce lacks; use --method sce.")
+        try:  # refused here, before any child starts
+            resolve_calibration(json.loads(args.calibration))
+        except (ValueError, TypeError) as error:
+            raise SystemExit(f"--calibration {args.calibration!r}: {error}") from None
     if args.sce_memory_budget_mb and method.startswith("sce"):
         from keras_sce.tuning import suggest_buckets
 

@@ -62,19 +62,20 @@ def test_table_averages_seeds_and_states_the_targets(tmp_path):
     assert "SCE / full CE = 0.050" in text  # 50 MB vs 1000 MB
 
 
-def test_sce_calibrated_is_refused_without_the_option(monkeypatch):
-    import inspect
+def test_sce_calibrated_builds_a_calibrated_loss_and_bad_options_are_refused_early():
+    import keras
 
-    import keras_sce
     from benchmarks.large_vocab_child import make_loss
 
-    if "calibration" in inspect.signature(keras_sce.SCELoss).parameters:
-        pytest.skip("this SCELoss has calibration=")
-    cfg = dict(method="sce_calibrated", seed=0, bucket_size_y=64, calibration="auto")
-    with pytest.raises(SystemExit, match="calibration"):
-        make_loss(cfg, None, None)
-    args = bench.parse_args(["--method", "sce_calibrated", "--steps", "1"])
-    with pytest.raises(SystemExit, match="calibration"):  # before any child starts
+    table = keras.layers.Embedding(50, 8)
+    table.build((None,))
+    cfg = dict(method="sce_calibrated", seed=0, bucket_size_y=16,
+               calibration='{"num_samples": 32}')
+    loss, _ = make_loss(cfg, table, None)
+    assert loss.calibration["num_samples"] == 32
+    args = bench.parse_args(["--method", "sce_calibrated", "--steps", "1",
+                             "--calibration", '{"num_samples": 0}'])
+    with pytest.raises(SystemExit, match="--calibration"):  # before any child starts
         bench.child_config(args, "sce_calibrated", 0)
 
 
