@@ -50,7 +50,7 @@ class _RowSparseMixin:
         if rows is None:
             variable.assign(variable - variable * factor)
             return None
-        return values - values * factor
+        return values - values * tf.cast(factor, values.dtype)
 
 
 @keras.saving.register_keras_serializable(package="keras_sce")
@@ -72,6 +72,10 @@ class LazyAdam(_RowSparseMixin, keras.optimizers.Adam):
         m_r <- m_r + (1 - beta_1) (g - m_r)
         v_r <- v_r + (1 - beta_2) (g^2 - v_r)
         w_r <- w_r - lr sqrt(1 - beta_2^t) / (1 - beta_1^t) m_r / (sqrt(v_r) + epsilon)
+
+    Rows of a float16/bfloat16 variable are updated in float32 and stored back in
+    the variable's dtype (its moments too); a dense gradient of such a variable gets
+    Keras Adam's update in that dtype.
 
     The trade-off: a row's moments only decay when the row is seen, so a rare item
     keeps an old, larger second moment (smaller steps) than under dense Adam.
@@ -122,29 +126,33 @@ class LazyAdam(_RowSparseMixin, keras.optimizers.Adam):
         if not _sparse.is_sparse(gradient):
             self._decay(variable, learning_rate)
             return super().update_step(gradient, variable, learning_rate)
+        # Half-precision rows are updated in float32 (in bfloat16, beta_2 = 0.999
+        # rounds to 1 and Adam's step would vanish) and stored back in their dtype.
         dtype = variable.dtype
+        compute = tf.float32 if dtype in (tf.float16, tf.bfloat16) else dtype
         index = self._get_variable_index(variable)
         m_var, v_var = self._momentums[index], self._velocities[index]
-        rows, g, _ = _sparse.coalesce(gradient, dtype)
-        lr = tf.cast(learning_rate, dtype)
-        step = tf.cast(self.iterations + 1, dtype)
-        b1, b2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+        rows, g, _ = _sparse.coalesce(gradient, compute)
+        lr = tf.cast(learning_rate, compute)
+        step = tf.cast(self.iterations + 1, compute)
+        b1, b2 = tf.constant(self.beta_1, compute), tf.constant(self.beta_2, compute)
         alpha = lr * tf.sqrt(1 - tf.pow(b2, step)) / (1 - tf.pow(b1, step))
-        m = tf.gather(_handle(m_var), rows)
-        v = tf.gather(_handle(v_var), rows)
+
+        def read(var):
+            return tf.cast(tf.gather(_handle(var), rows), compute)
+
+        m, v = read(m_var), read(v_var)
         m = m + (g - m) * (1 - b1)
         v = v + (tf.square(g) - v) * (1 - b2)
         self.assign(m_var, tf.IndexedSlices(m, rows))
         self.assign(v_var, tf.IndexedSlices(v, rows))
         if self.amsgrad:
             h_var = self._velocity_hats[index]
-            v = tf.maximum(tf.gather(_handle(h_var), rows), v)
+            v = tf.maximum(read(h_var), v)
             self.assign(h_var, tf.IndexedSlices(v, rows))
-        w = tf.gather(_handle(variable), rows)
-        w = self._decay(variable, learning_rate, rows, w)
-        w = w - m * alpha / (tf.sqrt(v) + tf.cast(self.epsilon, dtype))
+        w = self._decay(variable, learning_rate, rows, read(variable))
+        w = w - m * alpha / (tf.sqrt(v) + tf.constant(self.epsilon, compute))
         self.assign(variable, tf.IndexedSlices(w, rows))
-
 
 def _handle(variable):
     """The tf.Variable behind a Keras variable: ``tf.gather`` on it is a sparse read
