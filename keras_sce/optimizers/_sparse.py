@@ -124,11 +124,12 @@ def divide(gradient, scale):
 class SparseLossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
     """Keras' dynamic loss scaling that keeps ``IndexedSlices`` gradients sparse.
 
-    Keras' ``LossScaleOptimizer`` densifies a sparse gradient twice per step (its
-    finiteness check and its unscaling convert it to a dense tensor), which costs
-    the whole table. This subclass checks and unscales only the slices' values and
-    is otherwise identical. Pass it to ``compile`` under a ``"mixed_float16"``
-    policy (Keras then does not wrap the optimizer again).
+    Keras' ``LossScaleOptimizer`` checks that the gradients are finite on dense
+    tensors: a sparse gradient is converted to a dense ``[C, d]`` one at every step,
+    which costs the whole table. This subclass checks only the slices' values and
+    is otherwise identical (the inner optimizer still receives ``IndexedSlices``).
+    Pass it to ``compile`` under a ``"mixed_float16"`` policy (Keras then does not
+    wrap the optimizer again).
 
     Args:
         inner_optimizer: the optimizer to wrap (e.g. `LazyAdam`).
@@ -154,23 +155,3 @@ class SparseLossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
             if g is not None
         ]
         return tf.reduce_all(tf.stack(finite)) if finite else tf.constant(True)
-
-    def _stateful_handle_finite_grads(self, grads, trainable_variables):
-        scale = self.dynamic_scale
-        tvs = trainable_variables or self._trainable_variables
-        unscaled = [
-            g if g is None or self._overwrite_variable_with_gradient(v) else divide(g, scale)
-            for g, v in zip(grads, tvs, strict=True)
-        ]
-        self.inner_optimizer.apply(unscaled, trainable_variables=trainable_variables)
-
-        def upscale():
-            self.step_counter.assign(0)
-            self.dynamic_scale.assign(self.dynamic_scale * 2.0)
-
-        def increment():
-            self.step_counter.assign_add(1)
-
-        keras.ops.cond(
-            keras.ops.equal(self.step_counter, self.dynamic_growth_steps - 1), upscale, increment
-        )
