@@ -13,6 +13,7 @@ Usage (what produced benchmarks/results/train_step_cpu.*)::
 
     python benchmarks/train_step.py            # the grid, then CSV/Markdown/PNG
     python benchmarks/train_step.py --table    # Markdown from the CSV only
+    python benchmarks/train_step.py --resume   # run only what the CSV lacks
 """
 
 from __future__ import annotations
@@ -141,13 +142,27 @@ def predict(cfg):
 
 
 def grid():
-    for c in (10**6, 10**7, 10**5):  # the targets first
+    """Every configuration, the targets' rows first (SCE at 10^6 and 10^7)."""
+    cfgs = []
+    for c in (10**5, 10**6, 10**7):
         for n in (1024, 8192):
             for method in ("sce", "sampled_softmax"):
                 for optimizer in ("lazy_adam", "sgd", "adam"):
-                    yield dict(method=method, optimizer=optimizer, n_rows=n, catalog_size=c)
+                    cfgs.append(dict(method=method, optimizer=optimizer, n_rows=n, catalog_size=c))
             for method in ("chunked_ce", "full_ce"):
-                yield dict(method=method, optimizer="adam", n_rows=n, catalog_size=c)
+                cfgs.append(dict(method=method, optimizer="adam", n_rows=n, catalog_size=c))
+
+    def rank(cfg):
+        sce, c = cfg["method"] == "sce", cfg["catalog_size"]
+        lazy = cfg["optimizer"] == "lazy_adam"
+        return (not (sce and c >= 10**6 and (lazy or c == 10**6)), not sce, c == 10**7,
+                cfg["n_rows"], -c)
+
+    return sorted(cfgs, key=rank)
+
+
+def _key(row):
+    return (row["method"], row["optimizer"], int(row["n_rows"]), int(row["catalog_size"]))
 
 
 def run_config(cfg, steps):
@@ -248,6 +263,7 @@ def main(argv=None):
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=3, help="timed steps (median)")
     parser.add_argument("--table", action="store_true", help="Markdown from the CSV")
+    parser.add_argument("--resume", action="store_true", help="keep the CSV's rows, run the rest")
     args = parser.parse_args(argv)
     if args.child:
         print("RESULT " + json.dumps(_child(json.loads(args.child))), flush=True)
@@ -257,7 +273,13 @@ def main(argv=None):
             print(markdown(list(csv.DictReader(f))))
         return
     rows = []
+    if args.resume and (RESULTS / "train_step_cpu.csv").exists():
+        with open(RESULTS / "train_step_cpu.csv") as f:
+            rows = [r for r in csv.DictReader(f) if r["status"] == "ok"]
+    done = {_key(r) for r in rows}
     for cfg in grid():
+        if _key(cfg) in done:
+            continue
         t = time.perf_counter()
         row = run_config(cfg, args.steps)
         rows.append(row)

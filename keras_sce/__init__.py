@@ -12,7 +12,7 @@ adapter lives in ``keras_sce.tfrs`` and is imported only on demand.
 
 __version__ = "0.1.0.dev0"
 
-from keras_sce import datasets, evaluation, losses, models, ops  # noqa: E402
+from keras_sce import datasets, evaluation, losses, models, ops, optimizers  # noqa: E402
 from keras_sce.layers.sparse_grad_dense import SparseGradDense  # noqa: E402
 from keras_sce.losses import SCELoss  # noqa: E402
 from keras_sce.saving import load_model  # noqa: E402
@@ -28,5 +28,6 @@ __all__ = [
     "losses",
     "models",
     "ops",
+    "optimizers",
     "sparsegrad",
 ]
