@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import keras
 from keras_sce.optimizers import LazyAdam, RowAdagrad
 from keras_sce.optimizers._sparse import coalesce
 
@@ -86,7 +86,8 @@ def test_lazy_adam_equals_keras_adam_when_every_row_is_present(kwargs, jit):
     w0 = rng.normal(size=(C, D)).astype("float32")
     lazy_sparse, lazy_dense = keras.Variable(w0), keras.Variable(w0)
     keras_dense = keras.Variable(w0)
-    bias_lazy, bias_keras = keras.Variable(np.ones(D, "float32")), keras.Variable(np.ones(D, "float32"))
+    ones = np.ones(D, "float32")
+    bias_lazy, bias_keras = keras.Variable(ones), keras.Variable(ones)
     opt_a = LazyAdam(0.05, **kwargs)
     opt_b = keras.optimizers.Adam(0.05, **kwargs)
 
