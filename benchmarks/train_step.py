@@ -12,7 +12,7 @@ slow or too big are skipped with the reason.
 Usage (what produced benchmarks/results/train_step_cpu.*)::
 
     python benchmarks/train_step.py            # the grid, then CSV/Markdown/PNG
-    python benchmarks/train_step.py --table    # Markdown from the CSV only
+    python benchmarks/train_step.py --table    # Markdown (and the PNG) from the CSV
     python benchmarks/train_step.py --resume   # run only what the CSV lacks
 """
 
@@ -253,7 +253,8 @@ def plot(rows):
         ax.set(xscale="log", yscale="log", xlabel="catalogue size C", title=f"N = {n:,}")
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("one training step (ms, CPU)")
-    axes[1].legend(fontsize=7)
+    for ax in axes:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(RESULTS / "train_step_cpu.png", dpi=120)
 
@@ -262,7 +263,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=3, help="timed steps (median)")
-    parser.add_argument("--table", action="store_true", help="Markdown from the CSV")
+    parser.add_argument("--table", action="store_true", help="Markdown and PNG from the CSV")
     parser.add_argument("--resume", action="store_true", help="keep the CSV's rows, run the rest")
     args = parser.parse_args(argv)
     if args.child:
@@ -270,7 +271,9 @@ def main(argv=None):
         return
     if args.table:
         with open(RESULTS / "train_step_cpu.csv") as f:
-            print(markdown(list(csv.DictReader(f))))
+            rows = list(csv.DictReader(f))
+        print(markdown(rows))
+        plot(rows)
         return
     rows = []
     if args.resume and (RESULTS / "train_step_cpu.csv").exists():
