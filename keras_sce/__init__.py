@@ -7,6 +7,7 @@ Public surface:
 - ``keras_sce.SparseGradDense`` — SparseGrad fine-tuning layer (arXiv 2410.07383).
 - ``keras_sce.load_model`` — ``keras.saving.load_model`` that re-binds the losses.
 - ``keras_sce.suggest_buckets`` — SCE bucket sizes for a memory budget.
+- ``keras_sce.optimizers`` — row-sparse optimizers for item tables (``LazyAdam``).
 
 Importing ``keras_sce`` is cheap: the sub-packages (and TensorFlow with them) load on
 first use of a name below (PEP 562), so ``keras-sce --help`` and option errors answer
@@ -23,7 +24,7 @@ import importlib
 
 __version__ = "0.1.0.dev0"
 
-_SUBMODULES = ("datasets", "evaluation", "losses", "models", "ops", "sparsegrad")
+_SUBMODULES = ("datasets", "evaluation", "losses", "models", "ops", "optimizers", "sparsegrad")
 _ATTRIBUTES = {
     "SCELoss": "keras_sce.losses",
     "SparseGradDense": "keras_sce.layers.sparse_grad_dense",

@@ -251,7 +251,7 @@ class SASRec(keras.Model):
         self._check_length(static_length)  # at trace time, when the length is known
         length = ops.shape(inputs)[1]
         padding_mask = ops.not_equal(inputs, self.padding_id)
-        x = self.item_embedding(inputs) * math.sqrt(self.hidden_dim)
+        x = self._item_rows(inputs) * math.sqrt(self.hidden_dim)
         # With left padding, positions are counted from the right end, so a batch
         # cut to its longest sequence gives the same outputs as a full-length one.
         first = self.max_length - length if self.padding == "left" else 0
@@ -284,6 +284,23 @@ class SASRec(keras.Model):
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape) + (self.hidden_dim,)
+
+    def _item_rows(self, ids):
+        """Input item embeddings as a row gather from the table variable itself.
+
+        Calling the Embedding layer reads the whole table densely, and once a sparse
+        optimizer update has put the variable in TensorFlow's copy-on-read mode that
+        read copies the table at every step (outside XLA). Same values and gradient.
+        """
+        layer = self.item_embedding
+        variable = getattr(layer.embeddings, "_value", None)  # tf.Variable, not autocast
+        if keras.backend.backend() != "tensorflow" or layer.lora_enabled or layer.quantization_mode:
+            return layer(ids)
+        import tensorflow as tf
+
+        if not isinstance(variable, tf.Variable):
+            return layer(ids)
+        return ops.cast(tf.gather(variable, ids), layer.compute_dtype)
 
     def last_hidden(self, inputs, batch_size: int = 1024) -> np.ndarray:
         """Hidden state of each sequence's most recent item, ``[B, d]`` (NumPy)."""
