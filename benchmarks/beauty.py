@@ -23,7 +23,6 @@ Beauty HR@10 = 0.0935, NDCG@10 = 0.0544.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import json
 import os
@@ -67,6 +66,7 @@ def run(args):
         mix_x=args.mix_x,
         num_negatives=args.num_negatives,
         logit_offset=args.logit_offset,
+        optimizer=args.optimizer,
         verbose=2,
     )
     if args.stop_at:
@@ -79,18 +79,14 @@ def run(args):
         stop = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
         left = max((stop - now).total_seconds() / 60.0, 1.0)
         config.max_minutes = left if config.max_minutes is None else min(config.max_minutes, left)
-    with _optimizer(args.optimizer):
-        result = train_and_evaluate(split, args.method, config)
+    result = train_and_evaluate(split, args.method, config)
     result.pop("model")
     records = result.pop("records")
     row = {
         "dataset": pathlib.Path(args.data).stem,
         **{k: result[k] for k in COLUMNS if k in result},
         "config": json.dumps(
-            {
-                **{k: v for k, v in vars(config).items() if v is not None},
-                "optimizer": args.optimizer,
-            },
+            {k: v for k, v in vars(config).items() if v is not None},
             sort_keys=True,
         ),
     }
@@ -109,19 +105,6 @@ def run(args):
     curve = RESULTS / f"beauty_{args.label or args.method}_seed{args.seed}.json"
     curve.write_text(json.dumps({"result": result, "records": records}, indent=1))
     print(json.dumps({k: row[k] for k in COLUMNS if k != "config"}, indent=1))
-
-
-def _optimizer(name):
-    """Makes the training job's ``keras.optimizers.Adam(lr)`` a LazyAdam(lr)."""
-    if name == "adam":
-        return contextlib.nullcontext()
-    from unittest import mock
-
-    import keras
-
-    from keras_sce.optimizers import LazyAdam
-
-    return mock.patch.object(keras.optimizers, "Adam", LazyAdam)
 
 
 def _fmt(value):

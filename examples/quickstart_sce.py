@@ -83,7 +83,7 @@ def main(argv=None):
 
     model, items = build_model(args.items, args.length, args.dim)
     loss = keras_sce.SCELoss(items, bucket_size_y=256, seed=args.seed)
-    model.compile(keras.optimizers.Adam(1e-3), loss=loss, jit_compile=True)
+    model.compile(keras_sce.optimizers.LazyAdam(1e-3), loss=loss, jit_compile=True)
     ndcg0, hr0 = evaluate(model, items, test_x, test_y)
     start = time.perf_counter()
     model.fit(train_x, train_y, batch_size=128, epochs=args.epochs, verbose=2)

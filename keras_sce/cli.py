@@ -101,6 +101,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     run.add_argument("--heads", type=pos, default=1, help="must divide --hidden-dim")
     run.add_argument("--dropout", type=options.unit_interval_float, default=0.3)
     run.add_argument("--lr", type=options.positive_float, default=1e-3)
+    run.add_argument(
+        "--optimizer",
+        choices=("lazy_adam", "adam"),
+        default="lazy_adam",
+        help="lazy_adam: only the item-table rows a step touches move (keras_sce.optimizers."
+        "LazyAdam; a step costs O(rows), not O(catalogue)); adam: Keras Adam (dense moments)",
+    )
     run.add_argument("--batch-size", type=pos, default=128)
     run.add_argument("--bucket-size-y", type=pos, default=256, help="SCE items per bucket")
     run.add_argument("--num-buckets", type=pos, default=None,
@@ -204,6 +211,7 @@ def _config(args, num_users: int):
         num_heads=args.heads,
         dropout=args.dropout,
         learning_rate=args.lr,
+        optimizer=args.optimizer,
         batch_size=min(args.batch_size, num_users),
         max_epochs=epochs,
         patience=args.patience,

@@ -31,6 +31,9 @@ class TrainConfig:
     num_heads: int = 1
     dropout: float = 0.3
     learning_rate: float = 1e-3
+    # "lazy_adam": keras_sce.optimizers.LazyAdam (only the table rows a step touches
+    # move, so a step costs O(rows), not O(catalogue)); "adam": Keras Adam (dense).
+    optimizer: str = "lazy_adam"
     batch_size: int = 128
     max_epochs: int = 200
     patience: int = 10
@@ -60,11 +63,20 @@ def peak_memory_mb() -> float:
     return memory.peak_rss_bytes() / 2**20
 
 
+OPTIMIZERS = ("lazy_adam", "adam")
+
+
 def make_optimizer(config: TrainConfig):
-    """The optimizer of every run (one place, so that it can be swapped)."""
+    """The optimizer of every run: ``config.optimizer`` at ``config.learning_rate``."""
     import keras
 
-    return keras.optimizers.Adam(config.learning_rate)
+    from keras_sce.optimizers import LazyAdam
+
+    if config.optimizer == "lazy_adam":
+        return LazyAdam(config.learning_rate)
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(config.learning_rate)
+    raise ValueError(f"Unknown optimizer {config.optimizer!r}; choose from {OPTIMIZERS}.")
 
 
 def _fault_injection_callback(method: str):

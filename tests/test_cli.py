@@ -204,3 +204,19 @@ def test_cli_reads_a_tsv_with_bom_iso_times_and_duplicates(tmp_path, keep):
     assert data.catalogue_size == 4
     lengths = sorted(len(s) for s in data.sequences)
     assert lengths == ([4, 5] if keep else [4, 4])
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [([], "LazyAdam"), (["--optimizer", "adam"], "Adam")],
+    ids=["default-lazy-adam", "dense-adam"],
+)
+def test_cli_optimizer_flag_reaches_the_training_run(argv, expected):
+    from keras_sce import training
+
+    args = cli.build_parser().parse_args(["train", *argv])
+    config = cli._config(args, num_users=100)
+    assert type(training.make_optimizer(config)).__name__ == expected
+    config.optimizer = "sgd"
+    with pytest.raises(ValueError, match="Unknown optimizer 'sgd'"):
+        training.make_optimizer(config)
