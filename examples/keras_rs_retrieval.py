@@ -121,7 +121,7 @@ def main(argv=None):
         items, bucket_size_y=args.bucket_size_y, padding_id=0, seed=args.seed
     )
     query_model.compile(
-        optimizer=keras.optimizers.Adam(1e-3), loss=loss, jit_compile=args.jit_compile
+        optimizer=keras_sce.optimizers.LazyAdam(1e-3), loss=loss, jit_compile=args.jit_compile
     )
     start = time.perf_counter()
     history = query_model.fit(
