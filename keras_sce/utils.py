@@ -1,4 +1,4 @@
-"""Small helpers shared by the Keras wrappers (floor 2)."""
+"""Small helpers shared by the Keras wrappers."""
 
 from __future__ import annotations
 

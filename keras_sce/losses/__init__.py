@@ -1,4 +1,4 @@
-"""Floor 2 of keras_sce: Keras 3 losses over the TensorFlow core."""
+"""Keras 3 losses over the TensorFlow core of keras_sce."""
 
 from keras_sce.losses.baselines import (
     FullCrossEntropyLoss,

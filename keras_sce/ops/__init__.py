@@ -1,4 +1,4 @@
-"""Floor 1 of keras_sce: the pure-TensorFlow core (no Keras layers imported here).
+"""The core of keras_sce: pure TensorFlow (no Keras layers imported here).
 
 - :func:`bucket_top_k` — the XLA-compiled, optionally streamed, per-bucket top-k.
 - :func:`scalable_cross_entropy` — SCE (arXiv 2409.18721).

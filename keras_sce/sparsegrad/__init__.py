@@ -54,7 +54,7 @@ __all__ = [
     "sparse_grad_matmul",
 ]
 
-# --- issue 6 (keras-hub integration: apply/fold) may add its exports below this line ---
+# keras-hub integration (apply / fold).
 from keras_sce.sparsegrad.integration import (  # noqa: E402
     KERAS_HUB_TARGETS,
     FeedForwardSlot,

@@ -1,4 +1,4 @@
-"""TensorFlow Recommenders adapter (floor 3): SCE as a TFRS retrieval task.
+"""TensorFlow Recommenders adapter: SCE as a TFRS retrieval task.
 
 Import this sub-package only in a process that runs TFRS, i.e. with the
 environment variable ``TF_USE_LEGACY_KERAS=1`` set before anything touches
