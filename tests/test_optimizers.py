@@ -182,3 +182,31 @@ def test_lazy_adam_low_precision_variables(dtype):
     np.testing.assert_array_equal(changed, [1, 3])
     assert opt._momentums[0].dtype == dtype
     np.testing.assert_allclose(after[[1, 3]], before[[1, 3]] - 0.25, rtol=0, atol=4e-2)
+
+
+@pytest.mark.parametrize("mode", ["graph", "xla", "dynamic-count"])
+@pytest.mark.parametrize("count", [4, 3 * C], ids=["fewer-slices-than-rows", "more-slices"])
+def test_lazy_adam_same_update_when_slices_outnumber_the_rows(count, mode):
+    # N x k per-row negatives give more slices than the table has rows: the update
+    # then sums them into table shape (cheaper) and must still be the lazy update.
+    w0 = np.random.default_rng(2).normal(size=(C, D)).astype("float32")
+    steps = _steps(seed=3, n=count)
+    opt = LazyAdam(0.01)
+    var = keras.Variable(w0)
+    opt.build([var])
+    signature = [tf.IndexedSlicesSpec([C, D], tf.float32, tf.int32, tf.int32, [None])]
+
+    @tf.function(jit_compile=mode == "xla",
+                 input_signature=signature if mode == "dynamic-count" else None)
+    def step(g):
+        opt.apply([g], [var])
+
+    for idx, val in steps:
+        step(_slices(idx, val))
+    w_ref, m_ref, v_ref = _ref_lazy_adam(w0, steps)
+    np.testing.assert_allclose(var.numpy(), w_ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(opt._velocities[0].numpy(), v_ref, rtol=1e-4, atol=1e-9)
+    untouched = np.setdiff1d(np.arange(C), np.concatenate([s[0] for s in steps]))
+    assert untouched.size >= C // 2
+    np.testing.assert_array_equal(var.numpy()[untouched], w0[untouched])
+    assert not opt._momentums[0].numpy()[untouched].any()

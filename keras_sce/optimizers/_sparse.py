@@ -44,6 +44,37 @@ def coalesce(gradient: tf.IndexedSlices, dtype=None):
     return indices, tf.gather(totals, segment), first
 
 
+def rows_to_update(gradient: tf.IndexedSlices, num_rows: int, dtype=None):
+    """The rows a row-sparse update writes, their summed gradient, and which are present.
+
+    With at most ``num_rows`` slices this is :func:`coalesce` (every returned row is
+    present). With more slices than the variable has rows (per-row negatives give
+    ``N x k`` slices of a ``C``-row table) the slices would cost more memory than the
+    table itself, so they are summed into the table's shape instead: the rows are
+    ``0..C-1`` and ``present`` marks the ones that occur. The update is the same; only
+    its temporaries change, ``O(min(slices, C) x d)`` either way.
+
+    Returns:
+        ``(rows [r], summed [r, ...], present [r] bool)``.
+    """
+    count = gradient.values.shape[0]
+
+    def from_slices():
+        rows, summed, _ = coalesce(gradient, dtype)
+        return rows, summed, tf.ones_like(rows, tf.bool)
+
+    def table_shaped():
+        values = gradient.values if dtype is None else tf.cast(gradient.values, dtype)
+        indices = gradient.indices
+        summed = tf.math.unsorted_segment_sum(values, indices, num_rows)
+        hits = tf.math.unsorted_segment_max(tf.ones_like(indices, tf.int32), indices, num_rows)
+        return tf.range(num_rows, dtype=indices.dtype), summed, hits > 0
+
+    if count is not None:  # static (always under XLA): choose while tracing
+        return table_shaped() if count > num_rows else from_slices()
+    return tf.cond(tf.shape(gradient.values)[0] > num_rows, table_shaped, from_slices)
+
+
 def first_only(summed, first):
     """``summed`` with the rows of repeated copies zeroed (a valid IndexedSlices value)."""
     ones = tf.ones([tf.rank(summed) - 1], tf.int32)

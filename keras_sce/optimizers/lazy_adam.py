@@ -132,7 +132,9 @@ class LazyAdam(_RowSparseMixin, keras.optimizers.Adam):
         compute = tf.float32 if dtype in (tf.float16, tf.bfloat16) else dtype
         index = self._get_variable_index(variable)
         m_var, v_var = self._momentums[index], self._velocities[index]
-        rows, g, _ = _sparse.coalesce(gradient, compute)
+        rows, g, present = _sparse.rows_to_update(gradient, variable.shape[0], compute)
+        keep = tf.reshape(present, tf.concat([tf.shape(present), tf.ones([tf.rank(g) - 1],
+                                                                          tf.int32)], 0))
         lr = tf.cast(learning_rate, compute)
         step = tf.cast(self.iterations + 1, compute)
         b1, b2 = tf.constant(self.beta_1, compute), tf.constant(self.beta_2, compute)
@@ -141,17 +143,18 @@ class LazyAdam(_RowSparseMixin, keras.optimizers.Adam):
         def read(var):
             return tf.cast(tf.gather(_handle(var), rows), compute)
 
-        m, v = read(m_var), read(v_var)
-        m = m + (g - m) * (1 - b1)
-        v = v + (tf.square(g) - v) * (1 - b2)
+        m_old, v_old = read(m_var), read(v_var)
+        m = tf.where(keep, m_old + (g - m_old) * (1 - b1), m_old)
+        v = tf.where(keep, v_old + (tf.square(g) - v_old) * (1 - b2), v_old)
         self.assign(m_var, tf.IndexedSlices(m, rows))
         self.assign(v_var, tf.IndexedSlices(v, rows))
         if self.amsgrad:
             h_var = self._velocity_hats[index]
             v = tf.maximum(read(h_var), v)
             self.assign(h_var, tf.IndexedSlices(v, rows))
-        w = self._decay(variable, learning_rate, rows, read(variable))
-        w = w - m * alpha / (tf.sqrt(v) + tf.constant(self.epsilon, compute))
+        w_old = read(variable)
+        w = self._decay(variable, learning_rate, rows, w_old)
+        w = tf.where(keep, w - m * alpha / (tf.sqrt(v) + tf.constant(self.epsilon, compute)), w_old)
         self.assign(variable, tf.IndexedSlices(w, rows))
 
 def _handle(variable):
