@@ -134,10 +134,11 @@ def test_lazy_adam_rejects_bad_options(kwargs, match):
         LazyAdam(**kwargs)
 
 
+@pytest.mark.parametrize("count", [4, 3 * C], ids=["fewer-slices-than-rows", "more-slices"])
 @pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
-def test_row_adagrad_sparse_rows_match_reference(jit):
+def test_row_adagrad_sparse_rows_match_reference(jit, count):
     w0 = np.random.default_rng(3).normal(size=(C, D)).astype("float32")
-    steps = _steps(seed=4)
+    steps = _steps(seed=4, n=count)
     opt = RowAdagrad(0.1, initial_accumulator_value=0.1)
     var = _run(opt, w0, steps, jit)
     w, acc = w0.astype("float64"), np.full(C, 0.1)
@@ -150,6 +151,8 @@ def test_row_adagrad_sparse_rows_match_reference(jit):
     np.testing.assert_allclose(var.numpy(), w, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(opt._accumulators[0].numpy(), acc, rtol=1e-5)
     assert opt._accumulators[0].shape == (C,)
+    untouched = np.setdiff1d(np.arange(C), np.concatenate([s[0] for s in steps]))
+    np.testing.assert_array_equal(var.numpy()[untouched], w0[untouched])
 
 
 def test_row_adagrad_dense_rules():

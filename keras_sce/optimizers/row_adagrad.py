@@ -95,15 +95,21 @@ class RowAdagrad(_RowSparseMixin, keras.optimizers.Optimizer):
             step = lr / tf.sqrt(_handle(acc_var).read_value() + eps)
             self.assign_sub(variable, g * tf.reshape(step, [-1] + [1] * len(axes)))
             return
-        rows, g, _ = _sparse.coalesce(gradient, dtype)
+        # Rows absent from the gradient (table-shaped sums only) get g = 0: their
+        # accumulator and weight are unchanged; only the decay needs the mask.
+        rows, g, present = _sparse.rows_to_update(gradient, variable.shape[0], dtype)
         square = tf.reduce_mean(tf.square(g), axis=axes) if axes else tf.square(g)
         acc = tf.gather(_handle(acc_var), rows) + square
         self.assign(acc_var, tf.IndexedSlices(acc, rows))
         step = lr / tf.sqrt(acc + eps)
         if axes:
             step = tf.reshape(step, tf.concat([tf.shape(step), tf.ones([len(axes)], tf.int32)], 0))
-        w = tf.gather(_handle(variable), rows)
-        w = self._decay(variable, learning_rate, rows, w)
+        w_old = tf.gather(_handle(variable), rows)
+        w = self._decay(variable, learning_rate, rows, w_old)
+        if w is not w_old:
+            keep = tf.reshape(present, tf.concat([tf.shape(present), tf.ones([tf.rank(w) - 1],
+                                                                              tf.int32)], 0))
+            w = tf.where(keep, w, w_old)
         self.assign(variable, tf.IndexedSlices(w - g * step, rows))
 
     def get_config(self):
