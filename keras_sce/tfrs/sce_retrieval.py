@@ -8,6 +8,7 @@ import keras
 import tensorflow as tf
 
 from keras_sce.ops import checks, sce
+from keras_sce.ops.calibration import resolve_calibration
 from keras_sce.tfrs._stack import check_legacy_keras_stack
 
 tf_keras, tfrs = check_legacy_keras_stack("keras_sce.tfrs.SCERetrieval")
@@ -86,6 +87,10 @@ class SCERetrieval(tf_keras.layers.Layer, tfrs.tasks.base.Task):
         seed: None (fresh centres from the global generator) or a Python int: a
             reproducible stream of centres, fresh at each call, the same stream
             as ``keras_sce.SCELoss(seed=...)``.
+        calibration: None (default: SCE as published) or calibrated SCE: True, a
+            dict of options or a ``keras_sce.ops.calibration.Calibration``, exactly
+            as ``keras_sce.SCELoss(calibration=...)`` (an importance-sampled estimate
+            of the softmax mass the bucket did not see; docs/calibrated-sce.md).
         check_ids: check that ``candidate_ids`` lie in ``[0, num_candidates)``:
             an ``InvalidArgumentError`` outside XLA; under XLA (which drops
             assertions) the loss turns NaN instead of silently reading zeros.
@@ -156,6 +161,7 @@ class SCERetrieval(tf_keras.layers.Layer, tfrs.tasks.base.Task):
         padding_id=None,
         catalog_chunk_size=DEFAULT_CATALOG_CHUNK_SIZE,
         seed=None,
+        calibration=None,
         check_ids=True,
         metrics=None,
         loss_metrics=None,
@@ -173,6 +179,8 @@ class SCERetrieval(tf_keras.layers.Layer, tfrs.tasks.base.Task):
         self.padding_id = checks.check_padding_id(padding_id, None)
         self.seed = checks.as_int(seed, "seed", allow_none=True)
         seed = self.seed
+        self._calibration = resolve_calibration(calibration)
+        self.calibration = None if self._calibration is None else self._calibration.get_config()
         self.check_ids = bool(check_ids)
         self._seed_stream = None if seed is None else sce.SeedStream(seed)
         if self._seed_stream is not None:
@@ -318,6 +326,7 @@ class SCERetrieval(tf_keras.layers.Layer, tfrs.tasks.base.Task):
             **self._sce_options(),
             seed=seed,
             sample_weight=sample_weight,
+            calibration=self._calibration,
             check_ids=False,  # checked above, with the TFRS argument's name
         )
         if all_valid is not None:
@@ -366,7 +375,10 @@ class SCERetrieval(tf_keras.layers.Layer, tfrs.tasks.base.Task):
         table before use.
         """
         config = super().get_config()
-        config.update(self._sce_options(), seed=self.seed, check_ids=self.check_ids)
+        config.update(
+            self._sce_options(), seed=self.seed, calibration=self.calibration,
+            check_ids=self.check_ids,
+        )
         return config
 
     def _sce_options(self):

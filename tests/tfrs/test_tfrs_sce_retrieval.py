@@ -44,8 +44,10 @@ def _inputs(seed=0, batch=BATCH, rank3=False, low=1):
         dict(catalog_chunk_size=64, bucket_size_y=20),
         dict(weighted=True, padding_id=0),
         dict(rank3=True, padding_id=0),
+        dict(calibration={"num_samples": 32}, bucket_size_y=20, padding_id=0),
     ],
-    ids=["defaults", "mix_x", "small_buckets", "streamed", "sample_weight", "sequence"],
+    ids=["defaults", "mix_x", "small_buckets", "streamed", "sample_weight", "sequence",
+         "calibrated"],
 )
 def test_equals_sce_loss_on_identical_inputs_and_seed(options):
     options = dict(options)
@@ -330,8 +332,10 @@ def test_config_round_trip_and_registration():
     task = SCERetrieval(
         variable, num_buckets=4, bucket_size_x=12, bucket_size_y=20, mix_x=True,
         padding_id=0, catalog_chunk_size=100, seed=3, check_ids=False, name="sce_task",
+        calibration={"num_samples": 16},
     )
     config = task.get_config()
+    assert config["calibration"]["num_samples"] == 16
     clone = SCERetrieval.from_config(config)
     assert clone.get_config() == config
     assert clone.candidate_embeddings is None
