@@ -30,7 +30,6 @@ import json
 import os
 import platform
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
@@ -38,6 +37,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from benchmarks import _child as child_proc  # noqa: E402
 from benchmarks import large_vocab_report as report  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
@@ -125,13 +125,9 @@ def run_child(cfg: dict, timeout: float) -> dict:
     """
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    res = subprocess.run([sys.executable, __file__, "--child", json.dumps(cfg)],
-                         capture_output=True, text=True, env=env, timeout=timeout)
-    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")]
-    if res.returncode != 0 or not lines:
-        raise RuntimeError(f"run {cfg['method']} seed {cfg['seed']} failed (exit "
-                           f"{res.returncode}):\n{res.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    return child_proc.run_child([sys.executable, __file__, "--child", json.dumps(cfg)],
+                                f"run {cfg['method']} seed {cfg['seed']}", env=env,
+                                timeout=timeout)
 
 
 def make_row(cfg: dict, result: dict, command: str) -> dict:
@@ -153,7 +149,7 @@ def main(argv=None):
     if args.child:
         from benchmarks.large_vocab_child import run
 
-        print("RESULT " + json.dumps(run(json.loads(args.child))), flush=True)
+        child_proc.emit(run(json.loads(args.child)))
         return None
     command = "python benchmarks/large_vocab.py " + shlex.join(
         a for a in (argv if argv is not None else sys.argv[1:]) if a != "--table")

@@ -20,7 +20,6 @@ import csv
 import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
+from benchmarks import _child as child_proc  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 GRID = [(n, c, mb) for n in (1024, 4096) for c in (10_002, 100_002, 1_000_002)
@@ -86,14 +86,10 @@ def measure(configs: list[dict], timeout: float = 600) -> list[dict]:
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="",
                    XLA_FLAGS=f"--xla_dump_to={dump_dir} --xla_dump_hlo_module_re=.*{PROBE}.*",
                    PYTHONPATH=str(REPO_ROOT))
-        res = subprocess.run(
+        return child_proc.run_child(
             [sys.executable, __file__, "--child", json.dumps(configs), dump_dir],
-            capture_output=True, text=True, env=env, timeout=timeout,
+            "measurement child", env=env, timeout=timeout, tail=2000,
         )
-    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")]
-    if res.returncode != 0 or not lines:
-        raise RuntimeError(f"measurement child failed ({res.returncode}): {res.stderr[-2000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
 
 
 def grid_configs(grid, dim=64, chunk=65_536) -> list[dict]:
@@ -118,7 +114,7 @@ def main(argv=None):
     p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        print("RESULT " + json.dumps(_child(json.loads(args.child[0]), args.child[1])))
+        child_proc.emit(_child(json.loads(args.child[0]), args.child[1]))
         return None
     rows = measure(grid_configs(QUICK_GRID if args.quick else GRID))
     fields = list(rows[0])

@@ -24,10 +24,13 @@ from __future__ import annotations
 import argparse
 import csv
 import ctypes
-import json
 import os
-import subprocess
 import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # run as a script: `benchmarks` importable
+    sys.path.insert(0, ROOT)
+from benchmarks import _child as child_proc  # noqa: E402
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -87,7 +90,7 @@ def child(args):
         "rss_built_mb": round(built, 1), "rss_warm_mb": round(warm, 1),
         "step_peak_mb": round(peak, 1), "compiled_step_resident_mb": round(warm - built, 1),
     }  # fmt: skip
-    print("RESULT " + json.dumps(row), flush=True)
+    child_proc.emit(row)
 
 
 def main(argv=None):
@@ -104,12 +107,7 @@ def main(argv=None):
     rows = []
     for variant in VARIANTS:
         command = [sys.executable, __file__, "--child", variant] + sys.argv[1:]
-        done = subprocess.run(command, capture_output=True, text=True)
-        found = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
-        if done.returncode or not found:
-            sys.stderr.write(done.stderr[-3000:])
-            raise RuntimeError(f"variant {variant} failed (exit {done.returncode})")
-        rows.append(json.loads(found[-1][len("RESULT ") :]))
+        rows.append(child_proc.run_child(command, f"variant {variant}"))
         print(rows[-1], flush=True)
     if args.csv:
         os.makedirs(os.path.dirname(args.csv) or ".", exist_ok=True)

@@ -43,12 +43,15 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import resource
-import subprocess
 import sys
 import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # run as a script: `benchmarks` importable
+    sys.path.insert(0, ROOT)
+from benchmarks import _child as child_proc  # noqa: E402
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -198,7 +201,7 @@ def run_child(args):
         "step_cpu_ms": round(1000 * float(np.median(cpus)), 1),
         "batch": args.batch, "seq": args.seq, "k": k,
     }  # fmt: skip
-    print("RESULT " + json.dumps(row), flush=True)
+    child_proc.emit(row)
 
 
 def _status_peak():
@@ -299,12 +302,7 @@ def main(argv=None):
         command = [sys.executable, __file__, "--child", config] + [
             a for a in (argv if argv is not None else sys.argv[1:])
         ]
-        done = subprocess.run(command, capture_output=True, text=True)
-        found = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
-        if done.returncode or not found:
-            sys.stderr.write(done.stderr[-3000:])
-            raise RuntimeError(f"configuration {config} failed (exit {done.returncode})")
-        rows.append(json.loads(found[-1][len("RESULT ") :]))
+        rows.append(child_proc.run_child(command, f"configuration {config}"))
         print(rows[-1], flush=True)
     if args.output:
         os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
