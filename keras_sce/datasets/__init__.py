@@ -1,6 +1,12 @@
 """keras_sce.datasets: interaction loaders, leave-one-out split, tf.data pipelines."""
 
 from keras_sce.datasets.gcide import GcideEntry, load_gcide_corpus, parse_gcide, read_gcide
+from keras_sce.datasets.gcide_pos import (
+    DEFAULT_POS_LABELS,
+    TextClassificationSplit,
+    TextClassificationTask,
+    load_gcide_pos,
+)
 from keras_sce.datasets.sequences import (
     PADDING_ID,
     SequenceData,
@@ -37,3 +43,5 @@ __all__ = [
 ]
 __all__ += ["GcideEntry", "OOV_ID", "TokenCorpus", "TokenSplit", "load_gcide_corpus",
             "load_token_corpus", "parse_gcide", "read_gcide"]
+__all__ += ["DEFAULT_POS_LABELS", "TextClassificationSplit", "TextClassificationTask",
+            "load_gcide_pos"]

@@ -116,7 +116,8 @@ def split_of(group: str, fractions, seed: int) -> int:
     return 0 if u < fractions[0] else (1 if u < fractions[0] + fractions[1] else 2)
 
 
-def _check_fractions(split):
+def check_fractions(split):
+    """``split`` as three floats (train, validation, test) summing to 1; ValueError if not."""
     try:
         fractions = tuple(float(f) for f in split)
     except TypeError:
@@ -193,7 +194,7 @@ def load_token_corpus(
     """
     if not isinstance(max_types, int) or isinstance(max_types, bool) or max_types < 1:
         raise ValueError(f"`max_types` must be a positive int, got {max_types!r}.")
-    fractions = _check_fractions(split)
+    fractions = check_fractions(split)
     if isinstance(suffixes, str):
         suffixes = (suffixes,)
     tokenize, tokenizer_key = _resolve_tokenizer(tokenizer)
