@@ -33,7 +33,7 @@ def test_labels_and_skips_counted():
     # every example's label is its tag's class
     index = {name: i for i, name in enumerate(task.class_names)}
     for split in (task.train, task.test):
-        for text, label in zip(split.texts, split.labels):
+        for text, label in zip(split.texts, split.labels, strict=True):
             i = int(text.rsplit(" ", 1)[1])
             assert label == index[DEFAULT_POS_LABELS[TAGS[i % len(TAGS)]]]
 

@@ -153,7 +153,8 @@ def load_gcide_pos(path=None, *, entries: list[GcideEntry] | None = None,
     >>> text = "".join(f"W{i} \\\\W{i}\\\\, {'n.' if i % 2 else 'adv.'}\\n   Sense {i}.\\n\\n"
     ...                for i in range(200))
     >>> task = load_gcide_pos(entries=list(parse_gcide(text)), train_size=20,
-    ...                       validation_size=None, test_size=None)
+    ...                       validation_size=None, test_size=None,
+    ...                       labels={"n.": "noun", "adv.": "adverb"})
     >>> task.class_names, len(task.train), task.train.class_counts(2).tolist()
     (('noun', 'adverb'), 20, [10, 10])
     """
@@ -165,7 +166,7 @@ def load_gcide_pos(path=None, *, entries: list[GcideEntry] | None = None,
         raise ValueError("`labels` must be a non-empty dict of tag -> class name strings, "
                          f"got {labels!r}.")
     sizes = {name: _positive_or_none(f"{name}_size", value) for name, value in
-             zip(SPLITS, (train_size, validation_size, test_size))}
+             zip(SPLITS, (train_size, validation_size, test_size), strict=True)}
     split = check_fractions(split)
     if entries is None:
         entries = read_gcide(path)
