@@ -117,11 +117,10 @@ def suggest_buckets(num_rows, num_items, memory_budget_bytes, *, dim=64, dtype_b
         ValueError: a bad argument, or a budget below what the smallest
             configuration needs (the message gives that size).
 
-    Example:
-
-    >>> from keras_sce.tuning import suggest_buckets
-    >>> suggest_buckets(1024, 100_002, 64 * 2**20)
-    (64, 64, 512)
+    Examples:
+        >>> from keras_sce.tuning import suggest_buckets
+        >>> suggest_buckets(1024, 100_002, 64 * 2**20)
+        (64, 64, 512)
     """
     n = _check_int(num_rows, "num_rows")
     c = _check_int(num_items, "num_items", 2)

@@ -118,11 +118,11 @@ def parse_gcide(text: str) -> Iterator[GcideEntry]:
     Returns:
         An iterator of :class:`GcideEntry`.
 
-    Example:
-
-    >>> entry = next(parse_gcide("Abaft \\\\A*baft\\"\\\\, adv. (Naut.)\\n   Toward the stern.\\n"))
-    >>> entry.headword, entry.pos, entry.definition
-    ('Abaft', 'adv.', 'Toward the stern.')
+    Examples:
+        >>> text = "Abaft \\\\A*baft\\"\\\\, adv. (Naut.)\\n   Toward the stern.\\n"
+        >>> entry = next(parse_gcide(text))
+        >>> entry.headword, entry.pos, entry.definition
+        ('Abaft', 'adv.', 'Toward the stern.')
     """
     lines = text.split("\n")
     start = None  # first line of the entry being read

@@ -81,11 +81,15 @@ def load_interactions_csv(
         ValueError: an empty, undecodable or malformed file, a missing column
             (named), or an unreadable timestamp (naming file and line).
 
-    Example:
-
-    >>> data = load_interactions_csv("events.tsv")  # doctest: +SKIP
-    >>> data.duplicates_dropped  # doctest: +SKIP
-    0
+    Examples:
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "events.csv")
+        >>> rows = ["user,item,timestamp", "u1,i9,2", "u1,i7,1", "u1,i7,1", "u2,i9,5"]
+        >>> with open(path, "w") as f:
+        ...     _ = f.write("\\n".join(rows) + "\\n")
+        >>> data = load_interactions_csv(path, drop_duplicates=False)
+        >>> data.num_users, data.duplicates_dropped, data.duplicates_kept
+        (2, 0, 1)
     """
     path = os.fspath(path)
     check_exists(path, "Interaction file")

@@ -135,12 +135,11 @@ class TokenSplit:
         Returns:
             A ``tf.data.Dataset``.
 
-        Example:
-
-        >>> split = TokenSplit(np.array([5, 6, 7, 8], "int32"), np.array([0, 4]), ["d"])
-        >>> x, y = next(iter(split.dataset(2, 4)))
-        >>> x.numpy().tolist(), y.numpy().tolist()
-        ([[5, 6], [7, 0]], [[6, 7], [8, 0]])
+        Examples:
+            >>> split = TokenSplit(np.array([5, 6, 7, 8], "int32"), np.array([0, 4]), ["d"])
+            >>> x, y = next(iter(split.dataset(2, 4)))
+            >>> x.numpy().tolist(), y.numpy().tolist()
+            ([[5, 6], [7, 0]], [[6, 7], [8, 0]])
         """
         import tensorflow as tf
 
