@@ -60,8 +60,10 @@ def load_interactions_csv(
 
     Args:
         path: the file.
-        user_col, item_col, time_col: column names (with ``header=True``) or
-            0-based indices. ``time_col=None``: file order is time order.
+        user_col: the user column: its name (with ``header=True``) or 0-based index.
+        item_col: the item column, named or indexed the same way.
+        time_col: the timestamp column, named or indexed the same way.
+            ``None``: file order is time order.
         delimiter: field separator (``"::"`` and other multi-character
             separators are accepted). ``None``: a tab for ``.tsv`` / ``.tsv.gz``
             files, otherwise whichever of ``,`` tab ``;`` ``|`` occurs most in the
