@@ -1,10 +1,10 @@
 """Token corpora from text: tokenize, top-K vocabulary, document split, on-disk cache.
 
-:func:`load_token_corpus` reads a source (a file, a directory or a tarball, see
-:mod:`keras_sce.datasets.token_sources`), cuts it into documents, tokenizes them,
+`load_token_corpus` reads a source (a file, a directory or a tarball, see
+`keras_sce.datasets.token_sources`), cuts it into documents, tokenizes them,
 assigns each document to train / validation / test by a seeded hash of its group
 key, keeps the K most frequent *training* types as the vocabulary, and maps every
-split to ids (:class:`~keras_sce.datasets.token_corpus.TokenCorpus`). The result is
+split to ids (`TokenCorpus`). The result is
 cached outside the repository, keyed by the source's identity (path, size, mtime)
 and every option, so a second call is a file read.
 """
@@ -173,7 +173,7 @@ def load_token_corpus(
             ``~/.cache/keras_sce``.
 
     Returns:
-        A :class:`~keras_sce.datasets.token_corpus.TokenCorpus`.
+        A `TokenCorpus`.
 
     Raises:
         FileNotFoundError: ``source`` does not exist.
