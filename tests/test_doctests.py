@@ -16,7 +16,10 @@ import pathlib
 
 import pytest
 
-PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "keras_sce"
+import keras_sce  # cheap: the sub-packages load on first use
+
+# Found from the package itself, so this file may live anywhere under tests/.
+PACKAGE = pathlib.Path(keras_sce.__file__).resolve().parent
 EXCLUDED = ("keras_sce.tfrs", "keras_sce.__main__")
 
 
