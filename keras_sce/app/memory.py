@@ -188,11 +188,12 @@ def predict_training_bytes(
     Raises:
         ValueError: for an unknown method.
 
-    Examples:
-        >>> est = predict_training_bytes("ce", num_items=10**6, hidden_dim=64, rows=6400,
-        ...                              batch_size=128, max_length=50)
-        >>> round(est.parts["loss"] / 1e9)  # 2 copies of 6400 x 10^6 float32
-        51
+    Example:
+
+    >>> est = predict_training_bytes("ce", num_items=10**6, hidden_dim=64, rows=6400,
+    ...                              batch_size=128, max_length=50)
+    >>> round(est.parts["loss"] / 1e9)  # 2 copies of 6400 x 10^6 float32
+    51
     """
     c, d, n, f = int(num_items), int(hidden_dim), int(rows), FLOAT_BYTES
     if method == "ce":

@@ -14,11 +14,12 @@ variables that silence the later lines (children inherit them), and the child's
 stderr is a pipe that the parent forwards line by line, minus those start-up lines
 (`is_startup_noise`); ``TF_CPP_MIN_LOG_LEVEL=0`` forwards everything.
 
-Examples:
-    >>> from keras_sce.app.runner import run_in_child
-    >>> result = run_in_child(pow, 2, 10, name="pow")
-    >>> result.ok, result.value
-    (True, 1024)
+Example:
+
+>>> from keras_sce.app.runner import run_in_child
+>>> result = run_in_child(pow, 2, 10, name="pow")
+>>> result.ok, result.value
+(True, 1024)
 """
 
 from __future__ import annotations

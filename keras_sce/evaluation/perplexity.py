@@ -96,11 +96,12 @@ class NextTokenMetrics:
         ks: cut-offs of ``acc@k`` and ``ndcg@k``.
         oov_id: optional out-of-vocabulary id, to report the share of such targets.
 
-    Examples:
-        >>> metrics = NextTokenMetrics(np.eye(3, dtype="float32"))
-        >>> metrics.update(np.array([[0, 5, 0]], "float32"), np.array([1]))
-        >>> round(metrics.result()["acc@1"], 2)
-        1.0
+    Example:
+
+    >>> metrics = NextTokenMetrics(np.eye(3, dtype="float32"))
+    >>> metrics.update(np.array([[0, 5, 0]], "float32"), np.array([1]))
+    >>> round(metrics.result()["acc@1"], 2)
+    1.0
     """
 
     def __init__(self, output_table, *, bias=None, padding_id=0, chunk_size=8192,
@@ -220,11 +221,12 @@ def next_token_metrics(hidden, output_table, targets, **options) -> dict[str, fl
         NonFiniteScoresError: a non-finite score (a ``ValueError``, as the ranking
             metrics raise).
 
-    Examples:
-        >>> out = next_token_metrics(np.zeros((2, 4), "float32"), np.ones((5, 4), "float32"),
-        ...                          np.array([1, 2]))
-        >>> round(out["perplexity"], 4)  # uniform over the 4 non-padding rows
-        4.0
+    Example:
+
+    >>> out = next_token_metrics(np.zeros((2, 4), "float32"), np.ones((5, 4), "float32"),
+    ...                          np.array([1, 2]))
+    >>> round(out["perplexity"], 4)  # uniform over the 4 non-padding rows
+    4.0
     """
     metrics = NextTokenMetrics(output_table, **options)
     metrics.update(hidden, targets)

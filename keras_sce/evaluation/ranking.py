@@ -146,12 +146,13 @@ def streamed_top_k(
         TypeError: a non-integer ``k``, ``chunk_size``, ``batch_size`` or
             ``padding_id``.
 
-    Examples:
-        >>> import numpy as np
-        >>> table = np.eye(4, dtype="float32")
-        >>> scores, ids = streamed_top_k(np.array([[0, 3, 2, 1]], "float32"), table, 2)
-        >>> ids.tolist()
-        [[1, 2]]
+    Example:
+
+    >>> import numpy as np
+    >>> table = np.eye(4, dtype="float32")
+    >>> scores, ids = streamed_top_k(np.array([[0, 3, 2, 1]], "float32"), table, 2)
+    >>> ids.tolist()
+    [[1, 2]]
     """
     k = checks.as_int(k, "k")
     chunk_size = checks.check_positive_int(chunk_size, "chunk_size")
@@ -235,9 +236,10 @@ def ranking_metrics(
     Returns:
         A dict such as ``{"ndcg@10": ..., "hr@10": ..., "mrr@10": ..., "cov@10": ...}``.
 
-    Examples:
-        >>> round(ranking_metrics([0, 2], ks=(10,))["ndcg@10"], 4)  # (1 + 1/log2(4)) / 2
-        0.75
+    Example:
+
+    >>> round(ranking_metrics([0, 2], ks=(10,))["ndcg@10"], 4)  # (1 + 1/log2(4)) / 2
+    0.75
     """
     ks = _check_ks(ks)
     ranks = np.asarray(ranks, dtype=np.float64)

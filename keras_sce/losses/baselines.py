@@ -32,11 +32,12 @@ class FullCrossEntropyLoss(ItemTableLoss):
         y_true: int ``[B]`` or ``[B, L]`` item ids.
         y_pred: float ``[B, d]`` or ``[B, L, d]`` hidden states.
 
-    Examples:
-        >>> import keras, keras_sce
-        >>> model = keras_sce.models.SASRec(num_items=1000, max_length=20, hidden_dim=16)
-        >>> model.compile("adam", loss=keras_sce.losses.FullCrossEntropyLoss(
-        ...     model.item_embedding_layer))
+    Example:
+
+    >>> import keras, keras_sce
+    >>> model = keras_sce.models.SASRec(num_items=1000, max_length=20, hidden_dim=16)
+    >>> model.compile("adam", loss=keras_sce.losses.FullCrossEntropyLoss(
+    ...     model.item_embedding_layer))
     """
 
     supports_sample_weight = False

@@ -84,13 +84,14 @@ class SCELoss(ItemTableLoss):
     loss its model); use :func:`keras_sce.load_model`, or call
     ``model.loss.bind(model)``, before training the loaded model again.
 
-    Examples:
-        >>> import keras, keras_sce
-        >>> items = keras.layers.Embedding(10_000, 32)
-        >>> inputs = keras.Input((20,), dtype="int32")
-        >>> hidden = keras.layers.Dense(32)(items(inputs))
-        >>> model = keras.Model(inputs, hidden)
-        >>> model.compile("adam", loss=keras_sce.SCELoss(items, bucket_size_y=128))
+    Example:
+
+    >>> import keras, keras_sce
+    >>> items = keras.layers.Embedding(10_000, 32)
+    >>> inputs = keras.Input((20,), dtype="int32")
+    >>> hidden = keras.layers.Dense(32)(items(inputs))
+    >>> model = keras.Model(inputs, hidden)
+    >>> model.compile("adam", loss=keras_sce.SCELoss(items, bucket_size_y=128))
 
     References:
         Mezentsev, Gusak, Oseledets, Frolov, "Scalable Cross-Entropy Loss for

@@ -146,13 +146,14 @@ class SASRec(keras.Model):
     Returns:
         ``float [B, L, hidden_dim]`` hidden states (zero at padding positions).
 
-    Examples:
-        >>> import numpy as np, keras, keras_sce
-        >>> model = keras_sce.models.SASRec(num_items=101, max_length=20, hidden_dim=16)
-        >>> model(np.zeros((2, 20), "int32")).shape
-        TensorShape([2, 20, 16])
-        >>> model.compile(
-        ...     optimizer="adam", loss=keras_sce.SCELoss(model.item_embedding_layer))
+    Example:
+
+    >>> import numpy as np, keras, keras_sce
+    >>> model = keras_sce.models.SASRec(num_items=101, max_length=20, hidden_dim=16)
+    >>> model(np.zeros((2, 20), "int32")).shape
+    TensorShape([2, 20, 16])
+    >>> model.compile(
+    ...     optimizer="adam", loss=keras_sce.SCELoss(model.item_embedding_layer))
 
     References:
         - Kang & McAuley, "Self-Attentive Sequential Recommendation", ICDM 2018,

@@ -138,14 +138,15 @@ def bucket_top_k(centers, vectors, k, *, chunk_size=None, mask=None, exclude_id=
         ``(scores, indices)``: float ``[n_buckets, k]`` sorted in decreasing order,
         and int32 ``[n_buckets, k]`` row indices into ``vectors``.
 
-    Examples:
-        >>> import tensorflow as tf
-        >>> from keras_sce.ops import bucket_top_k
-        >>> centers = tf.random.normal([8, 16])
-        >>> items = tf.random.normal([1000, 16])
-        >>> scores, idx = bucket_top_k(centers, items, k=32, chunk_size=300)
-        >>> idx.shape
-        TensorShape([8, 32])
+    Example:
+
+    >>> import tensorflow as tf
+    >>> from keras_sce.ops import bucket_top_k
+    >>> centers = tf.random.normal([8, 16])
+    >>> items = tf.random.normal([1000, 16])
+    >>> scores, idx = bucket_top_k(centers, items, k=32, chunk_size=300)
+    >>> idx.shape
+    TensorShape([8, 32])
 
     References:
         Mezentsev et al., "Scalable Cross-Entropy Loss for Sequential

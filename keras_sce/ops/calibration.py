@@ -66,10 +66,11 @@ class Calibration:
         ValueError: on an unknown proposal, or counts that are missing, negative,
             non-finite, or leave an item without mass while ``uniform_mix == 0``.
 
-    Examples:
-        >>> from keras_sce.ops.calibration import Calibration
-        >>> cal = Calibration(num_samples=512, proposal="unigram",
-        ...                   item_counts=[0, 5, 3, 1, 1], power=0.75)
+    Example:
+
+    >>> from keras_sce.ops.calibration import Calibration
+    >>> cal = Calibration(num_samples=512, proposal="unigram",
+    ...                   item_counts=[0, 5, 3, 1, 1], power=0.75)
     """
 
     def __init__(self, num_samples=256, proposal="uniform", item_counts=None, power=1.0,

@@ -262,13 +262,14 @@ def chunked_cross_entropy(
     Returns:
         Float scalar; 0 (with zero gradient) when no row is valid.
 
-    Examples:
-        >>> import tensorflow as tf
-        >>> from keras_sce.ops import chunked_cross_entropy
-        >>> table = tf.Variable(tf.random.normal([10_000, 32]))
-        >>> hidden = tf.random.normal([8, 20, 32])
-        >>> labels = tf.random.uniform([8, 20], 1, 10_000, dtype=tf.int32)
-        >>> loss = chunked_cross_entropy(hidden, labels, table, chunk_size=3000)
+    Example:
+
+    >>> import tensorflow as tf
+    >>> from keras_sce.ops import chunked_cross_entropy
+    >>> table = tf.Variable(tf.random.normal([10_000, 32]))
+    >>> hidden = tf.random.normal([8, 20, 32])
+    >>> labels = tf.random.uniform([8, 20], 1, 10_000, dtype=tf.int32)
+    >>> loss = chunked_cross_entropy(hidden, labels, table, chunk_size=3000)
 
     References:
         Wijmans et al., "Cut Your Losses in Large-Vocabulary Language Models",

@@ -126,11 +126,12 @@ def gathered_cross_entropy(hidden, labels, item_table, *, padding_id=0, check_id
     Returns:
         Float scalar.
 
-    Examples:
-        >>> import tensorflow as tf
-        >>> table = tf.Variable(tf.random.normal([100, 8]))
-        >>> loss = gathered_cross_entropy(tf.random.normal([2, 5, 8]), tf.ones([2, 5], "int32"),
-        ...                               table)
+    Example:
+
+    >>> import tensorflow as tf
+    >>> table = tf.Variable(tf.random.normal([100, 8]))
+    >>> loss = gathered_cross_entropy(tf.random.normal([2, 5, 8]), tf.ones([2, 5], "int32"),
+    ...                               table)
     """
     item_table = checks.as_table(item_table)
     x, y, keep, padding_id = _rows(hidden, labels, item_table, padding_id, check_ids)

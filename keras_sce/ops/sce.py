@@ -235,13 +235,14 @@ def scalable_cross_entropy(
         NaN when a counted input is non-finite), or
         ``(loss, details)`` with ``return_details=True``.
 
-    Examples:
-        >>> import tensorflow as tf
-        >>> from keras_sce.ops import scalable_cross_entropy
-        >>> table = tf.Variable(tf.random.normal([5000, 32]))
-        >>> hidden = tf.random.normal([4, 50, 32])
-        >>> labels = tf.random.uniform([4, 50], 1, 5000, dtype=tf.int32)
-        >>> loss = scalable_cross_entropy(hidden, labels, table, bucket_size_y=128, seed=0)
+    Example:
+
+    >>> import tensorflow as tf
+    >>> from keras_sce.ops import scalable_cross_entropy
+    >>> table = tf.Variable(tf.random.normal([5000, 32]))
+    >>> hidden = tf.random.normal([4, 50, 32])
+    >>> labels = tf.random.uniform([4, 50], 1, 5000, dtype=tf.int32)
+    >>> loss = scalable_cross_entropy(hidden, labels, table, bucket_size_y=128, seed=0)
 
     References:
         Mezentsev et al., RecSys 2024, arXiv 2409.18721.

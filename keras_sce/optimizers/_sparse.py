@@ -168,9 +168,10 @@ class SparseLossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
         dynamic_growth_steps: int, steps between scale doublings. Defaults to 2000.
         **kwargs: forwarded to ``keras.optimizers.LossScaleOptimizer``.
 
-    Examples:
-        >>> import keras_sce
-        >>> opt = keras_sce.optimizers.SparseLossScaleOptimizer(keras_sce.optimizers.LazyAdam())
+    Example:
+
+    >>> import keras_sce
+    >>> opt = keras_sce.optimizers.SparseLossScaleOptimizer(keras_sce.optimizers.LazyAdam())
     """
 
     def __init__(self, inner_optimizer, initial_scale=2.0**15, dynamic_growth_steps=2000,

@@ -102,11 +102,12 @@ class LazyAdam(_RowSparseMixin, keras.optimizers.Adam):
         ValueError: on ``gradient_accumulation_steps``, or a ``beta`` outside
             ``[0, 1)`` or a non-positive ``epsilon``.
 
-    Examples:
-        >>> import keras, keras_sce
-        >>> model = keras_sce.models.SASRec(num_items=101, max_length=20, hidden_dim=16)
-        >>> model.compile(optimizer=keras_sce.optimizers.LazyAdam(1e-3),
-        ...               loss=keras_sce.SCELoss(model.item_embedding_layer))
+    Example:
+
+    >>> import keras, keras_sce
+    >>> model = keras_sce.models.SASRec(num_items=101, max_length=20, hidden_dim=16)
+    >>> model.compile(optimizer=keras_sce.optimizers.LazyAdam(1e-3),
+    ...               loss=keras_sce.SCELoss(model.item_embedding_layer))
     """
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7,

@@ -39,9 +39,10 @@ class RowAdagrad(_RowSparseMixin, keras.optimizers.Optimizer):
         ValueError: on ``gradient_accumulation_steps``, a negative
             ``initial_accumulator_value`` or a non-positive ``epsilon``.
 
-    Examples:
-        >>> import keras_sce
-        >>> opt = keras_sce.optimizers.RowAdagrad(learning_rate=0.05)
+    Example:
+
+    >>> import keras_sce
+    >>> opt = keras_sce.optimizers.RowAdagrad(learning_rate=0.05)
     """
 
     def __init__(self, learning_rate=0.01, initial_accumulator_value=0.1, epsilon=1e-7,
