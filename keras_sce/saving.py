@@ -42,10 +42,18 @@ def load_model(filepath, **kwargs):
         ValueError: a loss's table path matches no variable (or several) of the
             model; bind it yourself with ``model.loss.bind(layer)``.
 
-    Example:
-
-    >>> model = keras_sce.load_model("model.keras")  # doctest: +SKIP
-    >>> model.fit(dataset)  # doctest: +SKIP
+    Examples:
+        >>> import os, tempfile, keras, numpy as np, keras_sce
+        >>> items = keras.layers.Embedding(50, 8)
+        >>> history = keras.Input((5,), dtype="int32")
+        >>> model = keras.Model(history, items(history))
+        >>> model.compile("adam", loss=keras_sce.SCELoss(items, bucket_size_y=8, seed=0))
+        >>> ids = np.arange(1, 11, dtype="int32").reshape(2, 5)
+        >>> _ = model.fit(ids, ids, verbose=0)
+        >>> path = os.path.join(tempfile.mkdtemp(), "model.keras")
+        >>> model.save(path)
+        >>> restored = keras_sce.load_model(path)
+        >>> _ = restored.fit(ids, ids, verbose=0)  # the loss is bound to the loaded table
     """
     model = keras.saving.load_model(filepath, **kwargs)
     return bind_losses(model)

@@ -1,8 +1,8 @@
 """Choosing SCE's bucket sizes for a memory budget.
 
-:func:`sce_memory_bytes` is a cost model of one SCE loss + gradient evaluation
-(:func:`keras_sce.ops.scalable_cross_entropy` with its gradients with respect to the
-hidden states and the item table), and :func:`suggest_buckets` inverts it: the
+`sce_memory_bytes` is a cost model of one SCE loss + gradient evaluation
+(`keras_sce.ops.scalable_cross_entropy` with its gradients with respect to the
+hidden states and the item table), and `suggest_buckets` inverts it: the
 authors' rule for the buckets and rows per bucket, and the largest items-per-bucket
 that fits the budget. Plain Python: nothing here imports TensorFlow.
 
@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 
-#: The smallest and largest items per bucket :func:`suggest_buckets` considers.
+# The smallest and largest items per bucket `suggest_buckets` considers.
 MIN_BUCKET_SIZE_Y = 64
 MAX_BUCKET_SIZE_Y = 4096
 _MARGIN = 1.1
@@ -92,7 +92,7 @@ def suggest_buckets(num_rows, num_items, memory_budget_bytes, *, dim=64, dtype_b
     Starts from the authors' rule ``n_b = b_x = int(2 * sqrt(N))`` and the
     smallest ``b_y`` (64, or ``C - 1`` for a smaller catalogue), then doubles
     ``b_y`` (64, 128, ..., up to ``max_bucket_size_y`` and ``C - 1``, the last step
-    landing on the cap itself) while :func:`sce_memory_bytes` stays within the
+    landing on the cap itself) while `sce_memory_bytes` stays within the
     budget. More items per bucket means harder negatives and a tighter bound on
     the full cross-entropy, at the cost of the ``n_b x b_x x b_y`` logits.
 
@@ -117,11 +117,10 @@ def suggest_buckets(num_rows, num_items, memory_budget_bytes, *, dim=64, dtype_b
         ValueError: a bad argument, or a budget below what the smallest
             configuration needs (the message gives that size).
 
-    Example:
-
-    >>> from keras_sce.tuning import suggest_buckets
-    >>> suggest_buckets(1024, 100_002, 64 * 2**20)
-    (64, 64, 512)
+    Examples:
+        >>> from keras_sce.tuning import suggest_buckets
+        >>> suggest_buckets(1024, 100_002, 64 * 2**20)
+        (64, 64, 512)
     """
     n = _check_int(num_rows, "num_rows")
     c = _check_int(num_items, "num_items", 2)

@@ -17,7 +17,7 @@ stderr is a pipe that the parent forwards line by line, minus those start-up lin
 Example:
 
 >>> from keras_sce.app.runner import run_in_child
->>> result = run_in_child(pow, 2, 10, name="pow")  # doctest: +SKIP
+>>> result = run_in_child(pow, 2, 10, name="pow")
 >>> result.ok, result.value
 (True, 1024)
 """

@@ -9,9 +9,9 @@ indented lines under it are the definitions, notes, synonyms and source markers
 (``[1913 Webster]``, ``[WordNet 1.5]``). Entries are separated by a blank line;
 the ``00-database-*`` entries and the licence preamble are metadata, not entries.
 
-:func:`parse_gcide` yields :class:`GcideEntry` objects (headword, part of speech,
-definition text), shared by the word-level language model (:func:`gcide_documents`
-for :func:`~keras_sce.datasets.tokens.load_token_corpus`) and by a part-of-speech
+`parse_gcide` yields `GcideEntry` objects (headword, part of speech,
+definition text), shared by the word-level language model (`gcide_documents`
+for `load_token_corpus`) and by a part-of-speech
 classification task.
 """
 
@@ -116,13 +116,13 @@ def parse_gcide(text: str) -> Iterator[GcideEntry]:
         text: the decompressed dictionary text.
 
     Returns:
-        An iterator of :class:`GcideEntry`.
+        An iterator of `GcideEntry`.
 
-    Example:
-
-    >>> entry = next(parse_gcide("Abaft \\\\A*baft\\"\\\\, adv. (Naut.)\\n   Toward the stern.\\n"))
-    >>> entry.headword, entry.pos, entry.definition
-    ('Abaft', 'adv.', 'Toward the stern.')
+    Examples:
+        >>> text = "Abaft \\\\A*baft\\"\\\\, adv. (Naut.)\\n   Toward the stern.\\n"
+        >>> entry = next(parse_gcide(text))
+        >>> entry.headword, entry.pos, entry.definition
+        ('Abaft', 'adv.', 'Toward the stern.')
     """
     lines = text.split("\n")
     start = None  # first line of the entry being read
@@ -175,12 +175,12 @@ def load_gcide_corpus(path, max_types: int, **options):
     Args:
         path: the dictd text (``gcide.txt.xz``).
         max_types: vocabulary size K (ids 2 .. K + 1).
-        **options: forwarded to :func:`~keras_sce.datasets.tokens.load_token_corpus`
+        **options: forwarded to `load_token_corpus`
             (``split``, ``seed``, ``cache_dir``, ...); ``errors`` defaults to
-            ``"replace"`` (see :func:`read_gcide`).
+            ``"replace"`` (see `read_gcide`).
 
     Returns:
-        A :class:`~keras_sce.datasets.token_corpus.TokenCorpus`.
+        A `TokenCorpus`.
     """
     from keras_sce.datasets.tokens import load_token_corpus
 

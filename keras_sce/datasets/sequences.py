@@ -110,12 +110,11 @@ class SequenceData:
         Raises:
             ValueError: for the padding id 0 or an id outside the catalogue.
 
-        Example:
-
-        >>> import numpy as np
-        >>> data = SequenceData([np.array([1, 2])], 3, item_ids=np.array([0, 10**12, 7]))
-        >>> data.raw_items([2, 1]).tolist()
-        [7, 1000000000000]
+        Examples:
+            >>> import numpy as np
+            >>> data = SequenceData([np.array([1, 2])], 3, item_ids=np.array([0, 10**12, 7]))
+            >>> data.raw_items([2, 1]).tolist()
+            [7, 1000000000000]
         """
         ids = np.asarray(ids)
         if ids.dtype.kind not in "iu":
@@ -141,12 +140,11 @@ class SequenceData:
             KeyError: naming the first raw id that is not in the data.
             TypeError: non-integer raw ids for data whose raw ids are integers.
 
-        Example:
-
-        >>> import numpy as np
-        >>> data = SequenceData([np.array([1, 2])], 3, item_ids=np.array([0, 10**12, 7]))
-        >>> data.dense_items([7, 10**12]).tolist()
-        [2, 1]
+        Examples:
+            >>> import numpy as np
+            >>> data = SequenceData([np.array([1, 2])], 3, item_ids=np.array([0, 10**12, 7]))
+            >>> data.dense_items([7, 10**12]).tolist()
+            [2, 1]
         """
         if self.item_ids is None:
             return self.raw_items(raw)
@@ -214,11 +212,10 @@ def from_user_item_pairs(
     Returns:
         A `SequenceData` with ``duplicates_dropped`` / ``duplicates_kept`` set.
 
-    Example:
-
-    >>> data = from_user_item_pairs(["u", "u", "v"], ["b", "a", "b"], [2, 1, 5])
-    >>> [data.raw_items(s).tolist() for s in data.sequences]
-    [['a', 'b'], ['b']]
+    Examples:
+        >>> data = from_user_item_pairs(["u", "u", "v"], ["b", "a", "b"], [2, 1, 5])
+        >>> [data.raw_items(s).tolist() for s in data.sequences]
+        [['a', 'b'], ['b']]
     """
     users = np.asarray(users)
     items = np.asarray(items)
@@ -309,11 +306,14 @@ def load_sequences_txt(path: str | os.PathLike, *, name: str | None = None) -> S
         FileNotFoundError: no such file.
         ValueError: an empty, undecodable or malformed file (naming file and line).
 
-    Example:
-
-    >>> data = load_sequences_txt("../shared/data/seqrec/Beauty.txt")  # doctest: +SKIP
-    >>> data.summary()  # doctest: +SKIP
-    'Beauty.txt: 22,363 users, 12,101 items (table of 12,102 rows), 198,502 interactions'
+    Examples:
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "Tiny.txt")
+        >>> with open(path, "w") as f:
+        ...     _ = f.write("1 1 2 3\\n2 2 3 4\\n")
+        >>> data = load_sequences_txt(path)
+        >>> data.summary()
+        'Tiny.txt: 2 users, 4 items (table of 5 rows), 6 interactions'
     """
     path = os.fspath(path)
     check_exists(path, "Sequence file")

@@ -64,13 +64,12 @@ def leave_one_out(data: SequenceData) -> LeaveOneOutSplit:
     Returns:
         A `LeaveOneOutSplit`.
 
-    Example:
-
-    >>> from keras_sce.datasets import SequenceData, leave_one_out
-    >>> import numpy as np
-    >>> split = leave_one_out(SequenceData([np.array([1, 2, 3, 4])], num_items=5))
-    >>> split.train[0].tolist(), int(split.valid_targets[0]), int(split.test_targets[0])
-    ([1, 2], 3, 4)
+    Examples:
+        >>> from keras_sce.datasets import SequenceData, leave_one_out
+        >>> import numpy as np
+        >>> split = leave_one_out(SequenceData([np.array([1, 2, 3, 4])], num_items=5))
+        >>> split.train[0].tolist(), int(split.valid_targets[0]), int(split.test_targets[0])
+        ([1, 2], 3, 4)
     """
     train, users, valid, test = [], [], [], []
     for index, seq in enumerate(data.sequences):

@@ -54,11 +54,10 @@ def synthetic_sequences(
     Returns:
         A `SequenceData` with ``num_items + 1`` ids.
 
-    Example:
-
-    >>> data = synthetic_sequences(num_users=100, num_items=1000, seed=1)
-    >>> data.num_users, data.num_items
-    (100, 1001)
+    Examples:
+        >>> data = synthetic_sequences(num_users=100, num_items=1000, seed=1)
+        >>> data.num_users, data.num_items
+        (100, 1001)
     """
     if num_users < 1 or num_items < 2:
         raise ValueError("Need at least 1 user and 2 items.")

@@ -60,8 +60,10 @@ def load_interactions_csv(
 
     Args:
         path: the file.
-        user_col, item_col, time_col: column names (with ``header=True``) or
-            0-based indices. ``time_col=None``: file order is time order.
+        user_col: the user column: its name (with ``header=True``) or 0-based index.
+        item_col: the item column, named or indexed the same way.
+        time_col: the timestamp column, named or indexed the same way.
+            ``None``: file order is time order.
         delimiter: field separator (``"::"`` and other multi-character
             separators are accepted). ``None``: a tab for ``.tsv`` / ``.tsv.gz``
             files, otherwise whichever of ``,`` tab ``;`` ``|`` occurs most in the
@@ -81,11 +83,15 @@ def load_interactions_csv(
         ValueError: an empty, undecodable or malformed file, a missing column
             (named), or an unreadable timestamp (naming file and line).
 
-    Example:
-
-    >>> data = load_interactions_csv("events.tsv")  # doctest: +SKIP
-    >>> data.duplicates_dropped  # doctest: +SKIP
-    0
+    Examples:
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "events.csv")
+        >>> rows = ["user,item,timestamp", "u1,i9,2", "u1,i7,1", "u1,i7,1", "u2,i9,5"]
+        >>> with open(path, "w") as f:
+        ...     _ = f.write("\\n".join(rows) + "\\n")
+        >>> data = load_interactions_csv(path, drop_duplicates=False)
+        >>> data.num_users, data.duplicates_dropped, data.duplicates_kept
+        (2, 0, 1)
     """
     path = os.fspath(path)
     check_exists(path, "Interaction file")

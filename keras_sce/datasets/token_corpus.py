@@ -1,8 +1,8 @@
 """Token corpora as dense ids: a split's documents, next-token windows, ``tf.data``.
 
-A :class:`TokenCorpus` holds a vocabulary (id 0 = padding, id 1 = out of
+A `TokenCorpus` holds a vocabulary (id 0 = padding, id 1 = out of
 vocabulary, ids 2.. the top-K types of the training split) and three
-:class:`TokenSplit` objects. Each split keeps every document's ids end to end in
+`TokenSplit` objects. Each split keeps every document's ids end to end in
 one flat array with document offsets, so windows never cross a document boundary.
 """
 
@@ -94,8 +94,8 @@ class TokenSplit:
         """``int32 [num_windows, sequence_length + 1]`` windows, right-padded with 0.
 
         ``windows[:, :-1]`` are the inputs and ``windows[:, 1:]`` the targets; a
-        target 0 is padding (its input position is to be ignored; :meth:`dataset`
-        also zeroes that input). See :meth:`window_bounds`.
+        target 0 is padding (its input position is to be ignored; `dataset`
+        also zeroes that input). See `window_bounds`.
         """
         starts, lengths = self.window_bounds(sequence_length)
         columns = np.arange(sequence_length + 1)
@@ -135,12 +135,11 @@ class TokenSplit:
         Returns:
             A ``tf.data.Dataset``.
 
-        Example:
-
-        >>> split = TokenSplit(np.array([5, 6, 7, 8], "int32"), np.array([0, 4]), ["d"])
-        >>> x, y = next(iter(split.dataset(2, 4)))
-        >>> x.numpy().tolist(), y.numpy().tolist()
-        ([[5, 6], [7, 0]], [[6, 7], [8, 0]])
+        Examples:
+            >>> split = TokenSplit(np.array([5, 6, 7, 8], "int32"), np.array([0, 4]), ["d"])
+            >>> x, y = next(iter(split.dataset(2, 4)))
+            >>> x.numpy().tolist(), y.numpy().tolist()
+            ([[5, 6], [7, 0]], [[6, 7], [8, 0]])
         """
         import tensorflow as tf
 
@@ -242,7 +241,7 @@ class TokenCorpus:
         }
 
     def report_table(self) -> str:
-        """:meth:`report` as a Markdown table."""
+        """`report` as a Markdown table."""
         lines = [
             f"vocabulary: {self.vocabulary_size:,} ids ({self.vocabulary_size - 2:,} types + "
             f"padding + OOV) of {self.num_train_types:,} training types; source {self.source}",

@@ -7,7 +7,7 @@ A source is one of
   only; symbolic links are skipped, as in tarballs, so the corpus is what the
   directory holds);
 - a tarball (``.tar``, ``.tar.xz``/``.txz``, ``.tar.gz``/``.tgz``, ``.tar.bz2``),
-  read member by member with :mod:`tarfile` in streaming mode. A member's name is
+  read member by member with `tarfile` in streaming mode. A member's name is
   only ever used as a document key, never as a path on disk, so a hostile archive
   (``../../x``, absolute names, links) cannot write anywhere; links, devices and
   directories are skipped.
@@ -140,7 +140,7 @@ def decode_text(data: bytes, name: str, encoding: str = "utf-8", errors: str = "
 
     With ``errors="strict"`` (the default) a bad byte is an error; ``"replace"``
     substitutes U+FFFD (the tokenizers then split the word there), ``"ignore"``
-    drops it. Any codec error handler of :meth:`bytes.decode` is accepted.
+    drops it. Any codec error handler of `bytes.decode` is accepted.
     """
     try:
         return data.decode(encoding, errors)

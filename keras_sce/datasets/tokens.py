@@ -1,10 +1,10 @@
 """Token corpora from text: tokenize, top-K vocabulary, document split, on-disk cache.
 
-:func:`load_token_corpus` reads a source (a file, a directory or a tarball, see
-:mod:`keras_sce.datasets.token_sources`), cuts it into documents, tokenizes them,
+`load_token_corpus` reads a source (a file, a directory or a tarball, see
+`keras_sce.datasets.token_sources`), cuts it into documents, tokenizes them,
 assigns each document to train / validation / test by a seeded hash of its group
 key, keeps the K most frequent *training* types as the vocabulary, and maps every
-split to ids (:class:`~keras_sce.datasets.token_corpus.TokenCorpus`). The result is
+split to ids (`TokenCorpus`). The result is
 cached outside the repository, keyed by the source's identity (path, size, mtime)
 and every option, so a second call is a file read.
 """
@@ -45,10 +45,9 @@ DOCUMENT_MODES = ("file", "lines", "paragraphs")
 def regex_tokenizer(pattern: str, lowercase: bool = False) -> Callable[[str], list[str]]:
     """A tokenizer returning every match of ``pattern`` (lower-cased on request).
 
-    Example:
-
-    >>> regex_tokenizer(WORD_PATTERN, lowercase=True)("Don't re-run it, Bob!")
-    ["don't", 're-run', 'it', 'bob']
+    Examples:
+        >>> regex_tokenizer(WORD_PATTERN, lowercase=True)("Don't re-run it, Bob!")
+        ["don't", 're-run', 'it', 'bob']
     """
     compiled = re.compile(pattern)
 
@@ -175,7 +174,7 @@ def load_token_corpus(
             ``~/.cache/keras_sce``.
 
     Returns:
-        A :class:`~keras_sce.datasets.token_corpus.TokenCorpus`.
+        A `TokenCorpus`.
 
     Raises:
         FileNotFoundError: ``source`` does not exist.
@@ -183,14 +182,19 @@ def load_token_corpus(
             training types available, an undecodable or corrupt file (named), or a
             bad option.
 
-    Example:
+    Examples:
+        A folder of sources, each ``.c``/``.h`` file a document, the top 5 types (a
+        kernel tarball reads the same way, with ``max_types=1_000_000``):
 
-    A kernel tarball, each ``.c``/``.h`` file a document, the top 10^6 types::
-
-        corpus = load_token_corpus("linux-source-6.1.tar.xz", 1_000_000,
-                                   tokenizer="code", suffixes=(".c", ".h"))
-        corpus.vocabulary_size  # 1_000_002
-        data = corpus.train.dataset(256, 32, shuffle=True)
+        >>> import os, tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> for name in ("a.c", "b.h", "notes.txt"):
+        ...     with open(os.path.join(folder, name), "w") as f:
+        ...         _ = f.write("int main(void) { return 0; }\\n")
+        >>> corpus = load_token_corpus(folder, 5, tokenizer="code", suffixes=(".c", ".h"),
+        ...                            split=(1.0, 0.0, 0.0), cache=False)
+        >>> corpus.vocabulary_size, corpus.train.keys, corpus.train.num_tokens
+        (7, ['a.c', 'b.h'], 20)
     """
     if not isinstance(max_types, int) or isinstance(max_types, bool) or max_types < 1:
         raise ValueError(f"`max_types` must be a positive int, got {max_types!r}.")

@@ -152,7 +152,7 @@ class SASRec(keras.Model):
     >>> model = keras_sce.models.SASRec(num_items=101, max_length=20, hidden_dim=16)
     >>> model(np.zeros((2, 20), "int32")).shape
     TensorShape([2, 20, 16])
-    >>> model.compile(  # doctest: +SKIP
+    >>> model.compile(
     ...     optimizer="adam", loss=keras_sce.SCELoss(model.item_embedding_layer))
 
     References:

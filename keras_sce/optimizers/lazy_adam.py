@@ -106,7 +106,7 @@ class LazyAdam(_RowSparseMixin, keras.optimizers.Adam):
 
     >>> import keras, keras_sce
     >>> model = keras_sce.models.SASRec(num_items=101, max_length=20, hidden_dim=16)
-    >>> model.compile(optimizer=keras_sce.optimizers.LazyAdam(1e-3),  # doctest: +SKIP
+    >>> model.compile(optimizer=keras_sce.optimizers.LazyAdam(1e-3),
     ...               loss=keras_sce.SCELoss(model.item_embedding_layer))
     """
 
