@@ -80,8 +80,12 @@ def require_ok(row: dict, what: str) -> dict:
 # ------------------------------------------------------------------ memory
 
 
-def _gpu_bytes(reset: bool = False) -> tuple[float, float]:
-    """(bytes in use, peak bytes) of the first GPU's allocator; NaNs without a GPU."""
+def gpu_memory_bytes(reset: bool = False) -> tuple[float, float]:
+    """(bytes in use, peak bytes) of the first GPU's allocator; NaNs without a GPU.
+
+    Args:
+        reset: reset the peak first (TensorFlow; JAX has no reset).
+    """
     nan = (math.nan, math.nan)
     if os.environ.get("KERAS_BACKEND") == "jax" or "jax" in sys.modules and (
             "tensorflow" not in sys.modules):
@@ -131,14 +135,14 @@ class MemoryWindow:
         baseline = memory.rss_bytes() or 0
         window = cls(baseline, peak_before, memory.reset_peak_rss(), gpu=gpu)
         if gpu:
-            window.gpu_baseline_bytes = _gpu_bytes(reset=True)[0]
+            window.gpu_baseline_bytes = gpu_memory_bytes(reset=True)[0]
         return window
 
     def close(self) -> MemoryWindow:
         """Reads the peaks reached since `open`; returns ``self``."""
         self.peak_bytes = memory.peak_rss_bytes()
         if self.gpu:
-            self.gpu_peak_bytes = _gpu_bytes()[1]
+            self.gpu_peak_bytes = gpu_memory_bytes()[1]
         return self
 
     def _peak(self) -> int:
@@ -183,45 +187,50 @@ def buffer_assignment_bytes(text: str) -> int:
     return int(total.group(1)) - sum(int(size) for size in params)
 
 
-def _compile_each(build: Callable, configs: list, dump_dir: str) -> list:
+def _compile_each(build: Callable, configs: list, dump_dir: str, execute: bool) -> list:
     import tensorflow as tf
 
     out = []
     for config in configs:
-        fn, specs = build(config)
+        fn, specs, *make_inputs = build(config)
 
         @functools.wraps(fn)  # fn's signature (tf.function needs one without *args)...
         def xla_memory_probe(*args, fn=fn):
             return fn(*args)
 
         xla_memory_probe.__name__ = XLA_PROBE  # ...under a name the dump filter knows
-
         before = set(os.listdir(dump_dir))
         probe = tf.function(xla_memory_probe, jit_compile=True, autograph=False)
-        probe.experimental_get_compiler_ir(*specs)(stage="optimized_hlo")  # compile only
+        if execute:  # compiles, then runs on build's inputs; the first output is kept
+            value = float(tf.nest.flatten(probe(*make_inputs[0]()))[0])
+        else:
+            probe.experimental_get_compiler_ir(*specs)(stage="optimized_hlo")  # compile only
         new = [f for f in set(os.listdir(dump_dir)) - before
                if XLA_PROBE in f and f.endswith("buffer-assignment.txt")]
         if len(new) != 1:
             raise RuntimeError(f"expected one XLA buffer assignment for {config}, found {new}")
-        out.append(buffer_assignment_bytes((Path(dump_dir) / new[0]).read_text()))
+        num_bytes = buffer_assignment_bytes((Path(dump_dir) / new[0]).read_text())
+        out.append((num_bytes, value) if execute else num_bytes)
     return out
 
 
-def compiled_memory_bytes(build: Callable, configs: Sequence, *,
-                          timeout: float | None = 1800) -> list[int]:
+def compiled_memory_bytes(build: Callable, configs: Sequence, *, execute: bool = False,
+                          timeout: float | None = 1800) -> list:
     """Bytes XLA assigns to each configuration's compiled program (inputs excluded).
 
-    One fresh CPU-only process compiles (does not run) ``fn`` for each configuration,
-    with ``(fn, specs) = build(config)``: ``specs`` are the ``tf.TensorSpec`` of
-    ``fn``'s arguments; variables it reads are inputs too.
+    One fresh CPU-only process compiles ``fn`` for each configuration, with
+    ``(fn, specs[, make_inputs]) = build(config)``: ``specs`` are the
+    ``tf.TensorSpec`` of ``fn``'s arguments (variables it reads are inputs too).
 
     Args:
         build: a module-level function (pickled by name).
         configs: its arguments (picklable).
+        execute: also run each program once on ``make_inputs()`` (else it is only
+            compiled, so a program too large to run can be measured).
         timeout: seconds for the whole child.
 
     Returns:
-        One byte count per configuration.
+        One byte count per configuration; with ``execute``, ``(bytes, first output)``.
 
     Raises:
         RuntimeError: when the child fails (its cause and traceback in the message).
@@ -229,7 +238,7 @@ def compiled_memory_bytes(build: Callable, configs: Sequence, *,
     with tempfile.TemporaryDirectory() as dump_dir:
         env = {"CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "3",
                "XLA_FLAGS": f"--xla_dump_to={dump_dir} --xla_dump_hlo_module_re=.*{XLA_PROBE}.*"}
-        result = runner.run_in_child(_compile_each, build, list(configs), dump_dir,
+        result = runner.run_in_child(_compile_each, build, list(configs), dump_dir, execute,
                                      name="xla memory", timeout=timeout, env=env)
     if not result.ok:
         raise RuntimeError(f"compiling for memory failed: {result.cause}\n{result.traceback}")
