@@ -153,7 +153,7 @@ class MemoryWindow:
         if trim:
             _malloc_trim()
         peak_before = memory.peak_rss_bytes()
-        baseline = memory.rss_bytes() or 0
+        baseline = memory.rss_bytes() or peak_before  # no VmRSS: growth above the peak
         window = cls(baseline, peak_before, memory.reset_peak_rss(), gpu=gpu)
         if gpu:
             window.gpu_baseline_bytes = gpu_memory_bytes(reset=True)[0]

@@ -97,7 +97,7 @@ def _format(value, fmt: str) -> str:
     if value is None or value == "":
         return "-"
     try:
-        if fmt != "s" and isinstance(value, str):
+        if not fmt.endswith("s") and isinstance(value, str):
             value = float(value)
         if isinstance(value, float) and not math.isfinite(value):
             return "-"
@@ -107,9 +107,11 @@ def _format(value, fmt: str) -> str:
 
 
 def markdown_table(rows, columns) -> str:
-    """A Markdown table; ``columns`` are ``(key, title, format)`` (``"s"``: as text).
+    """A Markdown table; ``columns`` are ``(key, title, format)``.
 
-    Numeric columns are right-aligned; empty, None and non-finite cells show ``-``.
+    A format is a Python format spec for numbers (right-aligned), ``"s"`` for text
+    (left-aligned) or ``">s"`` for right-aligned text; empty, None and non-finite
+    cells show ``-``.
     """
     lines = ["| " + " | ".join(title for _, title, _ in columns) + " |",
              "|" + "|".join("---" if fmt == "s" else "---:" for _, _, fmt in columns) + "|"]
@@ -123,8 +125,9 @@ def plot_panels(panels, path, title: str = "", ncols: int | None = None) -> bool
 
     Args:
         panels: dicts with ``series`` (``{label: (xs, ys)}`` or ``(xs, ys, style)``, a
-            Matplotlib format such as ``"C3x:"``) and/or ``bars`` (``(names, values)``,
-            horizontal), and optional ``xlabel``, ``ylabel``, ``title``, ``xlog``, ``ylog``.
+            Matplotlib format such as ``"C3x:"``) and/or ``bars`` (``(names, values)`` or
+            ``(names, values, errors)``, horizontal), and optional ``xlabel``,
+            ``ylabel``, ``title``, ``xlog``, ``ylog``.
         path: the PNG file.
         title: the figure's title.
         ncols: panels per row (default: all in one row).
@@ -140,9 +143,9 @@ def plot_panels(panels, path, title: str = "", ncols: int | None = None) -> bool
     nrows = math.ceil(len(panels) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.8 * ncols, 3.8 * nrows), squeeze=False)
     for ax, panel in zip(axes.flat, panels, strict=False):
-        if "bars" in panel:  # horizontal bars: (names, values), first name on top
-            names, values = panel["bars"]
-            ax.barh(list(names), list(values))
+        if "bars" in panel:  # horizontal bars: (names, values[, errors]), first on top
+            names, values, *errors = panel["bars"]
+            ax.barh(list(names), list(values), xerr=errors[0] if errors else None, capsize=4)
             ax.invert_yaxis()
         for label, series in panel.get("series", {}).items():
             xs, ys, style = (*series, "o-")[:3]
