@@ -31,7 +31,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from benchmarks import finetune_sparsegrad_report as report  # noqa: E402
 from examples import finetune_sparsegrad as example  # noqa: E402
-from keras_sce.app import harness, memory  # noqa: E402
+from keras_sce.app import harness, memory, runner  # noqa: E402
 
 MIB = 2**20
 
@@ -78,6 +78,7 @@ def build_parser():
 
 def run_grid(args, methods, seeds, csv_path) -> None:
     """Runs the (method, seed) pairs the CSV lacks; appends each row as it lands."""
+    runner.import_tensorflow_quietly()  # for Keras's progress bar, without the start-up lines
     import keras
 
     done = {(r["method"], int(r["seed"])) for r in report.read_rows(csv_path)}

@@ -41,7 +41,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks import large_vocab_report as report  # noqa: E402
-from keras_sce.app import harness  # noqa: E402
+from keras_sce.app import harness, runner  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 DEFAULT_CSV = RESULTS / "large_vocab.csv"
@@ -109,6 +109,7 @@ def child_config(args, method: str, seed: int, check_files: bool = True) -> dict
                              "'synthetic').")
         cfg["corpus_path"] = args.corpus
     if method == "sce_calibrated":
+        runner.import_tensorflow_quietly()
         from keras_sce.ops.calibration import resolve_calibration
 
         try:  # refused here, before any child starts
