@@ -28,7 +28,7 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-from benchmarks import loss_scaling as ls  # noqa: E402  (the CE chunk rule)
+from benchmarks import loss_scaling_model as ls  # noqa: E402  (the CE chunk rule)
 from keras_sce.app import harness  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
