@@ -102,14 +102,20 @@ def fill(path, schema, *, redo: bool = False) -> int:
     measurement ran are kept (they are re-read just before writing).
     """
     rows = schema.read(path)
-    todo = [r for r in rows if redo or r.get("loss_hlo_mb") in ("", None)]
-    configs = {}
-    for r in todo:
-        cfg = config_of_row(r)
+    todo, configs = [], {}
+    for r in rows:
+        if not redo and r.get("loss_hlo_mb") not in ("", None):
+            continue
+        try:
+            cfg = config_of_row(r)
+        except (ValueError, SystemExit) as error:  # left empty, said why
+            print(f"{path}: row {r['method']} seed {r['seed']} skipped: {error}")
+            continue
+        todo.append((r, _key(cfg)))
         configs.setdefault(_key(cfg), cfg)
     measured = dict(zip(configs, loss_hlo_mb(list(configs.values())), strict=True))
-    for r in todo:
-        r["loss_hlo_mb"] = measured[_key(config_of_row(r))]
+    for r, key in todo:
+        r["loss_hlo_mb"] = measured[key]
     now = schema.read(path)
     schema.write(path, rows + now[len(rows):], header=schema.header_of(path))
     return len(todo)

@@ -117,6 +117,16 @@ def test_a_row_configuration_is_rebuilt_from_its_command():
         config_of_row(dict(row, command="python other.py"))
 
 
+def test_rows_whose_command_cannot_be_read_are_left_empty(tmp_path, capsys):
+    from benchmarks.large_vocab_loss_memory import fill
+
+    path = tmp_path / "lv.csv"
+    report.append_row(path, dict(_row(), command="python other.py", loss_hlo_mb=""))
+    assert fill(path, report.SCHEMA) == 0
+    assert report.read_rows(path)[0]["loss_hlo_mb"] == ""
+    assert "row sce seed 0 skipped: " in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_loss_memory_is_filled_in_for_rows_written_without_it(tmp_path):
     """Rows of the first schema (no loss_hlo_mb) get the compiled loss memory of their
