@@ -26,7 +26,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import os
 import time
@@ -39,6 +38,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from keras_sce import ops  # noqa: E402
+from keras_sce.app import harness  # noqa: E402
 
 # train_seconds: steps 2..S (the first compiles); only ratios within one run mean much.
 FIELDS = ["method", "steps", "val_perplexity", "val_nll", "acc_at_1", "acc_at_10",
@@ -232,10 +232,7 @@ def main():
     print(header)
     if args.out:
         os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-        with open(args.out + ".csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, FIELDS)
-            writer.writeheader()
-            writer.writerows(rows)
+        harness.CsvSchema("calibration_pilot", FIELDS).write(args.out + ".csv", rows)
         with open(args.out + ".md", "w") as f:
             f.write(header + "\n\n| " + " | ".join(FIELDS) + " |\n")
             f.write("|" + "---|" * len(FIELDS) + "\n")

@@ -19,7 +19,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import pathlib
 
@@ -30,6 +29,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_sce import losses  # noqa: E402
+from keras_sce.app import harness  # noqa: E402
 from keras_sce.datasets import leave_one_out, load_sequences_txt, training_dataset  # noqa: E402
 from keras_sce.models import SASRec  # noqa: E402
 
@@ -89,11 +89,8 @@ def main(argv=None):
     for offset in (0.0, "balanced"):
         rows += run(args.data, offset, args.steps, args.every)
     if args.out:
-        with open(args.out, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=FIELDS)
-            writer.writeheader()
-            writer.writerows({k: (f"{v:.4g}" if isinstance(v, float) else v)
-                              for k, v in r.items()} for r in rows)
+        harness.CsvSchema("gbce_plateau", FIELDS).write(args.out, [
+            {k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows])
 
 
 if __name__ == "__main__":

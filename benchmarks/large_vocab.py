@@ -5,9 +5,11 @@ blocks, windows of 64, 1,024 target positions per step) with one loss, for a num
 of steps (``--steps``) or seconds (``--time``), in a fresh child process, then scores
 about ``--eval-tokens`` held-out positions (validation and test documents) exactly
 over the whole vocabulary; the out-of-vocabulary id is one class and its share is
-reported. One CSV row per run is appended to ``--out``; ``--table`` summarises the
-CSV as Markdown and a PNG (quality against memory and against time). See
-``benchmarks/large_vocab_child.py`` for the memory columns and docs/large-vocab.md
+reported. One CSV row per run is appended to ``--out``, with ``loss_hlo_mb``, the
+compiled memory of the loss alone (``benchmarks/large_vocab_loss_memory.py``);
+``--fill-loss-memory`` computes that column for rows written without it; ``--table``
+summarises the CSV as Markdown and a PNG (quality against memory and against time).
+See ``benchmarks/large_vocab_child.py`` for the memory columns and docs/large-vocab.md
 for the protocol and targets.
 
 Methods: ``sce``; ``sce_calibrated`` (``SCELoss(calibration=...)``, options by ``--calibration``);
@@ -20,13 +22,14 @@ Usage::
     python benchmarks/large_vocab.py --corpus gcide --vocab 100000 --method sce --steps 3000
     python benchmarks/large_vocab.py --corpus linux-source-6.1.tar.xz --vocab 1000000 \\
         --method sce --time 1800
-    python benchmarks/large_vocab.py --table
+    python benchmarks/large_vocab.py --fill-loss-memory --table
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shlex
@@ -37,8 +40,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks import _child as child_proc  # noqa: E402
 from benchmarks import large_vocab_report as report  # noqa: E402
+from keras_sce.app import harness, runner  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 DEFAULT_CSV = RESULTS / "large_vocab.csv"
@@ -78,16 +81,20 @@ def parse_args(argv=None):
     p.add_argument("--out", default=str(DEFAULT_CSV), help="CSV to append to")
     p.add_argument("--table", action="store_true",
                    help="write <out>.md and <out>.png from the CSV (after any runs)")
-    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--fill-loss-memory", action="store_true",
+                   help="compute loss_hlo_mb for the CSV's rows that lack it (after any runs)")
+    p.add_argument("--no-loss-memory", action="store_true",
+                   help="leave loss_hlo_mb empty in new rows (fill it later)")
     args = p.parse_args(argv)
     if args.method and args.steps is None and args.time is None:
         p.error("give a budget: --steps N or --time SECONDS")
-    if not args.method and not args.table and not args.child:
-        p.error("nothing to do: give --method (with a budget) and/or --table")
+    if not args.method and not args.table and not args.fill_loss_memory:
+        p.error("nothing to do: give --method (with a budget), --fill-loss-memory "
+                "and/or --table")
     return args
 
 
-def child_config(args, method: str, seed: int) -> dict:
+def child_config(args, method: str, seed: int, check_files: bool = True) -> dict:
     cfg = dict(corpus=args.corpus, vocab=args.vocab, method=method, seed=seed,
                steps=args.steps, seconds=args.time, optimizer=args.optimizer,
                learning_rate=args.learning_rate, bucket_size_y=args.bucket_size_y,
@@ -97,11 +104,12 @@ def child_config(args, method: str, seed: int) -> dict:
     if args.corpus == "gcide":
         cfg["corpus_path"] = args.corpus_path
     elif args.corpus != "synthetic":
-        if not Path(args.corpus).exists():
+        if check_files and not Path(args.corpus).exists():
             raise SystemExit(f"--corpus {args.corpus!r}: no such file (and not 'gcide' or "
                              "'synthetic').")
         cfg["corpus_path"] = args.corpus
     if method == "sce_calibrated":
+        runner.import_tensorflow_quietly()
         from keras_sce.ops.calibration import resolve_calibration
 
         try:  # refused here, before any child starts
@@ -118,16 +126,27 @@ def child_config(args, method: str, seed: int) -> dict:
 
 
 def run_child(cfg: dict, timeout: float) -> dict:
-    """Runs one configuration in a fresh Python process; its RESULT line as a dict.
+    """Runs one configuration in a fresh Python process; its measured columns.
 
-    The parent waits on the child's exit (an out-of-memory kill or a crash is an
-    error naming the configuration, never a hang).
+    The parent waits on the child's result and on its process (an out-of-memory kill,
+    a crash or the timeout is an error naming the configuration, never a hang).
     """
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return child_proc.run_child([sys.executable, __file__, "--child", json.dumps(cfg)],
-                                f"run {cfg['method']} seed {cfg['seed']}", env=env,
-                                timeout=timeout)
+    from benchmarks.large_vocab_child import run
+
+    what = f"run {cfg['method']} seed {cfg['seed']}"
+    result = harness.require_ok(harness.run_config(run, cfg, name=what, timeout=timeout), what)
+    return {k: v for k, v in result.items() if k not in ("status", "cause")}
+
+
+def loss_memory(cfg: dict, table_rows: int) -> float:
+    """``loss_hlo_mb`` of one configuration (NaN, with a message, if it cannot compile)."""
+    from benchmarks.large_vocab_loss_memory import loss_hlo_mb
+
+    try:
+        return loss_hlo_mb([dict(cfg, table_rows=table_rows)])[0]
+    except RuntimeError as error:
+        print(f"loss_hlo_mb of {cfg['method']}: {str(error).splitlines()[0]}", file=sys.stderr)
+        return math.nan
 
 
 def make_row(cfg: dict, result: dict, command: str) -> dict:
@@ -146,23 +165,27 @@ def make_row(cfg: dict, result: dict, command: str) -> dict:
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.child:
-        from benchmarks.large_vocab_child import run
-
-        child_proc.emit(run(json.loads(args.child)))
-        return None
     command = "python benchmarks/large_vocab.py " + shlex.join(
-        a for a in (argv if argv is not None else sys.argv[1:]) if a != "--table")
+        a for a in (argv if argv is not None else sys.argv[1:])
+        if a not in ("--table", "--fill-loss-memory", "--no-loss-memory"))
     rows = []
     for method in args.method or ():
         for seed in args.seed or [0]:
             cfg = child_config(args, method, seed)
-            row = make_row(cfg, run_child(cfg, args.timeout), command)
+            result = run_child(cfg, args.timeout)
+            result["loss_hlo_mb"] = "" if args.no_loss_memory else loss_memory(
+                cfg, result["table_rows"])
+            row = make_row(cfg, result, command)
             report.append_row(args.out, row)
             rows.append(row)
             print(f"{method} seed {seed}: test ppl {row['test_ppl']}, acc@10 "
-                  f"{row['test_acc@10']}, loss mem {row['loss_mem_mb']} MB, "
+                  f"{row['test_acc@10']}, loss mem {row['loss_mem_mb']} MB "
+                  f"(compiled loss {row['loss_hlo_mb']} MB), "
                   f"{row['sec_per_step']} s/step ({row['ce_kind'] or '-'})", flush=True)
+    if args.fill_loss_memory:
+        from benchmarks.large_vocab_loss_memory import fill_main
+
+        fill_main(args.out)
     if args.table:
         out = Path(args.out)
         print(report.write_table(report.read_rows(out), out.with_suffix(".md"),

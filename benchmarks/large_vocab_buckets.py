@@ -3,9 +3,9 @@
 For each ``(N, C, budget)`` of a grid, :func:`keras_sce.tuning.suggest_buckets`
 picks ``(n_b, b_x, b_y)``; a fresh child process compiles one SCE loss + gradient
 (with respect to the hidden states and the table) with XLA and reads the
-compiler's buffer assignment (``--xla_dump_to``: "Total bytes used", minus the
-bytes of the program's parameters, i.e. of the inputs). The table lists the
-measured bytes, the model's prediction and the budget.
+compiler's buffer assignment (`keras_sce.app.harness.compiled_memory_bytes`:
+"Total bytes used", minus the bytes of the program's parameters, i.e. of the
+inputs). The table lists the measured bytes, the model's prediction and the budget.
 
 Usage::
 
@@ -17,79 +17,51 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
-import os
-import re
 import sys
-import tempfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
-from benchmarks import _child as child_proc  # noqa: E402
+from keras_sce.app import harness  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 GRID = [(n, c, mb) for n in (1024, 4096) for c in (10_002, 100_002, 1_000_002)
         for mb in (128, 256, 1024)]
 QUICK_GRID = [(1024, 100_002, 64), (4096, 10_002, 128)]
-_TOTAL = re.compile(r"^Total bytes used: (\d+)", re.M)
-_PARAM = re.compile(r"^allocation \d+: size (\d+), parameter \d+", re.M)
-PROBE = "sce_peak_probe"
 
 
-def compiled_loss_bytes(buffer_assignment: str) -> int:
-    """XLA's "Total bytes used" minus the parameter allocations (the inputs)."""
-    total = _TOTAL.search(buffer_assignment)
-    if total is None:
-        raise ValueError("no 'Total bytes used' line in the XLA buffer assignment dump")
-    return int(total.group(1)) - sum(int(s) for s in _PARAM.findall(buffer_assignment))
-
-
-def _child(configs: list[dict], dump_dir: str) -> list[dict]:
+def sce_program(cfg: dict):
+    """``(fn, specs, make_inputs)``: one SCE loss + gradient (hidden states and table)."""
     import tensorflow as tf
 
     from keras_sce.ops import scalable_cross_entropy
 
-    out = []
-    for cfg in configs:
-        before = set(os.listdir(dump_dir))
+    def sce_loss_and_gradient(x, table, y):
+        with tf.GradientTape() as tape:
+            tape.watch([x, table])
+            loss = scalable_cross_entropy(
+                x, y, table, num_buckets=cfg["n_b"], bucket_size_x=cfg["b_x"],
+                bucket_size_y=cfg["b_y"], catalog_chunk_size=cfg["chunk"], seed=[1, 2])
+        grad_x, grad_table = tape.gradient(loss, [x, table])
+        return loss, grad_x, grad_table.values, grad_table.indices
 
-        def sce_peak_probe(x, table, y, cfg=cfg):
-            with tf.GradientTape() as tape:
-                tape.watch([x, table])
-                loss = scalable_cross_entropy(
-                    x, y, table, num_buckets=cfg["n_b"], bucket_size_x=cfg["b_x"],
-                    bucket_size_y=cfg["b_y"], catalog_chunk_size=cfg["chunk"],
-                    seed=[1, 2])
-            grad_x, grad_table = tape.gradient(loss, [x, table])
-            return loss, grad_x, grad_table.values, grad_table.indices
+    n, c, d = cfg["num_rows"], cfg["num_items"], cfg["dim"]
 
-        fn = tf.function(sce_peak_probe, jit_compile=True)
-        n, c, d = cfg["num_rows"], cfg["num_items"], cfg["dim"]
-        x = tf.random.normal([n, d])
-        table = tf.random.normal([c, d])
-        y = tf.random.uniform([n], 1, c, dtype=tf.int32)
-        loss = float(fn(x, table, y)[0])
-        new = [f for f in set(os.listdir(dump_dir)) - before
-               if PROBE in f and f.endswith("buffer-assignment.txt")]
-        if len(new) != 1:
-            raise RuntimeError(f"expected one buffer assignment for {cfg}, found {new}")
-        text = (Path(dump_dir) / new[0]).read_text()
-        out.append({**cfg, "measured_bytes": compiled_loss_bytes(text), "loss": loss})
-    return out
+    def make_inputs():
+        return (tf.random.normal([n, d]), tf.random.normal([c, d]),
+                tf.random.uniform([n], 1, c, dtype=tf.int32))
+
+    specs = (tf.TensorSpec([n, d]), tf.TensorSpec([c, d]), tf.TensorSpec([n], tf.int32))
+    return sce_loss_and_gradient, specs, make_inputs
 
 
 def measure(configs: list[dict], timeout: float = 600) -> list[dict]:
-    """Runs the configurations in one fresh process with XLA dumps; returns rows."""
-    with tempfile.TemporaryDirectory() as dump_dir:
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="",
-                   XLA_FLAGS=f"--xla_dump_to={dump_dir} --xla_dump_hlo_module_re=.*{PROBE}.*",
-                   PYTHONPATH=str(REPO_ROOT))
-        return child_proc.run_child(
-            [sys.executable, __file__, "--child", json.dumps(configs), dump_dir],
-            "measurement child", env=env, timeout=timeout, tail=2000,
-        )
+    """Compiles and runs the configurations in one fresh process; returns rows."""
+    measured = harness.compiled_memory_bytes(sce_program, configs, execute=True,
+                                             timeout=timeout)
+    return [{**cfg, "measured_bytes": num_bytes, "loss": loss}
+            for cfg, (num_bytes, loss) in zip(configs, measured, strict=True)]
 
 
 def grid_configs(grid, dim=64, chunk=65_536) -> list[dict]:
@@ -111,11 +83,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default=str(RESULTS / "sce_buckets_cpu.csv"))
-    p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.child:
-        child_proc.emit(_child(json.loads(args.child[0]), args.child[1]))
-        return None
     rows = measure(grid_configs(QUICK_GRID if args.quick else GRID))
     fields = list(rows[0])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -6,14 +6,15 @@ step), its tied ``ReversibleEmbedding`` being the output table of every loss. Th
 run trains for a number of steps or seconds, then scores held-out documents
 exactly over the whole vocabulary (``evaluate_next_token``, streamed).
 
-Memory (Linux ``/proc/self/status``): ``peak_mem_mb`` is the process's peak
-resident size; ``loss_mem_mb`` the peak during training above the resident size
-once the model, the loss, the optimizer's variables and the data pipeline exist
-(so it holds what a training step needs: tracing, activations, the loss's own
+Memory (`keras_sce.app.harness.MemoryWindow`): ``peak_mem_mb`` is the process's
+peak resident size; ``loss_mem_mb`` the peak during training above the resident
+size once the model, the loss, the optimizer's variables and the data pipeline
+exist (so it holds what a training step needs: tracing, activations, the loss's own
 buffers and gradients; only the loss differs between methods); ``step_mem_mb`` the
 same above the resident size after the first step (without tracing and the
 compiled program). On a GPU, ``gpu_loss_mem_mb`` is the allocator's peak during
 training above its bytes in use at the same baseline (NaN on a CPU-only machine).
+The loss's own compiled memory is ``loss_hlo_mb`` (``large_vocab_loss_memory.py``).
 """
 
 from __future__ import annotations
@@ -25,39 +26,9 @@ import time
 
 import numpy as np
 
-SEQUENCE_LENGTH, BATCH_SIZE, EVAL_BATCH = 64, 16, 64
+SEQUENCE_LENGTH, BATCH_SIZE, EVAL_BATCH, HIDDEN_DIM = 64, 16, 64, 64
+MIB = 2**20
 FULL_CE_COPIES = 3  # logits, softmax, gradient: [N, C] floats each
-
-
-def _status_mb(key: str) -> float:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
-
-
-def _reset_peak() -> None:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
-
-
-def _gpu_memory_mb(reset=False) -> float:
-    """GPU:0 allocator's bytes in use (after a peak reset) or its peak; NaN without GPU."""
-    import tensorflow as tf
-
-    if not tf.config.list_physical_devices("GPU"):
-        return float("nan")
-    if reset:
-        tf.config.experimental.reset_memory_stats("GPU:0")
-        return tf.config.experimental.get_memory_info("GPU:0")["current"] / 2**20
-    return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
 
 
 def load_corpus(cfg):
@@ -129,12 +100,13 @@ def run(cfg: dict) -> dict:
     import keras
 
     from examples.keras_hub_causal_lm import build_backbone, make_optimizer, to_features
+    from keras_sce.app.harness import MemoryWindow, gpu_memory_bytes
     from keras_sce.datasets import OOV_ID
     from keras_sce.evaluation import evaluate_next_token
 
     keras.utils.set_random_seed(cfg["seed"])
     corpus = load_corpus(cfg)
-    backbone = build_backbone(corpus.vocabulary_size, hidden_dim=64, num_layers=2,
+    backbone = build_backbone(corpus.vocabulary_size, hidden_dim=HIDDEN_DIM, num_layers=2,
                               num_heads=2, sequence_length=SEQUENCE_LENGTH)
     loss, ce_kind = make_loss(cfg, backbone.token_embedding, corpus)
     optimizer = make_optimizer(cfg["optimizer"], cfg["learning_rate"])
@@ -147,27 +119,27 @@ def run(cfg: dict) -> dict:
     starts, lengths = corpus.train.window_bounds(SEQUENCE_LENGTH)
     targets_per_window = float(np.mean(lengths - 1))
 
-    clock = _clock(cfg.get("seconds"))
-    pre_peak, base_rss = _status_mb("VmHWM"), _status_mb("VmRSS")
-    _reset_peak()
-    gpu_base = _gpu_memory_mb(reset=True)
+    clock = _clock(cfg.get("seconds"), MemoryWindow)
+    clock.window = MemoryWindow.open()  # the baseline: everything but the training steps
     steps = cfg.get("steps") or 10**9
     backbone.fit(train, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0,
                  callbacks=[clock])
-    peak_after_first = _status_mb("VmHWM")
-    loss_peak = max(clock.peak_first, peak_after_first)
+    first, rest = clock.window, clock.rest.close()  # step one (with tracing), the others
+    loss_peak = max(first.peak_bytes, rest.peak_bytes)
     train_seconds = clock.elapsed
 
-    gpu_peak = _gpu_memory_mb()
+    gpu_peak = gpu_memory_bytes()[1]
     table = backbone.token_embedding.embeddings
-    row = dict(gpu_loss_mem_mb=round(gpu_peak - gpu_base, 1), ce_kind=ce_kind, steps=clock.steps,
+    row = dict(gpu_loss_mem_mb=round((gpu_peak - first.gpu_baseline_bytes) / MIB, 1),
+               ce_kind=ce_kind, steps=clock.steps,
                tokens_seen=int(round(clock.steps * BATCH_SIZE * targets_per_window)),
                train_seconds=round(train_seconds, 2),
                sec_per_step=round(statistics.median(clock.times[1:] or clock.times), 4),
-               peak_mem_mb=round(max(pre_peak, loss_peak), 1),
-               loss_mem_mb=round(loss_peak - base_rss, 1),
-               step_mem_mb=round(peak_after_first - clock.rss_after_first, 1),
-               final_loss=round(float(clock.last_loss), 4))
+               peak_mem_mb=round(max(first.peak_before_bytes, loss_peak) / MIB, 1),
+               loss_mem_mb=round((loss_peak - first.baseline_bytes) / MIB, 1),
+               step_mem_mb=round(rest.attributable_mb, 1),
+               final_loss=round(float(clock.last_loss), 4),
+               table_rows=int(corpus.vocabulary_size))
     for name, split in (("val", corpus.validation), ("test", corpus.test)):
         batches = eval_batches(split, cfg["eval_tokens"])
         data = split.dataset(SEQUENCE_LENGTH, EVAL_BATCH).take(batches).map(to_features)
@@ -181,15 +153,16 @@ def run(cfg: dict) -> dict:
     return row
 
 
-def _clock(seconds):
-    """A Keras callback: step times, a wall-clock budget, the peak after step one."""
+def _clock(seconds, window_class):
+    """A Keras callback: step times, a wall-clock budget; closes ``window`` after step one
+    and opens ``rest`` (a ``window_class``) for the steps after it."""
     import keras
 
     class Clock(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
             self.seconds, self.times, self.steps, self.last_loss = seconds, [], 0, math.nan
-            self.peak_first = self.rss_after_first = math.nan
+            self.window = self.rest = None
 
         def on_train_begin(self, logs=None):
             self.begin = time.perf_counter()
@@ -203,9 +176,8 @@ def _clock(seconds):
             self.steps += 1
             self.last_loss = (logs or {}).get("loss", math.nan)
             if self.steps == 1:  # the peak so far includes tracing and compilation
-                self.peak_first, self.rss_after_first = _status_mb("VmHWM"), _status_mb(
-                    "VmRSS")
-                _reset_peak()
+                self.window.close()
+                self.rest = window_class.open(gpu=False)  # the GPU peak spans all steps
             self.elapsed = now - self.begin
             if self.seconds is not None and self.elapsed >= self.seconds:
                 self.model.stop_training = True

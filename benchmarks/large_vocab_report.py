@@ -1,12 +1,18 @@
-"""The large-vocabulary benchmark's CSV schema, row writer, Markdown table and plot."""
+"""The large-vocabulary benchmark's CSV schema, row writer, Markdown table and plot.
+
+The columns of ``FIELDS`` never change (rows written by earlier versions stay
+readable); later columns are in ``ADDED`` (`keras_sce.app.harness.CsvSchema` widens
+an older file's header once, leaving those cells empty in its old rows).
+"""
 
 from __future__ import annotations
 
-import csv
 import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
+
+from keras_sce.app import harness
 
 FIELDS = (
     "corpus", "vocab", "method", "ce_kind", "budget", "seed", "steps", "tokens_seen",
@@ -15,41 +21,23 @@ FIELDS = (
     "gpu_loss_mem_mb",
     "oov_rate", "final_loss", "optimizer", "options", "machine", "command",
 )
-METRICS = ("test_ppl", "test_acc@1", "test_acc@10", "ndcg@10", "loss_mem_mb", "sec_per_step",
-           "train_seconds")
+ADDED = ("loss_hlo_mb", "table_rows")
+SCHEMA = harness.CsvSchema("large_vocab", FIELDS, ADDED)
+METRICS = ("test_ppl", "test_acc@1", "test_acc@10", "ndcg@10", "loss_mem_mb", "loss_hlo_mb",
+           "sec_per_step", "train_seconds")
 
 
 def append_row(path, row: dict) -> None:
-    """Appends one run to the CSV (header written when the file is new).
+    """Appends one run to the CSV (`SCHEMA`: header written or widened as needed).
 
     Raises ``ValueError`` on a missing or unknown column, and when an existing
     file's header is not this schema (so rows never land under the wrong names).
     """
-    missing = [f for f in FIELDS if f not in row]
-    unknown = [k for k in row if k not in FIELDS]
-    if missing or unknown:
-        raise ValueError(f"large_vocab row: missing columns {missing}, unknown {unknown}")
-    path = Path(path)
-    if path.exists() and path.stat().st_size:
-        with open(path, newline="") as f:
-            header = next(csv.reader(f))
-        if tuple(header) != FIELDS:
-            raise ValueError(f"{path} has another header ({header[:4]}...); "
-                             "write to a new file with --out")
-        mode = "a"
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        mode = "w"
-    with open(path, mode, newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS)
-        if mode == "w":
-            writer.writeheader()
-        writer.writerow(row)
+    SCHEMA.append(path, row)
 
 
 def read_rows(path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+    return SCHEMA.read(path)
 
 
 def _num(value) -> float:
@@ -76,6 +64,10 @@ def summarise(rows) -> list[dict]:
     return out
 
 
+def _mb(value: float) -> str:
+    return "-" if not math.isfinite(value) else f"{value:,.1f}"
+
+
 def _targets(summary) -> list[str]:
     lines = []
     by = {(s["corpus"], s["vocab"], s["budget"], s["method"], s["ce_kind"]): s for s in summary}
@@ -93,6 +85,10 @@ def _targets(summary) -> list[str]:
         if full is not None and full["loss_mem_mb"] > 0:
             ratio = sce["loss_mem_mb"] / full["loss_mem_mb"]
             lines.append(f"  Attributable memory SCE / full CE = {ratio:.3f} (target <= 0.1).")
+        if full is not None and full["loss_hlo_mb"] > 0 and math.isfinite(sce["loss_hlo_mb"]):
+            ratio = sce["loss_hlo_mb"] / full["loss_hlo_mb"]
+            lines.append(f"  Compiled loss memory SCE / full CE = {ratio:.4f} "
+                         f"({sce['loss_hlo_mb']:.1f} vs {full['loss_hlo_mb']:.1f} MB).")
         for rival in ("sampled_softmax", "ce"):
             other = next((by.get((corpus, vocab, budget, rival, kind)) for kind in
                           ("", "full", "chunked") if (corpus, vocab, budget, rival, kind) in by),
@@ -108,14 +104,14 @@ def write_table(rows, md_path, png_path=None) -> str:
     """Writes the Markdown summary (and the PNG when matplotlib is present)."""
     summary = summarise(rows)
     lines = ["| corpus | K | method | CE kind | budget | seeds | test ppl | acc@1 | acc@10 | "
-             "NDCG@10 | loss mem MB | s/step |",
-             "|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "NDCG@10 | loss mem MB | compiled loss MB | s/step |",
+             "|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for s in summary:
         lines.append(
             f"| {s['corpus']} | {int(s['vocab']):,} | {s['method']} | {s['ce_kind'] or '-'} | "
             f"{s['budget']} | {s['seeds']} | {s['test_ppl']:.1f} | {s['test_acc@1']:.4f} | "
             f"{s['test_acc@10']:.4f} ± {s['test_acc@10_sd']:.4f} | {s['ndcg@10']:.4f} | "
-            f"{s['loss_mem_mb']:.0f} | {s['sec_per_step']:.3f} |")
+            f"{s['loss_mem_mb']:.0f} | {_mb(s['loss_hlo_mb'])} | {s['sec_per_step']:.3f} |")
     commands = sorted({r["command"] for r in rows})
     targets = _targets(summary) or ["- (no SCE run beside a baseline)"]
     text = "\n".join(lines + ["", "Targets:", *targets, "", "Commands:",

@@ -36,6 +36,7 @@ import numpy as np  # noqa: E402
 
 import keras_sce  # noqa: E402
 from keras_sce import sparsegrad  # noqa: E402
+from keras_sce.app import harness  # noqa: E402
 
 FIELDS = [
     "method",
@@ -215,11 +216,7 @@ def main(argv=None):
     writer.writeheader()
     writer.writerows(rows)
     if args.csv:
-        os.makedirs(os.path.dirname(args.csv) or ".", exist_ok=True)
-        with open(args.csv, "w", newline="") as f:
-            w = csv.DictWriter(f, FIELDS)
-            w.writeheader()
-            w.writerows(rows)
+        harness.CsvSchema("sparsegrad_memory", FIELDS).write(args.csv, rows)
 
 
 if __name__ == "__main__":

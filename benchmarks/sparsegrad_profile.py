@@ -25,7 +25,6 @@ reported (the least disturbed one on a shared machine). Usage::
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 import time
@@ -36,6 +35,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from keras_sce.app import harness  # noqa: E402
 from keras_sce.sparsegrad import core, lazy_adam_update  # noqa: E402
 
 
@@ -185,11 +185,7 @@ def main(argv=None):
             )
             print(f"{name:5s} {piece:40s} {ms:9.2f} ms", flush=True)
     if args.csv:
-        os.makedirs(os.path.dirname(args.csv) or ".", exist_ok=True)
-        with open(args.csv, "w", newline="") as f:
-            writer = csv.DictWriter(f, list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        harness.CsvSchema("sparsegrad_profile", tuple(rows[0])).write(args.csv, rows)
     return 0
 
 

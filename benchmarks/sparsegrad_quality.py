@@ -38,6 +38,7 @@ import numpy as np  # noqa: E402
 
 import keras_sce  # noqa: E402
 from keras_sce import sparsegrad  # noqa: E402
+from keras_sce.app import harness  # noqa: E402
 
 FIELDS = [
     "method",
@@ -262,8 +263,7 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
     if args.summary_from:
-        with open(args.summary_from) as f:
-            table = summarize(list(csv.DictReader(f)))
+        table = summarize(harness.CsvSchema("sparsegrad_quality", FIELDS).read(args.summary_from))
         print(table)
         if args.markdown:
             with open(args.markdown, "w") as f:
@@ -274,11 +274,7 @@ def main(argv=None):
     writer.writeheader()
     writer.writerows(rows)
     if args.csv:
-        os.makedirs(os.path.dirname(args.csv) or ".", exist_ok=True)
-        with open(args.csv, "w", newline="") as f:
-            w = csv.DictWriter(f, FIELDS)
-            w.writeheader()
-            w.writerows(rows)
+        harness.CsvSchema("sparsegrad_quality", FIELDS).write(args.csv, rows)
     table = summarize(rows)
     print(table, file=sys.stderr)
     if args.markdown:

@@ -22,15 +22,13 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import csv
-import ctypes
 import os
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # run as a script: `benchmarks` importable
     sys.path.insert(0, ROOT)
-from benchmarks import _child as child_proc  # noqa: E402
+from keras_sce.app import harness, memory  # noqa: E402
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -38,16 +36,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 VARIANTS = ("dense_adam", "select_adam", "dense_lazy", "select_lazy")
 
 
-def _status():
-    values = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                values[line.split(":")[0]] = int(line.split()[1]) / 1024.0
-    return values["VmRSS"], values["VmHWM"]
-
-
 def child(args):
+    """One variant (``args.child``), in a fresh process; returns its row."""
     import keras
     import numpy as np
     import tensorflow as tf
@@ -75,22 +65,20 @@ def child(args):
             grads.append(grad)
         optimizer.apply(grads, kernels)
 
-    built, _ = _status()
+    built = memory.rss_bytes() / 2**20
     step(x, g)
     step(x, g)
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    warm, _ = _status()
+    window = harness.MemoryWindow.open(gpu=False, trim=True)
     step(x, g)
     step(x, g)
-    _, peak = _status()
+    window.close()
+    warm, peak = window.baseline_bytes / 2**20, window.peak_bytes / 2**20
     row = {
         "variant": args.child, "layers": args.layers, "in": a, "out": b, "k": k,
         "rss_built_mb": round(built, 1), "rss_warm_mb": round(warm, 1),
         "step_peak_mb": round(peak, 1), "compiled_step_resident_mb": round(warm - built, 1),
     }  # fmt: skip
-    child_proc.emit(row)
+    return row
 
 
 def main(argv=None):
@@ -100,21 +88,16 @@ def main(argv=None):
     parser.add_argument("--output-dim", type=int, default=3072)
     parser.add_argument("--selection", choices=("top_k", "approx"), default="approx")
     parser.add_argument("--csv", default=None)
-    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.child:
-        return child(args)
     rows = []
     for variant in VARIANTS:
-        command = [sys.executable, __file__, "--child", variant] + sys.argv[1:]
-        rows.append(child_proc.run_child(command, f"variant {variant}"))
+        row = harness.run_config(child, argparse.Namespace(**vars(args), child=variant),
+                                 name=variant)
+        rows.append({k: v for k, v in harness.require_ok(row, f"variant {variant}").items()
+                     if k not in ("status", "cause")})
         print(rows[-1], flush=True)
     if args.csv:
-        os.makedirs(os.path.dirname(args.csv) or ".", exist_ok=True)
-        with open(args.csv, "w", newline="") as f:
-            writer = csv.DictWriter(f, list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        harness.CsvSchema("sparsegrad_selection_memory", tuple(rows[0])).write(args.csv, rows)
     return 0
 
 

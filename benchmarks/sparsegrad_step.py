@@ -42,16 +42,14 @@ Usage (the committed results)::
 from __future__ import annotations
 
 import argparse
-import csv
 import os
-import resource
 import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # run as a script: `benchmarks` importable
     sys.path.insert(0, ROOT)
-from benchmarks import _child as child_proc  # noqa: E402
+from keras_sce.app import harness, memory  # noqa: E402
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -83,14 +81,6 @@ def matmul_floor(layers, h, inter, batch, seq, formulation):
     return layers * full, layers * sparse
 
 
-def _reset_peak():
-    import ctypes
-
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-
-
 def _orthogonal(n, seed):
     import numpy as np
 
@@ -98,6 +88,7 @@ def _orthogonal(n, seed):
 
 
 def run_child(args):
+    """One configuration (``args.child``), in a fresh process; returns its row."""
     import keras
     import keras_hub
     import numpy as np
@@ -135,7 +126,7 @@ def run_child(args):
     y = rng.integers(0, 2, size=args.batch).astype("int32")
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model(x)
-    rss_loaded, _ = _status_peak()
+    rss_loaded = memory.rss_bytes() / 2**20  # the baseline: the model exists
 
     config, k = args.child, sparsegrad.lora_equivalent_budget(args.rank, hidden, inter)
     slots = sparsegrad.find_feedforward_layers(backbone)
@@ -176,50 +167,36 @@ def run_child(args):
     model.compile(optimizer=optimizer, loss=loss, jit_compile=not args.no_jit)
     for _ in range(args.warmup_steps):
         model.train_on_batch(x, y)
-    _reset_peak()
-    rss_warm, _ = _status_peak()
+    window = harness.MemoryWindow.open(gpu=False, trim=True)  # after the warm-up steps
     walls, cpus = [], []
     for _ in range(args.timed_steps):
         wall, cpu = time.perf_counter(), time.process_time()
         model.train_on_batch(x, y)
         walls.append(time.perf_counter() - wall)
         cpus.append(time.process_time() - cpu)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    window.close()
+    peak = window.peak_bytes / 2**20
     trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
     if config == "sparsegrad_ok":  # only the support entries of the kernels can change
         trainable -= len(slots) * (hidden * inter - 2 * k)
     skip = ("iteration", "learning_rate")
     state = [v for v in optimizer.variables if not any(s in v.path for s in skip)]
     state_bytes = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in state)
-    _, hwm = _status_peak()
     row = {
         "model": args.model, "config": config, "trainable_params": trainable,
         "optimizer_state_bytes": state_bytes, "rss_loaded_mb": round(rss_loaded, 1),
-        "rss_warm_mb": round(rss_warm, 1),
-        "attributable_peak_mb": round(hwm - rss_loaded, 1), "process_peak_mb": round(peak, 1),
+        "rss_warm_mb": round(window.baseline_bytes / 2**20, 1),
+        "attributable_peak_mb": round(peak - rss_loaded, 1), "process_peak_mb": round(peak, 1),
         "step_ms": round(1000 * float(np.median(walls)), 1),
         "step_cpu_ms": round(1000 * float(np.median(cpus)), 1),
         "batch": args.batch, "seq": args.seq, "k": k,
     }  # fmt: skip
-    child_proc.emit(row)
-
-
-def _status_peak():
-    """(VmRSS, VmHWM) in MiB; VmHWM is the peak since the last reset."""
-    values = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                values[line.split(":")[0]] = int(line.split()[1]) / 1024.0
-    return values["VmRSS"], values["VmHWM"]
+    return row
 
 
 def report(rows, args, path):
     layers, hidden, inter = SHAPES[args.model]
-    with open(path + ".csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
+    harness.CsvSchema("sparsegrad_step", FIELDS).write(path + ".csv", rows)
     by = {r["config"]: r for r in rows}
     lines = [
         f"# {args.model}: batch {args.batch} x {args.seq} tokens, k = {rows[0]['k']} per MLP "
@@ -253,22 +230,12 @@ def report(rows, args, path):
     with open(path + ".md", "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     names = [r["config"] for r in rows]
-    axes[0].barh(names, [r["step_cpu_ms"] for r in rows])
-    axes[0].set_xlabel("CPU ms per training step")
-    axes[1].barh(names, [r["attributable_peak_mb"] for r in rows])
-    axes[1].set_xlabel("peak RSS attributable to fine-tuning (MiB)")
-    for ax in axes:
-        ax.invert_yaxis()
-    fig.suptitle(f"{args.model}, batch {args.batch} x {args.seq}")
-    fig.tight_layout()
-    fig.savefig(path + ".png", dpi=110)
+    harness.plot_panels([
+        dict(bars=(names, [r["step_cpu_ms"] for r in rows]), xlabel="CPU ms per training step"),
+        dict(bars=(names, [r["attributable_peak_mb"] for r in rows]),
+             xlabel="peak RSS attributable to fine-tuning (MiB)"),
+    ], path + ".png", title=f"{args.model}, batch {args.batch} x {args.seq}")
 
 
 def main(argv=None):
@@ -285,7 +252,6 @@ def main(argv=None):
     parser.add_argument("--no-jit", action="store_true")
     parser.add_argument("--output", default=None, help="path prefix of .csv/.md/.png")
     parser.add_argument("--floor-only", action="store_true", help="print the matmul floor")
-    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.floor_only:
         for formulation in ("activation", "auto"):
@@ -295,14 +261,13 @@ def main(argv=None):
                 f"{full / 1e9:.2f} G, SparseGrad {sparse / 1e9:.2f} G, ratio {sparse / full:.2f}"
             )
         return 0
-    if args.child:
-        return run_child(args)
     rows = []
     for config in args.configs:
-        command = [sys.executable, __file__, "--child", config] + [
-            a for a in (argv if argv is not None else sys.argv[1:])
-        ]
-        rows.append(child_proc.run_child(command, f"configuration {config}"))
+        what = f"configuration {config}"
+        row = harness.run_config(run_child, argparse.Namespace(**vars(args), child=config),
+                                 name=config)
+        rows.append({k: v for k, v in harness.require_ok(row, what).items()
+                     if k not in ("status", "cause")})
         print(rows[-1], flush=True)
     if args.output:
         os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)

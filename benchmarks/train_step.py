@@ -19,30 +19,30 @@ Usage (what produced benchmarks/results/train_step_cpu.*)::
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import math
-import os
 import pathlib
 import statistics
-import subprocess
 import sys
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import loss_scaling as ls  # noqa: E402  (RSS helpers and the CE chunk rule)
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+from benchmarks import loss_scaling_model as ls  # noqa: E402  (the CE chunk rule)
+from keras_sce.app import harness  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 FIELDS = ("method", "optimizer", "n_rows", "catalog_size", "status", "step_ms", "search_ms",
           "step_over_search", "attrib_mb", "process_peak_mb", "baseline_mb", "note")
+SCHEMA = harness.CsvSchema("train_step", FIELDS)
+CSV = RESULTS / "train_step_cpu.csv"
 D, B_Y, SCE_CHUNK, NUM_SAMPLED = 64, 256, 65_536, 256
 GFLOPS = 10.0  # effective throughput assumed by the skip rule (a busy 2-core CPU)
 MAX_STEP_S, MAX_MB = 60.0, 9_000
 
 
 def _child(cfg):
-    os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
+    """One configuration, in a fresh CPU-only process (`run_config`)."""
     import gc
 
     import keras
@@ -99,18 +99,18 @@ def _child(cfg):
         return scores[0, 0]
 
     gc.collect()
-    base_kb = ls._proc_status_kb("VmRSS")
-    ls._reset_peak_rss()
+    window = harness.MemoryWindow.open(gpu=False)  # the table and the optimizer slots exist
     times = []
     for _ in range(1 + cfg["steps"]):  # the first call traces and compiles
         t = time.perf_counter()
         loss = float(step().numpy())
         times.append(time.perf_counter() - t)
-    peak_kb = ls._proc_status_kb("VmHWM")
+    window.close()
     if not math.isfinite(loss):
         raise RuntimeError(f"non-finite loss {loss}")
-    out = {"step_ms": 1000 * statistics.median(times[1:]), "attrib_mb": (peak_kb - base_kb) / 1024,
-           "process_peak_mb": peak_kb / 1024, "baseline_mb": base_kb / 1024}
+    out = {"step_ms": 1000 * statistics.median(times[1:]), "attrib_mb": window.attributable_mb,
+           "process_peak_mb": window.peak_bytes / 2**20,
+           "baseline_mb": window.baseline_bytes / 2**20}
     if method == "sce":
         search()
         s_times = []
@@ -172,14 +172,12 @@ def run_config(cfg, steps):
         row.update(status="skipped", note=f"predicted {sec:.0f} s/step, {mb / 1024:.1f} GB "
                    f"(caps {MAX_STEP_S:.0f} s, {MAX_MB / 1024:.0f} GB)")
         return row
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(dict(cfg, steps=steps))],
-                          capture_output=True, text=True, env=env, timeout=1800)
-    if proc.returncode != 0 or "RESULT " not in proc.stdout:
-        why = "killed (out of memory?)" if proc.returncode < 0 else proc.stderr.strip()[-200:]
-        row.update(status="failed", note=f"rc={proc.returncode}: {why}")
+    out = harness.run_config(_child, dict(cfg, steps=steps), name=cfg["method"], timeout=1800,
+                             env={"CUDA_VISIBLE_DEVICES": "-1"})
+    if out["status"] != "ok":
+        row.update(status="failed", note=out["cause"][-200:])
         return row
-    row.update(json.loads(proc.stdout.split("RESULT ", 1)[1]))
+    row.update((k, v) for k, v in out.items() if k not in ("status", "cause"))
     return row
 
 
@@ -188,11 +186,7 @@ def _fmt(v):
 
 
 def write_outputs(rows):
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS / "train_step_cpu.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows({k: _fmt(r.get(k)) for k in FIELDS} for r in rows)
+    SCHEMA.write(CSV, ({k: _fmt(r.get(k)) for k in FIELDS} for r in rows))
     (RESULTS / "train_step_cpu.md").write_text(markdown(rows) + "\n")
     plot(rows)
 
@@ -234,51 +228,37 @@ def markdown(rows):
 
 
 def plot(rows):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
-    for ax, n in zip(axes, (1024, 8192), strict=True):
+    panels = []
+    for n in (1024, 8192):
         ok = [r for r in rows if int(r["n_rows"]) == n and _num(r, "step_ms")]
+        series = {}
         for key in dict.fromkeys((r["method"], r["optimizer"]) for r in ok):
             pts = sorted((int(r["catalog_size"]), _num(r, "step_ms")) for r in ok
                          if (r["method"], r["optimizer"]) == key)
-            ax.plot(*zip(*pts, strict=True), marker="o", label=f"{key[0]} + {key[1]}")
+            series[f"{key[0]} + {key[1]}"] = tuple(zip(*pts, strict=True))
         pts = sorted((int(r["catalog_size"]), _num(r, "search_ms")) for r in ok
                      if r["method"] == "sce" and r["optimizer"] == "lazy_adam")
         if pts:
-            ax.plot(*zip(*pts, strict=True), "k--", label="SCE item search alone")
-        ax.set(xscale="log", yscale="log", xlabel="catalogue size C", title=f"N = {n:,}")
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0].set_ylabel("one training step (ms, CPU)")
-    for ax in axes:
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(RESULTS / "train_step_cpu.png", dpi=120)
+            series["SCE item search alone"] = (*zip(*pts, strict=True), "k--")
+        panels.append(dict(series=series, xlog=True, ylog=True, xlabel="catalogue size C",
+                           ylabel="one training step (ms, CPU)", title=f"N = {n:,}"))
+    harness.plot_panels(panels, RESULTS / "train_step_cpu.png")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=3, help="timed steps (median)")
     parser.add_argument("--table", action="store_true", help="Markdown and PNG from the CSV")
     parser.add_argument("--resume", action="store_true", help="keep the CSV's rows, run the rest")
     args = parser.parse_args(argv)
-    if args.child:
-        print("RESULT " + json.dumps(_child(json.loads(args.child))), flush=True)
-        return
     if args.table:
-        with open(RESULTS / "train_step_cpu.csv") as f:
-            rows = list(csv.DictReader(f))
+        rows = SCHEMA.read(CSV)
         print(markdown(rows))
         plot(rows)
         return
     rows = []
-    if args.resume and (RESULTS / "train_step_cpu.csv").exists():
-        with open(RESULTS / "train_step_cpu.csv") as f:
-            rows = [r for r in csv.DictReader(f) if r["status"] == "ok"]
+    if args.resume and CSV.exists():
+        rows = [r for r in SCHEMA.read(CSV) if r["status"] == "ok"]
     done = {_key(r) for r in rows}
     for cfg in grid():
         if _key(cfg) in done:

@@ -2,9 +2,11 @@
 
 Shared by the main job (`keras_sce.cli`) and the benchmarks: builds the loss by
 name, trains with Keras ``fit`` and full-ranking early stopping, then reports
-test metrics, epochs, seconds per training epoch and memory: the process peak RSS and
-the part of it attributable to training (peak RSS above the RSS just before the model
-is built, i.e. above TensorFlow + the data).
+test metrics, epochs, seconds per training epoch and memory
+(`keras_sce.app.harness.MemoryWindow`): the process peak RSS and the part of it
+attributable to training (peak RSS above the RSS just before the model is built, i.e.
+above TensorFlow + the data; the model, its table and the optimizer are counted), and
+on a GPU the allocator's peak above the same point.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 
 import numpy as np
 
-from keras_sce.app import memory, runner
+from keras_sce.app import harness, memory, runner
 
 METHODS = ("sce", "ce", "gbce", "bce", "sampled_softmax")
 
@@ -150,7 +152,8 @@ def train_and_evaluate(split, method: str, config: TrainConfig, *, log=print) ->
         K in 1, 5, 10, 20, 50), ``epochs``, ``best_epoch``, ``sec_per_epoch``,
         ``catalogue`` (item table rows), ``peak_mem_mb`` (process peak RSS),
         ``baseline_mem_mb`` (RSS before the model was built), ``train_mem_mb`` (peak
-        above that baseline), ``stopped_by`` and the per-evaluation ``records``.
+        above that baseline), ``gpu_train_mem_mb`` (the GPU allocator's, NaN without
+        a GPU), ``stopped_by`` and the per-evaluation ``records``.
     """
     import keras
 
@@ -163,9 +166,7 @@ def train_and_evaluate(split, method: str, config: TrainConfig, *, log=print) ->
         raise ValueError(f"Unknown method {method!r}; choose from {METHODS}.")
     # Memory above this point (TensorFlow, the data) is the process baseline; the peak
     # is reset (Linux) so that the training peak is read apart from the loading peak.
-    peak_before = memory.peak_rss_bytes()
-    memory.reset_peak_rss()
-    baseline = memory.rss_bytes() or memory.peak_rss_bytes()
+    window = harness.MemoryWindow.open()
     keras.utils.set_random_seed(config.seed)
     model = SASRec(
         split.num_items,
@@ -224,7 +225,7 @@ def train_and_evaluate(split, method: str, config: TrainConfig, *, log=print) ->
         exclude=t_hist,
         ks=DEFAULT_KS,
     )
-    peak_after = memory.peak_rss_bytes()
+    window.close()
     train_seconds = evaluation.train_seconds
     # The first epoch includes tracing; report the median of the rest when possible.
     steady = train_seconds[1:] if len(train_seconds) > 1 else train_seconds
@@ -238,9 +239,10 @@ def train_and_evaluate(split, method: str, config: TrainConfig, *, log=print) ->
         "train_seconds_total": float(sum(train_seconds)),
         "wall_seconds": wall,
         "catalogue": int(split.num_items),
-        "peak_mem_mb": max(peak_before, peak_after) / 2**20,
-        "baseline_mem_mb": baseline / 2**20,
-        "train_mem_mb": max(peak_after - baseline, 0) / 2**20,
+        "peak_mem_mb": window.process_peak_mb,
+        "baseline_mem_mb": window.baseline_bytes / 2**20,
+        "train_mem_mb": window.attributable_mb,
+        "gpu_train_mem_mb": window.gpu_attributable_mb,
         "stopped_by": evaluation.stopped_by,
         "records": evaluation.records,
         **test,

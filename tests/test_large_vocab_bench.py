@@ -11,14 +11,14 @@ from benchmarks import large_vocab_report as report
 
 
 def _row(method="sce", seed=0, ce_kind="", acc10=0.5, ndcg=0.3, mem=100.0, budget="steps 20"):
-    row = dict.fromkeys(report.FIELDS, "")
+    row = dict.fromkeys(report.SCHEMA.columns, "")
     row.update({"corpus": "synthetic", "vocab": 300, "method": method, "ce_kind": ce_kind,
                 "budget": budget, "seed": seed, "steps": 20, "tokens_seen": 1000,
                 "train_seconds": 2.0, "val_tokens": 100, "val_ppl": 50.0, "test_tokens": 100,
                 "test_ppl": 60.0, "test_acc@1": 0.2, "test_acc@10": acc10, "ndcg@10": ndcg,
                 "sec_per_step": 0.1, "peak_mem_mb": 900.0, "loss_mem_mb": mem,
                 "step_mem_mb": 1.0, "gpu_loss_mem_mb": "nan", "oov_rate": 0.01,
-                "command": "python x"})
+                "command": "python x", "loss_hlo_mb": mem / 10, "table_rows": 302})
     return row
 
 
@@ -28,7 +28,7 @@ def test_rows_round_trip_under_the_fixed_header(tmp_path):
     report.append_row(path, _row(seed=1))
     with open(path, newline="") as f:
         reader = csv.reader(f)
-        assert tuple(next(reader)) == report.FIELDS
+        assert tuple(next(reader)) == report.FIELDS + report.ADDED
         assert len(list(reader)) == 2
     assert [r["seed"] for r in report.read_rows(path)] == ["0", "1"]
 
@@ -60,6 +60,20 @@ def test_table_averages_seeds_and_states_the_targets(tmp_path):
     assert "| 2 |" in sce_line and "0.4500 ± 0.0707" in sce_line
     assert "acc@10 -10.0%" in text  # 0.45 vs 0.50
     assert "SCE / full CE = 0.050" in text  # 50 MB vs 1000 MB
+    assert "Compiled loss memory SCE / full CE = 0.0500 (5.0 vs 100.0 MB)" in text
+
+
+def test_a_file_of_the_first_schema_gains_the_new_columns(tmp_path):
+    path = tmp_path / "lv.csv"
+    first = {k: v for k, v in _row(seed=7).items() if k in report.FIELDS}
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=report.FIELDS)
+        writer.writeheader()
+        writer.writerow(first)
+    report.append_row(path, _row(seed=8))
+    old, new = report.read_rows(path)
+    assert (old["seed"], old["loss_hlo_mb"], new["seed"], new["loss_hlo_mb"]) == (
+        "7", "", "8", "10.0")
 
 
 def test_sce_calibrated_builds_a_calibrated_loss_and_bad_options_are_refused_early():
@@ -90,6 +104,52 @@ def test_bad_command_lines(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
+def test_a_row_configuration_is_rebuilt_from_its_command():
+    from benchmarks.large_vocab_loss_memory import config_of_row
+
+    row = _row("sce_calibrated", seed=3)
+    row["command"] = ("python benchmarks/large_vocab.py --corpus /gone/linux.tar.xz --vocab 300 "
+                      "--steps 20 --method sce_calibrated --calibration '{\"num_samples\": 64}'")
+    cfg = config_of_row(row)
+    assert (cfg["method"], cfg["seed"], cfg["table_rows"]) == ("sce_calibrated", 3, 302)
+    assert cfg["calibration"] == '{"num_samples": 64}' and cfg["bucket_size_y"] == 256
+    with pytest.raises(ValueError, match="not a large_vocab.py command"):
+        config_of_row(dict(row, command="python other.py"))
+
+
+def test_rows_whose_command_cannot_be_read_are_left_empty(tmp_path, capsys):
+    from benchmarks.large_vocab_loss_memory import fill
+
+    path = tmp_path / "lv.csv"
+    report.append_row(path, dict(_row(), command="python other.py", loss_hlo_mb=""))
+    assert fill(path, report.SCHEMA) == 0
+    assert report.read_rows(path)[0]["loss_hlo_mb"] == ""
+    assert "row sce seed 0 skipped: " in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_loss_memory_is_filled_in_for_rows_written_without_it(tmp_path):
+    """Rows of the first schema (no loss_hlo_mb) get the compiled loss memory of their
+    own configuration: full CE's [1024, C] logits dominate, SCE's buckets do not."""
+    from benchmarks.large_vocab_loss_memory import fill
+
+    path = tmp_path / "lv.csv"
+    base = "python benchmarks/large_vocab.py --corpus synthetic --vocab 20000 --steps 3"
+    rows = [_row("sce", 0), _row("sce", 1), _row("ce", 0, "full")]
+    for row, method in zip(rows, ("sce", "sce", "ce --ce-kind full"), strict=True):
+        row.update(command=f"{base} --method {method}", vocab=20000)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=report.FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    assert fill(path, report.SCHEMA) == 3
+    sce0, sce1, ce = (float(r["loss_hlo_mb"]) for r in report.read_rows(path))
+    logits_mb = 1024 * 20_002 * 4 / 2**20
+    assert sce0 == sce1 and 0 < sce0 < logits_mb / 2
+    assert logits_mb <= ce < 4 * logits_mb
+    assert fill(path, report.SCHEMA) == 0  # nothing left to do
+
+
 @pytest.mark.slow
 def test_tiny_real_run_appends_a_complete_row_and_a_table(tmp_path):
     out = tmp_path / "lv.csv"
@@ -102,6 +162,7 @@ def test_tiny_real_run_appends_a_complete_row_and_a_table(tmp_path):
     assert row["tokens_seen"] > 0 and row["sec_per_step"] > 0 and row["peak_mem_mb"] > 0
     assert 0.0 < row["oov_rate"] < 0.1
     assert row["budget"] == "steps 3" and "--steps 3" in row["command"]
+    assert row["table_rows"] == 202 and row["loss_hlo_mb"] > 0
     (read,) = report.read_rows(out)
     assert read["method"] == "sce" and float(read["test_ppl"]) == pytest.approx(row["test_ppl"])
     assert "| synthetic | 200 | sce |" in out.with_suffix(".md").read_text()

@@ -7,11 +7,12 @@ are empty in the CSV, ``-`` in the table and ``null`` in the JSON.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 
 import numpy as np
+
+from keras_sce.app.records import CsvSchema, markdown_table, plot_panels
 
 TABLE_COLUMNS = (
     "method",
@@ -47,6 +48,7 @@ CSV_COLUMNS = (
     "predicted_mem_mb",
     "stopped_by",
 )
+SCHEMA = CsvSchema("results", CSV_COLUMNS)
 _FORMATS = {"ndcg@10": ".4f", "hr@10": ".4f", "cov@10": ".3f", "sec_per_epoch": ".2f"}
 
 
@@ -73,11 +75,8 @@ def write_json(rows, path) -> None:
 
 
 def write_csv(rows, path) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: _csv_cell(row.get(k)) for k in CSV_COLUMNS})
+    """Writes ``results.csv`` (`CSV_COLUMNS`; empty cells for what a row lacks)."""
+    SCHEMA.write(path, [{k: _csv_cell(row.get(k)) for k in CSV_COLUMNS} for row in rows])
 
 
 def _csv_cell(value):
@@ -105,35 +104,25 @@ def _cell(row, key) -> str:
 
 def format_table(rows) -> str:
     """A Markdown table of the rows (one line per loss)."""
-    lines = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
-    for row in rows:
-        lines.append("| " + " | ".join(_cell(row, k) for k in TABLE_COLUMNS) + " |")
-    return "\n".join(lines)
+    cells = [{k: _cell(row, k) for k in TABLE_COLUMNS} for row in rows]
+    return markdown_table(cells, [(k, k, "s") for k in TABLE_COLUMNS])
 
 
 def plot(rows, path) -> None:
-    """Test NDCG@10 against training memory and against seconds per epoch (trained rows)."""
-    import matplotlib
+    """Test NDCG@10 against training memory and against seconds per epoch (trained rows).
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for row in rows:
-        if row["status"] != "ok":
-            continue
-        for ax, key in zip(axes, ("train_mem_mb", "sec_per_epoch"), strict=True):
+    Raises:
+        ImportError: without matplotlib.
+    """
+    axes = (("train_mem_mb", "training memory (MiB, peak RSS above the process baseline)"),
+            ("sec_per_epoch", "seconds per training epoch"))
+    panels = []
+    for key, label in axes:
+        series = {}
+        for row in rows:
             x, y = row.get(key), row.get("ndcg@10")
-            if x is None or y is None or not math.isfinite(y):
-                continue
-            ax.scatter(x, y, s=40)
-            ax.annotate(row["method"], (x, y), textcoords="offset points", xytext=(4, 4))
-    axes[0].set_xlabel("training memory (MiB, peak RSS above the process baseline)")
-    axes[1].set_xlabel("seconds per training epoch")
-    for ax in axes:
-        ax.set_ylabel("test NDCG@10 (full ranking)")
-        ax.grid(alpha=0.3)
-    fig.suptitle("SASRec: quality vs cost per loss")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+            if row["status"] == "ok" and x is not None and y is not None and math.isfinite(y):
+                series[row["method"]] = ([x], [y], "o")
+        panels.append(dict(series=series, xlabel=label, ylabel="test NDCG@10 (full ranking)"))
+    if not plot_panels(panels, path, title="SASRec: quality vs cost per loss"):
+        raise ImportError("matplotlib is not installed")

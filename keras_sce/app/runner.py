@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import multiprocessing
 import multiprocessing.connection
@@ -203,12 +204,28 @@ def _stop(proc, grace: float = 5.0) -> None:
         proc.join()
 
 
+@contextlib.contextmanager
+def _environment(overrides: dict):
+    """Sets ``overrides`` in ``os.environ`` (a spawned child copies it) and restores it."""
+    saved = {key: os.environ.get(key) for key in overrides}
+    os.environ.update({key: str(value) for key, value in overrides.items()})
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def run_in_child(
     fn: Callable,
     *args,
     name: str | None = None,
     timeout: float | None = None,
     poll_seconds: float = 0.5,
+    env: dict | None = None,
     **kwargs,
 ) -> ChildResult:
     """Runs ``fn(*args, **kwargs)`` in a spawned process and returns what happened.
@@ -219,6 +236,8 @@ def run_in_child(
         name: the job's name in the result (default: ``fn.__name__``).
         timeout: seconds after which the child is killed (None: no limit).
         poll_seconds: how often the parent looks at the child while waiting.
+        env: environment variables set for the child only (e.g. ``XLA_FLAGS``, read
+            before the child imports anything).
         **kwargs: keyword arguments (picklable).
 
     Returns:
@@ -233,7 +252,8 @@ def run_in_child(
     reader, writer = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child_main, args=(writer, fn, args, kwargs), name=name)
     start = time.perf_counter()
-    forwarder = _start_with_filtered_stderr(proc)
+    with _environment(env or {}):
+        forwarder = _start_with_filtered_stderr(proc)
     writer.close()  # the parent's copy: EOF on the reader once the child is gone
     result = ChildResult(name)
     message = None
