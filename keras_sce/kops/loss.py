@@ -17,17 +17,24 @@ saved on one backend loads on the other) and the same method, computed by
 
 from __future__ import annotations
 
+import inspect
+
 import keras
 import numpy as np
 
 from keras_sce.kops import _checks
 from keras_sce.kops._tensors import batch_fingerprint
 from keras_sce.kops.sce import scalable_cross_entropy
-from keras_sce.losses.sce_loss import DEFAULT_CATALOG_CHUNK_SIZE, SCELoss
+from keras_sce.losses.sce_loss import SCELoss
+
+# SCELoss's keyword arguments and their defaults, read from its signature.
+_SCE_DEFAULTS = {
+    name: parameter.default
+    for name, parameter in inspect.signature(SCELoss.__init__).parameters.items()
+    if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+}
 
 
-# Saved as "keras_sce>SCELoss" too, so that a model saved on either backend loads on both.
-@keras.saving.register_keras_serializable(package="keras_sce", name="SCELoss")
 class KerasOpsSCELoss(SCELoss):
     """:class:`keras_sce.SCELoss` computed with ``keras.ops`` (JAX and other backends).
 
@@ -42,51 +49,41 @@ class KerasOpsSCELoss(SCELoss):
     >>> loss = keras_sce.SCELoss(items, bucket_size_y=64, seed=0)
     """
 
-    def __init__(
-        self,
-        item_embeddings=None,
-        *,
-        num_buckets=None,
-        bucket_size_x=None,
-        bucket_size_y=256,
-        mix_x=False,
-        padding_id=0,
-        catalog_chunk_size=DEFAULT_CATALOG_CHUNK_SIZE,
-        seed=None,
-        calibration=None,
-        check_ids=True,
-        seed_position=0,
-        name="sce_loss",
-        dtype=None,
-        **kwargs,
-    ):
-        reduction = kwargs.pop("reduction", "sum_over_batch_size")
+    def __init__(self, item_embeddings=None, **kwargs):
+        options = {**_SCE_DEFAULTS, **kwargs}
+        reduction = options.pop("reduction", "sum_over_batch_size")
         if reduction not in ("sum_over_batch_size", None):
             raise ValueError(
                 "SCELoss always returns the mean over covered non-padding positions; "
                 f"`reduction`={reduction!r} is not supported."
             )
-        if kwargs:
-            raise TypeError(f"Unexpected keyword arguments for SCELoss: {sorted(kwargs)}")
-        if calibration is not None:
+        unknown = sorted(set(options) - set(_SCE_DEFAULTS))
+        if unknown:
+            raise TypeError(f"Unexpected keyword arguments for SCELoss: {unknown}")
+        if options["calibration"] is not None:
             raise NotImplementedError(
                 f"SCELoss(calibration=...) needs the TensorFlow backend (Keras runs on "
                 f"{keras.backend.backend()!r}); pass calibration=None."
             )
         # keras.losses.Loss directly: ItemTableLoss.__init__ requires TensorFlow.
-        keras.losses.Loss.__init__(self, name=name, reduction="sum_over_batch_size", dtype=dtype)
-        self.padding_id = _checks.padding_row(padding_id, None)
+        keras.losses.Loss.__init__(
+            self, name=options["name"], reduction="sum_over_batch_size", dtype=options["dtype"]
+        )
+        self.padding_id = _checks.padding_row(options["padding_id"], None)
         (
             self.num_buckets,
             self.bucket_size_x,
             self.bucket_size_y,
             self.catalog_chunk_size,
-        ) = _checks.sce_options(num_buckets, bucket_size_x, bucket_size_y, catalog_chunk_size)
-        self.mix_x = bool(mix_x)
+        ) = _checks.sce_options(
+            options["num_buckets"], options["bucket_size_x"], options["bucket_size_y"],
+            options["catalog_chunk_size"],
+        )
+        self.mix_x = bool(options["mix_x"])
         self._calibration = self.calibration = None
-        self.check_ids = bool(check_ids)
-        self.seed = _checks.as_int(seed, "seed", allow_none=True)
-        _checks.as_int(seed_position, "seed_position", minimum=0)
+        self.check_ids = bool(options["check_ids"])
+        self.seed = _checks.as_int(options["seed"], "seed", allow_none=True)
+        _checks.as_int(options["seed_position"], "seed_position", minimum=0)
         self._seed_stream = None
         self._base_seed = self.seed
         if self._base_seed is None:
@@ -115,3 +112,9 @@ class KerasOpsSCELoss(SCELoss):
             **self._kwargs(),
         )
         return {"loss": loss, **details}
+
+
+# Saved as "keras_sce>SCELoss", and that name stays bound to SCELoss, which picks the
+# implementation of the backend that loads it.
+keras.saving.register_keras_serializable(package="keras_sce", name="SCELoss")(KerasOpsSCELoss)
+keras.saving.get_custom_objects()["keras_sce>SCELoss"] = SCELoss

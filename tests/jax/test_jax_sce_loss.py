@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import pathlib
 import re
+import subprocess
+import sys
 
 import jax
 import keras
@@ -91,6 +95,15 @@ def test_saved_model_loads_with_its_loss_bound(tmp_path):
     np.testing.assert_allclose(
         float(loaded.loss(y[:4], hidden)), float(model.loss(y[:4], hidden)), rtol=1e-6
     )
+    # The same file on the TensorFlow backend gives the TensorFlow SCELoss, bound.
+    code = (
+        f"import keras_sce; keras_sce.SCELoss; m = keras_sce.load_model({str(path)!r}); "
+        "print(type(m.loss).__name__, m.loss.bucket_size_y, m.loss.item_embeddings is not None)"
+    )
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, timeout=300, cwd=pathlib.Path(__file__).parents[2])
+    assert result.stdout.split() == ["SCELoss", "12", "True"], result.stderr[-2000:]
 
 
 def test_streamed_search_never_builds_a_buckets_by_catalogue_matrix():
