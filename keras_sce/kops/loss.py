@@ -25,7 +25,9 @@ import numpy as np
 from keras_sce.kops import _checks
 from keras_sce.kops._tensors import batch_fingerprint
 from keras_sce.kops.sce import scalable_cross_entropy
+from keras_sce.kops.sharded import table_sharding
 from keras_sce.losses.sce_loss import SCELoss
+from keras_sce.utils import resolve_table
 
 # SCELoss's keyword arguments and their defaults, read from its signature.
 _SCE_DEFAULTS = {
@@ -96,8 +98,11 @@ class KerasOpsSCELoss(SCELoss):
         seed = keras.ops.stack(
             [keras.ops.convert_to_tensor(self._base_seed, "int32"), batch_fingerprint(y_true)]
         )
+        # A table split by rows under keras.distribution is searched shard by shard.
+        sharding = table_sharding(resolve_table(self._item_embeddings))
         return scalable_cross_entropy(
-            y_pred, y_true, table, seed=seed, sample_weight=sample_weight, **self._kwargs()
+            y_pred, y_true, table, seed=seed, sample_weight=sample_weight,
+            item_sharding=sharding, **self._kwargs(),
         )
 
     def __call__(self, y_true, y_pred, sample_weight=None):

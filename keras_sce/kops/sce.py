@@ -13,11 +13,14 @@ scatter-add (JAX has no ``IndexedSlices``); bad ids and bad weights raise a
 
 from __future__ import annotations
 
+import functools
+
 from keras import ops
 
 from keras_sce.kops import _checks
 from keras_sce.kops._tensors import all_finite, draw_centers, dtype_of, prepare_rows, safe_ratio
 from keras_sce.kops.search import NEG_INF, bucket_top_k
+from keras_sce.kops.sharded import sharded_bucket_top_k, sharded_take
 
 
 def scalable_cross_entropy(
@@ -37,6 +40,7 @@ def scalable_cross_entropy(
     sample_weight=None,
     check_ids=True,
     return_details=False,
+    item_sharding=None,
 ):
     """Scalable Cross-Entropy of hidden states against an item table, in ``keras.ops``.
 
@@ -70,6 +74,10 @@ def scalable_cross_entropy(
         check_ids: check that labels lie in ``[0, C)``: a concrete violation raises,
             a traced one turns the loss NaN.
         return_details: also return a dict of bucket statistics and per-row losses.
+        item_sharding: JAX only: ``(mesh, axis_name)`` when the table's rows are split
+            over that mesh axis (``SCELoss`` finds it from the Keras distribution).
+            The item search and the table reads then run shard by shard
+            (:mod:`keras_sce.kops.sharded`): no device holds the whole table.
 
     Returns:
         A scalar (float32, or float64 for float64 inputs): 0 when no valid row is
@@ -105,7 +113,13 @@ def scalable_cross_entropy(
     num_rows = x.shape[0]
 
     # 1. Positive logits (with gradient).
-    positives = ops.sum(x * ops.take(table, y, axis=0), axis=-1)
+    if item_sharding is None:
+        search, take_rows = bucket_top_k, lambda ids: ops.take(table, ids, axis=0)
+    else:
+        mesh, axis = item_sharding
+        search = functools.partial(sharded_bucket_top_k, mesh=mesh, axis=axis)
+        take_rows = functools.partial(sharded_take, table, mesh=mesh, axis=axis)
+    positives = ops.sum(x * take_rows(y), axis=-1)
 
     # 2. Centres and 3. rows per bucket (no gradient).
     x_detached = ops.stop_gradient(x)
@@ -130,7 +144,7 @@ def scalable_cross_entropy(
     # 4. Items per bucket: the (streamed) maximum inner product search.
     available = num_items - (0 if padding_id is None else 1)
     b_y = _checks.clamp(bucket_size_y, available, "bucket_size_y", "items")
-    item_scores, bucket_items = bucket_top_k(
+    item_scores, bucket_items = search(
         centers, ops.stop_gradient(rows.raw_table), b_y, chunk_size=chunk, exclude_id=padding_id
     )
     item_ok = ops.not_equal(item_scores, NEG_INF)  # NaN scores are kept: they must show
@@ -138,7 +152,7 @@ def scalable_cross_entropy(
 
     # 5.-7. In-bucket logits, own target masked, softmax CE against the positive.
     x_b = ops.take(x, bucket_rows, axis=0)
-    w_b = ops.take(table, bucket_items, axis=0)
+    w_b = take_rows(bucket_items)
     logits = ops.einsum("bxd,byd->bxy", x_b, w_b)
     y_b = ops.take(y, bucket_rows, axis=0)
     drop = ops.logical_or(

@@ -66,7 +66,10 @@ def _streamed(centers, vectors, k, chunk_size, exclude_id):
         def scan_step(carry, i):
             return step(i, carry), None
 
-        carry, _ = jax.lax.scan(scan_step, init, ops.arange(num_chunks, dtype="int32"))
+        # The first chunk outside the loop: the carry then varies across devices from
+        # the start, as shard_map's scan requires when the rows are sharded.
+        first = step(0, init)
+        carry, _ = jax.lax.scan(scan_step, first, ops.arange(1, num_chunks, dtype="int32"))
         return carry
     return ops.fori_loop(0, num_chunks, step, init)
 
