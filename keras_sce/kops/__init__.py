@@ -5,8 +5,11 @@
 - :func:`bucket_top_k` — the per-bucket top-k item search, streamed over chunks.
 - :func:`full_cross_entropy` — the exact softmax cross-entropy over the catalogue.
 - :func:`batch_fingerprint` — a per-batch int for fresh, jit-friendly seeds.
+- :mod:`keras_sce.kops.sharded` — the search and table reads of a table split by rows
+  over devices (JAX, ``jax.shard_map``).
 
-Nothing here imports TensorFlow.
+These functions import no TensorFlow. :mod:`keras_sce.kops.loss` (the Keras loss that
+``keras_sce.SCELoss`` becomes off TensorFlow) builds on ``SCELoss``, which does.
 """
 
 from keras_sce.kops._tensors import batch_fingerprint

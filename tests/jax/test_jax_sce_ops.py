@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import pathlib
+import subprocess
+import sys
+
 import jax
 import numpy as np
 import pytest
@@ -161,3 +166,31 @@ def test_jit_equals_eager_and_streaming_equals_dense():
     jitted = float(jax.jit(lambda h: _sce(h, labels, table, **options))(hidden))
     streamed = float(_sce(hidden, labels, table, catalog_chunk_size=5, **options))
     np.testing.assert_allclose([jitted, streamed], [eager, eager], rtol=1e-6)
+
+
+def _python(code, backend):
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, timeout=300, cwd=pathlib.Path(__file__).parents[2])
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout.split()
+
+
+def test_kops_imports_no_tensorflow():
+    code = "import sys, keras_sce.kops; print('tensorflow' in sys.modules)"
+    assert _python(code, "jax") == ["False"]
+
+
+def test_the_keras_ops_path_on_another_backend_matches_the_reference():
+    """The same functions on the TensorFlow backend (keras.ops.fori_loop streaming)."""
+    hidden, labels, table = _data(11, shape=(2, 9))
+    centres = np.random.default_rng(3).normal(size=(3, D)).astype("float32")
+    want = oracle.sce_fixed_centres(hidden, labels, table, centres, b_x=4, b_y=5)
+    code = (
+        "import numpy as np; from keras_sce import kops; "
+        f"h = np.array({hidden.tolist()}, 'float32'); y = np.array({labels.tolist()}); "
+        f"w = np.array({table.tolist()}, 'float32'); c = np.array({centres.tolist()}, 'float32'); "
+        "print(float(kops.scalable_cross_entropy(h, y, w, centers=c, bucket_size_x=4, "
+        "bucket_size_y=5, catalog_chunk_size=4)))"
+    )
+    np.testing.assert_allclose(float(_python(code, "tensorflow")[-1]), want, rtol=1e-5)
