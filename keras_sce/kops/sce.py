@@ -131,7 +131,7 @@ def scalable_cross_entropy(
         centers = ops.cast(centers, compute_dtype)
     else:
         n_b = rule if num_buckets is None else num_buckets
-        centers = draw_centers(x_detached, valid, n_b, mix_x, seed, labels)
+        centers = draw_centers(x_detached, valid, n_b, mix_x, seed, y)
     centers = ops.stop_gradient(centers)
     if bucket_size_x is None:
         b_x = min(rule, num_rows)

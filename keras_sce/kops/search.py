@@ -13,6 +13,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from keras_sce.kops import _checks
+
 NEG_INF = float("-inf")
 
 
@@ -110,7 +112,9 @@ def bucket_top_k(centers, vectors, k, *, chunk_size=None, exclude_id=None):
             f"`centers` and `vectors` must be matrices of the same width, got shapes "
             f"{tuple(centers.shape)} and {tuple(vectors.shape)}."
         )
-    if not 1 <= k <= vectors.shape[0]:
+    k = _checks.positive_int(k, "k")
+    chunk_size = _checks.positive_int(chunk_size, "chunk_size", allow_none=True)
+    if k > vectors.shape[0]:
         raise ValueError(f"`k`={k} must lie in [1, {vectors.shape[0]}] (the number of vectors).")
     if chunk_size is None or chunk_size >= vectors.shape[0]:
         return _dense(centers, vectors, k, exclude_id)

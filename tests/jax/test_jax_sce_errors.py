@@ -103,5 +103,7 @@ def test_bucket_top_k_checks_and_matches_a_full_sort():
         np.testing.assert_array_equal(np.asarray(got), want)
     with pytest.raises(ValueError, match="k"):
         kops.bucket_top_k(centres, items, C + 1)
+    with pytest.raises(ValueError, match="chunk_size"):
+        kops.bucket_top_k(centres, items, 3, chunk_size=0)
     with pytest.raises(ValueError, match="same width"):
         kops.bucket_top_k(centres, items[:, 1:], 3)
