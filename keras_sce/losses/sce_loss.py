@@ -99,6 +99,12 @@ class SCELoss(ItemTableLoss):
         arXiv 2409.18721.
     """
 
+    def __new__(cls, *args, **kwargs):
+        # Other Keras backends (JAX): the keras.ops implementation, keras_sce.kops.
+        if cls is SCELoss and keras.backend.backend() != "tensorflow":
+            from keras_sce.kops.loss import KerasOpsSCELoss as cls
+        return super().__new__(cls)
+
     def __init__(
         self,
         item_embeddings=None,
