@@ -47,5 +47,9 @@ def load_model(filepath, **kwargs):
     >>> model = keras_sce.load_model("model.keras")  # doctest: +SKIP
     >>> model.fit(dataset)  # doctest: +SKIP
     """
+    # Keras finds a keras_sce class in a file only once its module has registered it.
+    import keras_sce.losses  # noqa: F401
+    import keras_sce.sparsegrad  # noqa: F401
+
     model = keras.saving.load_model(filepath, **kwargs)
     return bind_losses(model)

@@ -60,7 +60,7 @@ class VariableRegistry:
         return entry is not None and entry[0]() is variable
 
     def __len__(self) -> int:
-        return sum(1 for reference, _ in self._entries.values() if reference() is not None)
+        return len(self._entries)  # a collected variable's entry is already removed
 
 
 class SparseKernel(NamedTuple):
