@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import keras
 
+# Keras finds a class in a `.keras` file only once its module has registered it.
+import keras_sce.sparsegrad  # noqa: F401  (SparseGradDense, SparseGradOptimizer)
+
 
 def bind_losses(model):
     """Re-binds every keras_sce loss of a compiled model to the model's tables."""
@@ -47,9 +50,5 @@ def load_model(filepath, **kwargs):
     >>> model = keras_sce.load_model("model.keras")  # doctest: +SKIP
     >>> model.fit(dataset)  # doctest: +SKIP
     """
-    # Keras finds a keras_sce class in a file only once its module has registered it.
-    import keras_sce.losses  # noqa: F401
-    import keras_sce.sparsegrad  # noqa: F401
-
     model = keras.saving.load_model(filepath, **kwargs)
     return bind_losses(model)
