@@ -42,14 +42,14 @@ def child(args):
     import numpy as np
     import tensorflow as tf
 
-    from keras_sce.sparsegrad import SparseGradOptimizer, select_top_k
+    from keras_sce.sparsegrad import SparseGradOptimizer, register_sparse_kernel, select_top_k
 
     a, b, k = args.input_dim, args.output_dim, 7 * (args.input_dim + args.output_dim)
     kernels = [
         keras.Variable(np.zeros((a, b), "float32"), name=f"k{i}") for i in range(args.layers)
     ]
-    for v in kernels:  # the markers SparseGradDense puts on its kernel
-        v._keras_sce_sparsegrad, v._keras_sce_support, v._keras_sce_k = True, None, k
+    for v in kernels:  # what SparseGradDense does for its kernel when built
+        register_sparse_kernel(v, k)
     lazy = args.child.endswith("lazy")
     optimizer = SparseGradOptimizer() if lazy else keras.optimizers.Adam()
     optimizer.build(kernels)

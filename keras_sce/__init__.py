@@ -24,10 +24,19 @@ import importlib
 
 __version__ = "0.1.0.dev0"
 
-_SUBMODULES = ("datasets", "evaluation", "losses", "models", "ops", "optimizers", "sparsegrad")
+_SUBMODULES = (
+    "datasets",
+    "evaluation",
+    "layers",
+    "losses",
+    "models",
+    "ops",
+    "optimizers",
+    "sparsegrad",
+)
 _ATTRIBUTES = {
     "SCELoss": "keras_sce.losses",
-    "SparseGradDense": "keras_sce.layers.sparse_grad_dense",
+    "SparseGradDense": "keras_sce.sparsegrad.layer",
     "load_model": "keras_sce.saving",
     "suggest_buckets": "keras_sce.tuning",
 }

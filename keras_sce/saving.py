@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import keras
 
+# Keras finds a class in a `.keras` file only once its module has registered it.
+import keras_sce.sparsegrad  # noqa: F401  (SparseGradDense, SparseGradOptimizer)
+
 
 def bind_losses(model):
     """Re-binds every keras_sce loss of a compiled model to the model's tables."""

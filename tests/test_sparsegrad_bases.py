@@ -188,17 +188,6 @@ def test_estimate_support_model_mode_builds_layers():
     assert layer.support.shape == (12,) and len(supports["down"][0]) == 10
 
 
-def test_shared_basis_interns_by_value():
-    rng = np.random.default_rng(0)
-    p = _orthogonal(6, rng).astype("f4")
-    a = sparsegrad.shared_basis(p)
-    assert sparsegrad.shared_basis(p.copy()) is a
-    assert sparsegrad.shared_basis(a) is a
-    assert a.dtype == "float32" and not a.trainable
-    other = sparsegrad.shared_basis(_orthogonal(6, rng).astype("f4"))
-    assert other is not a
-
-
 @pytest.mark.parametrize(
     "call, match",
     [

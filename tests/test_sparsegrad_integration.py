@@ -9,7 +9,7 @@ keras = pytest.importorskip("keras")
 keras_hub = pytest.importorskip("keras_hub")
 
 import keras_sce  # noqa: E402
-from keras_sce import sparsegrad  # noqa: E402
+from keras_sce import compat, sparsegrad  # noqa: E402
 
 HIDDEN, INTERMEDIATE, SEQ, VOCAB = 16, 32, 8, 50
 HUB_GROUPS = ("intermediate", "output")
@@ -126,7 +126,11 @@ def _plain_inputs(batch=4, seed=0):
 
 
 def _sparse_layers(model):
-    return [lyr for lyr in model._flatten_layers() if isinstance(lyr, keras_sce.SparseGradDense)]
+    return [
+        lyr
+        for lyr in compat.iter_nested_layers(model)
+        if isinstance(lyr, keras_sce.SparseGradDense)
+    ]
 
 
 def _np(variable):
@@ -176,7 +180,7 @@ def test_apply_keeps_outputs_and_tracks_no_stale_weights(case):
     for slot in sparsegrad.find_feedforward_layers(model, targets, keras_sce.SparseGradDense):
         assert slot.layer in new_layers
         # The block tracks the new layer, not the old one.
-        assert any(lyr is slot.layer for lyr in slot.container._layers)
+        assert any(lyr is slot.layer for lyr in compat.iter_nested_layers(slot.container))
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -189,8 +193,8 @@ def test_fit_step_under_xla_updates_only_selected_entries_then_fold(case):
     sparsegrad.apply(model, _random_bases(), num_selected=k, targets=targets)
     layers = _sparse_layers(model)
     # Freeze everything except the SparseGrad layers, as the fine-tuning example does.
-    for lyr in model._flatten_layers(include_self=False):
-        if not lyr._layers and lyr not in layers:
+    for lyr in compat.iter_nested_layers(model)[1:]:
+        if len(compat.iter_nested_layers(lyr)) == 1 and lyr not in layers:
             lyr.trainable = False
     frozen = [v for v in model.weights if not v.trainable]
     frozen_before = [_np(v) for v in frozen]

@@ -1,5 +1,5 @@
-"""keras_sce.layers."""
+"""keras_sce.layers: the package's Keras layers (defined in their sub-packages)."""
 
-from keras_sce.layers.sparse_grad_dense import SparseGradDense
+from keras_sce.sparsegrad.layer import SparseGradDense
 
 __all__ = ["SparseGradDense"]

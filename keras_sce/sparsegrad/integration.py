@@ -5,15 +5,9 @@ block of a model — keras-hub `TransformerEncoder` / `TransformerDecoder` block
 RoBERTa, GPT-2, ... backbones) out of the box, any other block through `targets` —
 estimates one pair of frozen orthogonal bases per layer type on the task's own data
 (or takes the bases you give it), and puts a `keras_sce.SparseGradDense` in place of
-each of those layers, in the block that owns it. `fold(model)` puts plain `Dense`
-layers back (kernel `P K̃ Qᵀ`, identical outputs) for serving.
-
-Replacement happens in place, inside the owning block: the block's attribute is
-rebound, and the new layer takes the old one's slot in the block's tracked
-sub-layers (the block's tracker is unlocked only for that swap), so the old
-weights are no longer tracked, `model.weights` keeps its order, and the model's
-functional graph is untouched. A `keras.Sequential` feed-forward (the usual shape of
-a hand-written Keras transformer block) is rebuilt around the new layer.
+each of those layers, in the block that owns it (see `keras_sce.sparsegrad.slots`).
+`fold(model)` puts plain `Dense` layers back (kernel `P K̃ Qᵀ`, identical outputs) for
+serving.
 
 Reference: V. Chekalina et al., "SparseGrad: A Selective Method for Efficient
 Fine-tuning of MLP Layers", EMNLP 2024, arXiv 2410.07383.
@@ -21,190 +15,20 @@ Fine-tuning of MLP Layers", EMNLP 2024, arXiv 2410.07383.
 
 from __future__ import annotations
 
-import dataclasses
-import re
 from collections.abc import Callable, Iterable, Mapping
 
 import keras
 import numpy as np
 
-from keras_sce.sparsegrad import bases as bases_lib
-
-# keras-hub TransformerEncoder and TransformerDecoder keep their MLP here.
-KERAS_HUB_TARGETS: dict[str, str] = {
-    "_feedforward_intermediate_dense": "intermediate",
-    "_feedforward_output_dense": "output",
-}
+from keras_sce.sparsegrad.budget import budget_arguments
+from keras_sce.sparsegrad.estimation import estimate_bases, estimate_support
+from keras_sce.sparsegrad.hosvd import Bases
+from keras_sce.sparsegrad.layer import SparseGradDense
+from keras_sce.sparsegrad.slots import find_feedforward_layers, sparsegrad_slots, unique_layers
 
 
-def _sparse_grad_dense():
-    # Imported lazily: the layer module itself imports keras_sce.sparsegrad.
-    from keras_sce.layers.sparse_grad_dense import SparseGradDense
-
-    return SparseGradDense
-
-
-_PATH_ITEM = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$|^\d+$")
-
-
-@dataclasses.dataclass
-class FeedForwardSlot:
-    """Where one feed-forward layer lives: `owner.<path>` (ints index a Sequential).
-
-    Attributes:
-        owner: the block (a `keras.layers.Layer`) the path starts from.
-        path: tuple of attribute names and integer positions (into a
-            `keras.Sequential`'s layers), e.g. `("_feedforward_output_dense",)` or
-            `("ffn", 1)`.
-        layer: the layer currently in the slot.
-        group: the layer type; all slots of one group share one pair of bases.
-    """
-
-    owner: keras.layers.Layer
-    path: tuple
-    layer: keras.layers.Layer
-    group: str
-
-    @property
-    def container(self):
-        """The object holding the layer directly (the owner or a Sequential)."""
-        holder = self.owner
-        for item in self.path[:-1]:
-            holder = holder.layers[item] if isinstance(item, int) else getattr(holder, item)
-        return holder
-
-    def replace(self, new_layer: keras.layers.Layer) -> None:
-        """Puts `new_layer` in this slot, untracking the old layer."""
-        _replace_in(self.container, self.path[-1], self.layer, new_layer)
-        self.layer = new_layer
-
-
-def _parse_path(spec: str) -> tuple:
-    items = tuple(spec.split("."))
-    if not items or not all(_PATH_ITEM.match(item) for item in items):
-        raise ValueError(
-            f"Invalid target path {spec!r}: use attribute names and Sequential positions "
-            "separated by dots, e.g. '_feedforward_output_dense' or 'ffn.1'."
-        )
-    return tuple(int(item) if item.isdigit() else item for item in items)
-
-
-def _resolve(owner, path: tuple):
-    value = owner
-    for item in path:
-        if isinstance(item, int):
-            if not isinstance(value, keras.Sequential):
-                return None
-            layers = value.layers
-            if item >= len(layers):
-                return None
-            value = layers[item]
-        else:
-            value = getattr(value, item, None)
-            if value is None:
-                return None
-    return value
-
-
-def _swap_tracked(tracker, old_layer, new_layer) -> None:
-    """Moves the tracker's "layers" entry from `old_layer` to `new_layer`."""
-    if not tracker.is_in_store("layers", old_layer):
-        return
-    store = tracker.config["layers"][1]
-    if any(lyr is old_layer for lyr in store):
-        tracker.replace_tracked_value("layers", old_layer, new_layer)
-    else:  # the owner re-bound its list (Sequential.build does): only the ids are stale
-        tracker.stored_ids["layers"].discard(id(old_layer))
-        tracker.stored_ids["layers"].add(id(new_layer))
-
-
-def _replace_in(container, key, old_layer, new_layer) -> None:
-    tracker = getattr(container, "_tracker", None)
-    if tracker is None:
-        raise TypeError(f"Cannot replace a layer inside {type(container).__name__}.")
-    was_locked = tracker.locked
-    tracker.unlock()
-    try:
-        _swap_tracked(tracker, old_layer, new_layer)
-        if isinstance(key, int):
-            # A Sequential: swap in its layer list, then rebuild its functional graph.
-            index = next(i for i, lyr in enumerate(container._layers) if lyr is old_layer)
-            container._layers[index] = new_layer
-            if container.built:
-                container._maybe_rebuild()
-        else:
-            setattr(container, key, new_layer)
-    finally:
-        if was_locked:
-            tracker.lock()
-    if any(lyr is old_layer for lyr in container._layers):
-        raise RuntimeError(f"Layer {old_layer.name} is still tracked after replacement.")
-
-
-def _owners(model) -> Iterable[keras.layers.Layer]:
-    seen = set()
-    for layer in model._flatten_layers(include_self=True, recursive=True):
-        if id(layer) not in seen:
-            seen.add(id(layer))
-            yield layer
-
-
-def find_feedforward_layers(
-    model: keras.layers.Layer,
-    targets: Mapping[str, str] | None = None,
-    layer_type: type | tuple = keras.layers.Dense,
-) -> list[FeedForwardSlot]:
-    """Lists the feed-forward layers of every block of `model`, in model order.
-
-    Args:
-        model: a Keras model or layer (e.g. a keras-hub backbone or task model).
-        targets: `{path: group}`; a path is an attribute name of a block, possibly
-            dotted through attributes and `keras.Sequential` positions (`"ffn.0"`).
-            Defaults to `KERAS_HUB_TARGETS` (keras-hub encoder/decoder blocks).
-        layer_type: class(es) a slot's layer must be an instance of.
-
-    Returns:
-        A list of `FeedForwardSlot`, one per layer found, each layer once.
-    """
-    targets = dict(KERAS_HUB_TARGETS if targets is None else targets)
-    parsed = {_parse_path(spec): group for spec, group in targets.items()}
-    slots, seen = [], set()
-    for owner in _owners(model):
-        for path, group in parsed.items():
-            layer = _resolve(owner, path)
-            if isinstance(layer, layer_type) and id(layer) not in seen:
-                seen.add(id(layer))
-                slots.append(FeedForwardSlot(owner, path, layer, group))
-    return slots
-
-
-def _budget_for(layer, group, num_selected, density, rank):
-    given = [
-        name
-        for name, v in (("num_selected", num_selected), ("density", density), ("rank", rank))
-        if v is not None
-    ]
-    if len(given) > 1:
-        raise ValueError(f"Pass at most one of num_selected, density and rank; got {given}.")
-
-    def pick(value):
-        if isinstance(value, Mapping):
-            if group not in value:
-                raise ValueError(f"No budget given for group {group!r}.")
-            return value[group]
-        return value
-
-    input_dim, units = (int(d) for d in layer.kernel.shape)
-    if rank is not None:
-        return {"num_selected": bases_lib.lora_equivalent_budget(int(pick(rank)), input_dim, units)}
-    if num_selected is not None:
-        return {"num_selected": int(pick(num_selected))}
-    if density is not None:
-        return {"density": float(pick(density))}
-    return {}
-
-
-def _normalize_bases(bases, groups):
+def _basis_pairs(bases, groups):
+    """`{group: (input_basis, output_basis)}` from `apply`'s `bases` argument."""
     if isinstance(bases, str):
         if bases != "identity":
             raise ValueError(f"bases must be a mapping, None or 'identity', got {bases!r}.")
@@ -217,7 +41,7 @@ def _normalize_bases(bases, groups):
                 "estimate them with keras_sce.sparsegrad.estimate_bases."
             )
         value = bases[group]
-        if isinstance(value, bases_lib.Bases):
+        if isinstance(value, Bases):
             out[group] = (value.input_basis, value.output_basis)
         elif isinstance(value, tuple | list) and len(value) == 2:
             out[group] = (value[0], value[1])
@@ -311,7 +135,7 @@ def apply(
         raise ValueError("Build the model (call it once) before keras_sce.sparsegrad.apply.")
     slots = find_feedforward_layers(model, targets)
     if not slots:
-        converted = find_feedforward_layers(model, targets, layer_type=_sparse_grad_dense())
+        converted = find_feedforward_layers(model, targets, layer_type=SparseGradDense)
         if converted:
             raise ValueError("The feed-forward layers of this model are already SparseGrad.")
         raise ValueError(
@@ -338,7 +162,7 @@ def apply(
             raise ValueError(
                 "Pass `bases`, or `data` and `loss` to estimate them (or bases='identity')."
             )
-        bases = bases_lib.estimate_bases(
+        bases = estimate_bases(
             model=model,
             data=data,
             loss=loss,
@@ -346,13 +170,13 @@ def apply(
             num_steps=num_steps,
             orientation=orientation,
         )
-    pairs = _normalize_bases(bases, groups)
+    pairs = _basis_pairs(bases, groups)
     support = None
     if support_size is not None:
         if data is None or loss is None:
             raise ValueError("support_size needs `data` and `loss` to choose the supports.")
         rotation = {
-            group: bases_lib.Bases(
+            group: Bases(
                 *(
                     np.eye(int(d), dtype=np.float32) if b is None else np.asarray(b)
                     for b, d in zip(pairs[group], groups[group][0].kernel.shape, strict=True)
@@ -364,7 +188,7 @@ def apply(
             )
             for group in groups
         }
-        support = bases_lib.estimate_support(
+        support = estimate_support(
             model=model,
             data=data,
             loss=loss,
@@ -381,14 +205,14 @@ def apply(
         if support is not None:
             layer_support = support[slot.group][position[slot.group]]
             position[slot.group] += 1
-        new = _sparse_grad_dense().from_dense(
+        new = SparseGradDense.from_dense(
             slot.layer,
             input_basis,
             output_basis,
             selection=selection,
             formulation=formulation,
             support=layer_support,
-            **_budget_for(slot.layer, slot.group, num_selected, density, rank),
+            **budget_arguments(slot.layer.kernel.shape, slot.group, num_selected, density, rank),
         )
         new.trainable = slot.layer.trainable
         slot.replace(new)
@@ -399,25 +223,6 @@ def apply(
         "bases": bases,
         "support": support,
     }
-
-
-def _sparsegrad_slots(model) -> list[FeedForwardSlot]:
-    SparseGradDense = _sparse_grad_dense()  # noqa: N806
-    slots, seen = [], set()
-    for owner in _owners(model):
-        if isinstance(owner, SparseGradDense):
-            continue
-        if isinstance(owner, keras.Sequential):
-            for index, layer in enumerate(owner.layers):
-                if isinstance(layer, SparseGradDense) and id(layer) not in seen:
-                    seen.add(id(layer))
-                    slots.append(FeedForwardSlot(owner, (index,), layer, ""))
-            continue
-        for name, value in list(vars(owner).items()):
-            if isinstance(value, SparseGradDense) and id(value) not in seen:
-                seen.add(id(value))
-                slots.append(FeedForwardSlot(owner, (name,), value, ""))
-    return slots
 
 
 def fold(model: keras.layers.Layer) -> list[keras.layers.Dense]:
@@ -440,10 +245,9 @@ def fold(model: keras.layers.Layer) -> list[keras.layers.Dense]:
             be swapped in place); fold that layer with `layer.to_dense()` and rebuild
             the graph yourself.
     """
-    SparseGradDense = _sparse_grad_dense()  # noqa: N806
-    slots = _sparsegrad_slots(model)
+    slots = sparsegrad_slots(model)
     found = {id(slot.layer) for slot in slots}
-    for layer in _owners(model):
+    for layer in unique_layers(model):
         if isinstance(layer, SparseGradDense) and id(layer) not in found:
             raise ValueError(
                 f"SparseGradDense {layer.name} is a node of a Functional graph, not a "

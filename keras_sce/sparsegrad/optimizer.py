@@ -1,11 +1,8 @@
-"""SparseGrad optimizer semantics: the paper's lazy Adam, routed beside a dense optimizer.
+"""`SparseGradOptimizer`: the paper's lazy Adam for SparseGrad kernels, beside a dense one.
 
-The authors update the selected kernel entries with PyTorch's `SparseAdam`: only the
-entries selected at a step change their weight and their two moments; unselected
-entries keep weight and moments bit-identical; the bias correction uses the global step
-count. A dense Adam on the masked gradient is not the same (its moments decay
-everywhere and keep moving unselected weights). Every other trainable variable is
-trained by an ordinary dense optimizer (AdamW in the paper).
+The kernels registered in `keras_sce.sparsegrad.registry` (those of `SparseGradDense`
+layers) get the lazy Adam of `keras_sce.sparsegrad.lazy_adam`; every other trainable
+variable is trained by an ordinary dense optimizer (AdamW in the paper).
 
 Reference: V. Chekalina et al., "SparseGrad", EMNLP 2024, arXiv 2410.07383.
 """
@@ -18,68 +15,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_sce.sparsegrad.core import resolve_selection
+from keras_sce.sparsegrad.lazy_adam import lazy_adam_update, pooled_lazy_adam_update
+from keras_sce.sparsegrad.registry import is_sparsegrad_kernel, sparse_kernel_spec
 from keras_sce.utils import require_tensorflow_backend
-
-
-def is_sparsegrad_kernel(variable) -> bool:
-    """Whether `variable` is the rotated kernel of a `SparseGradDense` layer."""
-    return bool(getattr(variable, "_keras_sce_sparsegrad", False))
-
-
-def _scalar(value, dtype):
-    """Python numbers go straight to `dtype` (no float32 detour); tensors are cast."""
-    if isinstance(value, int | float):
-        return tf.constant(value, dtype)
-    return tf.cast(value, dtype)
-
-
-def lazy_adam_update(
-    weight,
-    m,
-    v,
-    gradient,
-    step,
-    learning_rate,
-    beta_1: float = 0.9,
-    beta_2: float = 0.999,
-    epsilon: float = 1e-8,
-):
-    """One lazy-Adam step on the entries where `gradient != 0` (pure function).
-
-    For the selected entries (non-zero gradient), with `t = step` (1-based global
-    step):
-
-        m ← β₁ m + (1 − β₁) g
-        v ← β₂ v + (1 − β₂) g²
-        w ← w − lr · √(1 − β₂ᵗ) / (1 − β₁ᵗ) · m / (√v + ε)
-
-    (PyTorch `SparseAdam`'s form, also Keras Adam's). Unselected entries are returned
-    unchanged (bit-identical). An entry selected with an exactly-zero gradient value
-    is indistinguishable from an unselected one and is treated as unselected.
-
-    Args:
-        weight, m, v, gradient: tensors of one shape.
-        step: 1-based global step (int or scalar tensor).
-        learning_rate: scalar.
-
-    Returns:
-        `(new_weight, new_m, new_v)`.
-    """
-    dtype = weight.dtype
-    gradient = tf.cast(gradient, dtype)
-    t = _scalar(step, dtype)
-    lr = _scalar(learning_rate, dtype)
-    b1 = _scalar(beta_1, dtype)
-    b2 = _scalar(beta_2, dtype)
-    selected = tf.not_equal(gradient, 0)
-    new_m = tf.where(selected, b1 * m + (1 - b1) * gradient, m)
-    new_v = tf.where(selected, b2 * v + (1 - b2) * tf.square(gradient), v)
-    alpha = lr * tf.sqrt(1 - tf.pow(b2, t)) / (1 - tf.pow(b1, t))
-    new_weight = tf.where(
-        selected, weight - alpha * new_m / (tf.sqrt(new_v) + _scalar(epsilon, dtype)), weight
-    )
-    return new_weight, new_m, new_v
 
 
 @keras.saving.register_keras_serializable(package="keras_sce")
@@ -88,7 +26,8 @@ class SparseGradOptimizer(keras.optimizers.Optimizer):
 
     Use it as the model's optimizer (`model.compile(optimizer=...)`, `fit`, or
     `apply_gradients` in a custom loop). At build time every trainable variable is
-    classified: the rotated kernels of `keras_sce.SparseGradDense` layers get the
+    classified: the rotated kernels of `keras_sce.SparseGradDense` layers (the
+    variables in `keras_sce.sparsegrad.registry`, see `register_sparse_kernel`) get the
     paper's lazy Adam (see `lazy_adam_update`: only the top-k selected entries change
     their weight and moments, bias correction by this optimizer's global step, no
     weight decay); every other variable is handed to `dense_optimizer` (AdamW by
@@ -183,23 +122,26 @@ class SparseGradOptimizer(keras.optimizers.Optimizer):
         self.dense_optimizer = dense
         # Plain (untracked) containers: the state variables are tracked by add_variable.
         object.__setattr__(self, "_sparse_state", {})
+        object.__setattr__(self, "_built_variables", [])
 
     def build(self, variables):
         variables = list(variables)
         super().build(variables)
+        object.__setattr__(self, "_built_variables", variables[:])
         dense = []
         for variable in variables:
-            if not is_sparsegrad_kernel(variable):
+            spec = sparse_kernel_spec(variable)
+            if spec is None:
                 dense.append(variable)
                 continue
             prefix = variable.path.replace("/", "_")
-            support = getattr(variable, "_keras_sce_support", None)
+            support = spec.support
             size = int(np.prod(variable.shape))
             pool = None
             if support is not None:
                 shape = (int(support.shape[0]),)
             elif self.pool_factor is not None:
-                k = int(variable._keras_sce_k)
+                k = spec.num_selected
                 shape = (min(size, int(math.ceil(self.pool_factor * k))),)
                 if shape[0] < size:
                     # Empty slots hold the sentinel index `size` and the stamp -1.
@@ -228,7 +170,7 @@ class SparseGradOptimizer(keras.optimizers.Optimizer):
 
     @property
     def variables(self):
-        return self._variables[:] + self.dense_optimizer.variables
+        return super().variables + self.dense_optimizer.variables
 
     @property
     def sparse_state_variables(self):
@@ -240,7 +182,7 @@ class SparseGradOptimizer(keras.optimizers.Optimizer):
         if trainable_variables is None:
             if not self.built:
                 raise ValueError("Build the optimizer or pass trainable_variables.")
-            trainable_variables = self._trainable_variables
+            trainable_variables = self._built_variables
         trainable_variables = list(trainable_variables)
         if len(grads) != len(trainable_variables):
             raise ValueError(
@@ -266,11 +208,11 @@ class SparseGradOptimizer(keras.optimizers.Optimizer):
         if dense_vars:
             self.dense_optimizer.apply(dense_grads, dense_vars)
         if sparse:
-            step = self._iterations + 1
-            learning_rate = self._get_current_learning_rate()
+            step = self.iterations + 1
+            learning_rate = self.learning_rate
             for grad, variable in sparse:
                 self._sparse_update(tf.convert_to_tensor(grad), variable, step, learning_rate)
-        self._iterations.assign_add(1)
+        self.iterations.assign_add(1)
 
     def _sparse_update(self, grad, variable, step, learning_rate):
         m, v, support, pool = self._sparse_state[id(variable)]
@@ -305,65 +247,29 @@ class SparseGradOptimizer(keras.optimizers.Optimizer):
         variable.value.scatter_nd_update(coordinates, weight)
 
     def _pool_update(self, flat_grad, flat_weight, variable, m, v, pool, step, learning_rate):
-        """Lazy Adam with moments kept in a bounded pool of `s >= k` slots (LRU).
-
-        The k selected entries are looked up in the pool (sorted search); entries
-        already there keep their moments, new ones take the least recently selected
-        slots (never one selected at this step) and start from zero moments — the
-        state a never-selected entry has in the full-state rule. Until the pool is
-        full this is exactly the full-state lazy Adam.
-        """
-        slots_var, stamps_var, k = pool
-        size = int(m.shape[0])
-        columns = int(variable.shape[1])
-        # The k non-zeros of the layer's selected gradient, found with the same top-k
-        # kernel as the layer's default selection (approx_max_k is exact off TPU).
-        if resolve_selection() == "approx":
-            _, indices = tf.math.approx_max_k(tf.abs(flat_grad), k)
-        else:
-            _, indices = tf.math.top_k(tf.abs(flat_grad), k=k)
-        values = tf.gather(flat_grad, indices)
-        valid = tf.not_equal(values, 0)
-        slots = tf.convert_to_tensor(slots_var)
-        stamps = tf.convert_to_tensor(stamps_var)
-        order = tf.argsort(slots, stable=True)
-        sorted_slots = tf.gather(slots, order)
-        position = tf.minimum(tf.searchsorted(sorted_slots, indices, side="left"), size - 1)
-        hit = tf.logical_and(valid, tf.equal(tf.gather(sorted_slots, position), indices))
-        hit_slot = tf.gather(order, position)
-        miss = tf.logical_and(valid, tf.logical_not(hit))
-        protected = tf.scatter_nd(hit_slot[:, None], tf.cast(hit, tf.int32), [size]) > 0
-        score = tf.where(protected, tf.constant(2**30, tf.int32), stamps)
-        _, victims = tf.math.top_k(-score, k=k)  # least recently selected first
-        rank = tf.maximum(tf.cumsum(tf.cast(miss, tf.int32)) - 1, 0)
-        slot = tf.where(hit, hit_slot, tf.gather(victims, rank))
-        target = tf.where(valid, slot, size)[:, None]  # invalid entries write a dummy slot
-        zeros = tf.zeros_like(values)
-        old_m = tf.where(hit, tf.gather(tf.convert_to_tensor(m), hit_slot), zeros)
-        old_v = tf.where(hit, tf.gather(tf.convert_to_tensor(v), hit_slot), zeros)
-        weight, new_m, new_v = lazy_adam_update(
-            tf.gather(flat_weight, indices),
-            old_m,
-            old_v,
-            values,
+        """Lazy Adam with moments kept in a bounded pool (see `pooled_lazy_adam_update`)."""
+        slots, stamps, k = pool
+        update = pooled_lazy_adam_update(
+            flat_weight,
+            flat_grad,
+            tf.convert_to_tensor(m),
+            tf.convert_to_tensor(v),
+            tf.convert_to_tensor(slots),
+            tf.convert_to_tensor(stamps),
+            k,
             step,
             learning_rate,
             beta_1=self.beta_1,
             beta_2=self.beta_2,
             epsilon=self.epsilon,
         )
-
-        def scatter(buffer, updates):
-            padded = tf.concat([buffer, tf.zeros([1], buffer.dtype)], axis=0)
-            return tf.tensor_scatter_nd_update(padded, target, updates)[:size]
-
-        m.assign(scatter(tf.convert_to_tensor(m), new_m))
-        v.assign(scatter(tf.convert_to_tensor(v), new_v))
-        slots_var.assign(scatter(slots, indices))
-        stamp = tf.fill(tf.shape(indices), tf.cast(step, tf.int32))
-        stamps_var.assign(scatter(stamps, stamp))
-        coordinates = tf.stack([indices // columns, indices % columns], axis=1)
-        variable.value.scatter_nd_update(coordinates, weight)
+        m.assign(update.m)
+        v.assign(update.v)
+        slots.assign(update.slots)
+        stamps.assign(update.stamps)
+        columns = int(variable.shape[1])
+        coordinates = tf.stack([update.indices // columns, update.indices % columns], axis=1)
+        variable.value.scatter_nd_update(coordinates, update.weights)
 
     def get_config(self):
         base = super().get_config()

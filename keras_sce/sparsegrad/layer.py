@@ -6,8 +6,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_sce.sparsegrad import bases as bases_lib
+from keras_sce.compat import replace_tracked_variable
+from keras_sce.sparsegrad.basis_pool import rotate_kernel, shared_basis, unrotate_kernel
 from keras_sce.sparsegrad.core import FORMULATIONS, SELECTION_MODES, sparse_grad_matmul
+from keras_sce.sparsegrad.registry import register_sparse_kernel
 from keras_sce.utils import require_tensorflow_backend
 
 _STORED = "stored"  # Placeholder used by `from_config`: the value comes from the weights.
@@ -176,9 +178,9 @@ class SparseGradDense(keras.layers.Layer):
         self.input_basis = None
         self.output_basis = None
         if input_basis is not None and not isinstance(input_basis, str):
-            self.input_basis = bases_lib.shared_basis(input_basis, "input_basis")
+            self.input_basis = shared_basis(input_basis, "input_basis")
         if output_basis is not None and not isinstance(output_basis, str):
-            self.output_basis = bases_lib.shared_basis(output_basis, "output_basis")
+            self.output_basis = shared_basis(output_basis, "output_basis")
         for arg in (input_basis, output_basis):
             if isinstance(arg, str) and arg != _STORED:
                 raise ValueError(f"Bases must be arrays, keras.Variables or None, got {arg!r}.")
@@ -286,10 +288,8 @@ class SparseGradDense(keras.layers.Layer):
             autocast=False,
             name="kernel",
         )
-        # Markers read by keras_sce.sparsegrad.SparseGradOptimizer.
-        self.kernel._keras_sce_sparsegrad = True
-        self.kernel._keras_sce_support = self.support
-        self.kernel._keras_sce_k = self._k
+        # Read by keras_sce.sparsegrad.SparseGradOptimizer to give the kernel the lazy Adam.
+        register_sparse_kernel(self.kernel, self._k, self.support)
         if self.use_bias:
             self.bias = self.add_weight(
                 shape=(self.units,),
@@ -368,21 +368,9 @@ class SparseGradDense(keras.layers.Layer):
             raise ValueError(f"Dense layer {dense.name} has LoRA enabled; merge it first.")
         if getattr(dense, "quantization_mode", None):
             raise ValueError(f"Dense layer {dense.name} is quantized; cannot convert it.")
-        kernel = np.asarray(keras.ops.convert_to_numpy(dense.kernel), dtype=np.float64)
+        kernel = keras.ops.convert_to_numpy(dense.kernel)
         input_dim, units = kernel.shape
-        rotated = kernel
-        if input_basis is not None:
-            p = np.asarray(bases_lib._as_numpy(input_basis), dtype=np.float64)
-            if p.shape != (input_dim, input_dim):
-                raise ValueError(
-                    f"input_basis must have shape ({input_dim}, {input_dim}), got {p.shape}."
-                )
-            rotated = p.T @ rotated
-        if output_basis is not None:
-            q = np.asarray(bases_lib._as_numpy(output_basis), dtype=np.float64)
-            if q.shape != (units, units):
-                raise ValueError(f"output_basis must have shape ({units}, {units}), got {q.shape}.")
-            rotated = rotated @ q
+        rotated = rotate_kernel(kernel, input_basis, output_basis)
         layer = cls(
             units=units,
             input_basis=input_basis,
@@ -408,12 +396,7 @@ class SparseGradDense(keras.layers.Layer):
 
     def effective_kernel(self) -> np.ndarray:
         """The kernel in the original basis, `K = P K̃ Qᵀ` (float64 NumPy)."""
-        kernel = np.asarray(self.kernel.numpy(), dtype=np.float64)
-        if self.input_basis is not None:
-            kernel = np.asarray(self.input_basis.numpy(), dtype=np.float64) @ kernel
-        if self.output_basis is not None:
-            kernel = kernel @ np.asarray(self.output_basis.numpy(), dtype=np.float64).T
-        return kernel
+        return unrotate_kernel(self.kernel, self.input_basis, self.output_basis)
 
     def to_dense(self, name: str | None = None) -> keras.layers.Dense:
         """Folds the layer back into a plain `keras.layers.Dense` (`K = P K̃ Qᵀ`)."""
@@ -442,17 +425,9 @@ class SparseGradDense(keras.layers.Layer):
         The tracked variable is replaced at the same position, so `layer.weights`
         (and `get_weights`/`set_weights`) keep the order they had before saving.
         """
-        current = getattr(self, attribute)
-        shared = bases_lib.shared_basis(value, attribute)
-        if shared is current:
-            return
-        store = self._non_trainable_variables
-        index = next(i for i, v in enumerate(store) if v is current)
-        list.__setitem__(store, index, shared)
-        ids = self._tracker.stored_ids["non_trainable_variables"]
-        ids.discard(id(current))
-        ids.add(id(shared))
-        object.__setattr__(self, attribute, shared)
+        shared = shared_basis(value, attribute)
+        if shared is not getattr(self, attribute):
+            replace_tracked_variable(self, attribute, shared)
 
     def save_own_variables(self, store):
         store["kernel"] = self.kernel
