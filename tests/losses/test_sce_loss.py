@@ -232,7 +232,7 @@ def test_call_time_errors():
 def _run_python(code, env_extra):
     env = dict(os.environ, **env_extra)
     env["PYTHONPATH"] = os.pathsep.join(
-        [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
+        [os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))]
         + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
     )
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
