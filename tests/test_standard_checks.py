@@ -112,3 +112,7 @@ def test_a_skipped_check_needs_a_reason_and_a_known_name():
     # A loss without sample weights that is not flagged fails the check, loudly.
     with pytest.raises(AssertionError, match="name 'sample_weight' in `skip`"):
         run_loss_test(make_loss, check="sample_weight")
+    # All checks in one call: each one left out is reported with its reason.
+    left_out = {name: "left out here" for name in LOSS_CHECKS if name != "symbolic"}
+    with pytest.warns(UserWarning, match="'eager' not run: left out here"):
+        run_loss_test(make_loss, skip=left_out)

@@ -15,6 +15,8 @@ Usage, one test case per check::
 
 from __future__ import annotations
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -38,6 +40,9 @@ def _selected(checks, check, skip):
             raise ValueError(f"skip[{name!r}] needs a reason (a non-empty string).")
     if check is not None and check in skip:
         pytest.skip(f"{check} does not apply: {skip[check]}")
+    if check is None:
+        for name, reason in skip.items():  # all checks in one test: say what is left out
+            warnings.warn(f"standard check {name!r} not run: {reason}", UserWarning, stacklevel=3)
     return [name for name in (checks if check is None else (check,)) if name not in skip]
 
 
