@@ -179,6 +179,18 @@ def sce_coverage(model, train, sce_options, num_batches=20):
 
 
 # -- experiment ------------------------------------------------------------------------
+class EarlyStoppingOnEvaluations(tf_keras.callbacks.EarlyStopping):
+    """Keras' early stopping, told only of the epochs whose logs hold ``monitor``.
+
+    With ``--eval-every`` above 1 the other epochs have no validation recall; they
+    neither count as evaluations without improvement nor warn.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.monitor in (logs or {}):
+            super().on_epoch_end(epoch, logs)
+
+
 def run_method(method, args, data):
     train_hist, train_target = data["train"]
     num_items = data["num_items"]
@@ -209,46 +221,49 @@ def run_method(method, args, data):
         optimizer = tf_keras.optimizers.Adagrad(args.learning_rate)
     model.compile(optimizer=optimizer, jit_compile=args.jit_compile)
     epoch_times, curve, val_curve = [], [], []
-    # --validation: the epoch is picked on the held-out second-to-last items, and the
-    # weights of that epoch are restored before the test evaluation.
-    best = {"epoch": None, "recall": -1.0, "weights": None, "stale": 0}
 
     class Timer(tf_keras.callbacks.Callback):
+        """Pure training time per epoch (the evaluation after it is not counted)."""
+
         def on_epoch_begin(self, epoch, logs=None):
             self.start = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
             epoch_times.append(time.perf_counter() - self.start)
-            extra = ""
+
+    class Recall(tf_keras.callbacks.Callback):
+        """Logs ``test_recall@k`` (and ``val_recall@100``) on the evaluated epochs."""
+
+        def on_epoch_end(self, epoch, logs=None):
             # Under --validation the last epoch is always a candidate too.
             last = data["val"] is not None and epoch + 1 == args.epochs
-            if args.eval_every and ((epoch + 1) % args.eval_every == 0 or last):
-                splits = {"test": data["test"]}
-                if data["val"] is not None:
-                    splits["val"] = data["val"]
-                recalls = full_catalogue_recall(model, splits)
-                if data["val"] is not None:
-                    val = recalls["val"][100]
-                    val_curve.append(f"{epoch + 1}:{val:.4f}")
-                    extra += f", val R@100 {val:.4f}"
-                    if val > best["recall"]:
-                        best.update(epoch=epoch + 1, recall=val, weights=model.get_weights(),
-                                    stale=0)
-                    else:
-                        best["stale"] += 1
-                        if args.patience and best["stale"] >= args.patience:
-                            self.model.stop_training = True
-                recall = recalls["test"]
-                curve.append(f"{epoch + 1}:{recall[100]:.4f}")
-                extra += f", test R@10 {recall[10]:.4f} R@100 {recall[100]:.4f}"
-            print(f"  [{method}] epoch {epoch + 1}: loss {logs['loss']:.4f} "
-                  f"({epoch_times[-1]:.1f}s){extra}", flush=True)
+            if not args.eval_every or ((epoch + 1) % args.eval_every and not last):
+                return
+            splits = {"test": data["test"]}
+            if data["val"] is not None:
+                splits["val"] = data["val"]
+            recalls = full_catalogue_recall(model, splits)
+            for k, value in recalls["test"].items():
+                logs[f"test_recall@{k}"] = value
+            curve.append(f"{epoch + 1}:{recalls['test'][100]:.4f}")
+            if data["val"] is not None:
+                logs["val_recall@100"] = recalls["val"][100]
+                val_curve.append(f"{epoch + 1}:{recalls['val'][100]:.4f}")
 
-    model.fit(train, epochs=args.epochs, verbose=0, callbacks=[Timer()])
-    selected_epoch = len(epoch_times)
-    if best["weights"] is not None:
-        model.set_weights(best["weights"])
-        selected_epoch = best["epoch"]
+    callbacks = [Timer(), Recall()]
+    stopping = None
+    if data["val"] is not None:
+        # --validation: the epoch is picked on the held-out second-to-last items, and
+        # Keras restores the weights of that epoch before the test evaluation.
+        stopping = EarlyStoppingOnEvaluations(
+            monitor="val_recall@100", mode="max", patience=args.patience or args.epochs,
+            restore_best_weights=True, verbose=1,
+        )
+        callbacks.append(stopping)
+    print(f"[{method}]", flush=True)
+    model.fit(train, epochs=args.epochs, verbose=2, callbacks=callbacks)
+    selected = stopping is not None and stopping.best_weights is not None
+    selected_epoch = stopping.best_epoch + 1 if selected else len(epoch_times)
     recall = full_catalogue_recall(model, {"test": data["test"]})["test"]
     covered = sce_coverage(model, train, sce_options) if method == "sce" else ""
     if method == "sce":
@@ -283,7 +298,7 @@ def run_method(method, args, data):
         "seed": args.seed,
         "selection": "validation" if data["val"] is not None else "last",
         "selected_epoch": selected_epoch,
-        "val_recall@100": round(best["recall"], 4) if best["weights"] is not None else "",
+        "val_recall@100": round(float(stopping.best), 4) if selected else "",
         "val_recall@100_by_epoch": " ".join(val_curve),
         "adam_epsilon": args.adam_epsilon if args.optimizer == "adam" else "",
     }

@@ -64,17 +64,6 @@ def _table_of(model):
     return keras.ops.convert_to_numpy(model.loss._table()).copy()
 
 
-@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
-@pytest.mark.parametrize("loss", sorted(LOSSES))
-def test_every_loss_trains_under_fit(loss, jit_compile):
-    model, table = _model("functional")
-    model.compile(keras.optimizers.Adam(0.01), loss=LOSSES[loss](table), jit_compile=jit_compile)
-    before = keras.ops.convert_to_numpy(table.embeddings).copy()
-    history = model.fit(*_data(), batch_size=16, epochs=2, verbose=0)
-    assert all(np.isfinite(history.history["loss"]))
-    assert not np.allclose(before, keras.ops.convert_to_numpy(table.embeddings))
-
-
 @pytest.mark.parametrize("loss", sorted(LOSSES))
 @pytest.mark.parametrize("kind", ["functional", "sequential", "subclassed"])
 def test_keras_file_round_trip_binds_the_table_and_resumes_the_seeds(kind, loss, tmp_path):

@@ -1,4 +1,4 @@
-"""A Keras callback: full-ranking validation, best-weight tracking and early stopping."""
+"""A Keras callback: full-ranking validation metrics in the epoch logs, Keras' early stopping."""
 
 from __future__ import annotations
 
@@ -10,35 +10,62 @@ import numpy as np
 from keras_sce.evaluation.ranking import NonFiniteScoresError, _check_ks, evaluate_ranking
 from keras_sce.ops import checks
 
+_RANKING_METRICS = ("hr", "ndcg", "mrr")
+
 
 class RankingEvaluation(keras.callbacks.Callback):
     """Evaluates full-ranking metrics on validation users and stops early.
 
     Every ``every`` epochs it ranks each validation user's target against the
-    whole catalogue (history excluded; see `keras_sce.evaluation.evaluate_ranking`),
-    adds ``val_<metric>`` entries to the epoch logs (so the Keras progress bar and
-    ``History`` show them), keeps a copy of the best weights by ``monitor``, stops
-    training after ``patience`` evaluations without improvement, and restores the
-    best weights at the end of training. Time spent here is kept out of
-    ``train_seconds`` (pure training time per epoch).
+    whole catalogue (history excluded; see `keras_sce.evaluation.evaluate_ranking`)
+    and writes ``val_<metric>`` entries (``val_ndcg@10``, ...) into the epoch logs,
+    so that Keras' progress bar, ``History``, ``CSVLogger``, ``TensorBoard`` and any
+    callback placed after this one in the list read them. Early stopping is Keras'
+    own: with ``patience`` set, a ``keras.callbacks.EarlyStopping(monitor="val_" +
+    monitor, mode="max", patience=patience, restore_best_weights=True)`` sees each
+    evaluation, stops after ``patience`` evaluations without improvement and
+    restores the best weights at the end of training. Time spent here is kept out
+    of ``train_seconds`` (pure training time per epoch).
 
     A run that stops being finite stops at once, with ``stopped_by =
     "non_finite"``: when the epoch's training loss is NaN or infinite, or the
     model's outputs or item table are (`NonFiniteScoresError`), the epoch's
-    metrics are recorded as NaN, never count as an improvement, and the best
-    *finite* weights seen so far are restored at the end (none: the weights are
-    left as they are, and ``best_epoch`` stays 0).
+    metrics are logged and recorded as NaN and the early stopping never sees
+    them, so they never count as an improvement and the best *finite* weights
+    seen so far are restored at the end (none: the weights are left as they are,
+    and ``best_epoch`` stays 0). A separate ``EarlyStopping`` placed after this
+    callback would take a NaN of the first evaluation for its best value: let
+    ``patience`` do the stopping when a run may diverge.
 
     Args:
         inputs: ``int [n, L]`` padded validation sequences.
         targets: ``int [n]`` validation targets.
         history: ``int [n, H]`` items to exclude per user (0-padded).
-        monitor: metric to track (``"ndcg@10"``).
-        patience: evaluations without improvement before stopping.
-        every: evaluate every this many epochs.
-        ks: cut-offs to report.
-        chunk_size: catalogue chunk of the streamed ranking.
-        verbose: print one line per evaluation.
+        monitor: metric to track, ``"<hr|ndcg|mrr>@<k>"`` with ``k`` in ``ks``.
+            Defaults to ``"ndcg@10"``.
+        patience: evaluations without improvement before stopping (0: stop at the
+            first one). None: no early stopping and no restoring, only the logs.
+            Defaults to 10.
+        every: evaluate every this many epochs. Defaults to 1.
+        ks: cut-offs to report. Defaults to ``(10,)``.
+        chunk_size: catalogue chunk of the streamed ranking. Defaults to 8192.
+        max_seconds: stop once this much time has passed since the start of
+            training (``stopped_by = "time_budget"``); None: no limit.
+        verbose: 1 prints Keras' early-stopping messages and why a run that
+            stopped being finite stopped; 0 is silent.
+
+    Raises:
+        ValueError: a ``monitor`` that is not one of the reported metrics, or a
+            non-positive ``every`` / ``chunk_size`` / cut-off.
+
+    Example:
+
+    ```python
+    evaluation = RankingEvaluation(valid_inputs, valid_targets, valid_history,
+                                   patience=5)
+    model.fit(train_ds, epochs=100, callbacks=[evaluation])
+    evaluation.best_epoch, evaluation.stopped_by
+    ```
     """
 
     def __init__(
@@ -48,7 +75,7 @@ class RankingEvaluation(keras.callbacks.Callback):
         history,
         *,
         monitor: str = "ndcg@10",
-        patience: int = 10,
+        patience: int | None = 10,
         every: int = 1,
         ks=(10,),
         chunk_size: int = 8192,
@@ -59,29 +86,79 @@ class RankingEvaluation(keras.callbacks.Callback):
         self.inputs = np.asarray(inputs)
         self.targets = np.asarray(targets)
         self.history = np.asarray(history)
-        self.monitor = monitor
-        self.patience = checks.as_int(patience, "patience", minimum=0)
-        self.every = checks.check_positive_int(every, "every")
         self.ks = _check_ks(ks)
+        reported = [f"{metric}@{k}" for k in self.ks for metric in _RANKING_METRICS]
+        if monitor not in reported:
+            raise ValueError(f"`monitor`={monitor!r} is not reported; choose one of {reported}.")
+        self.monitor = monitor
+        self.patience = None if patience is None else checks.as_int(
+            patience, "patience", minimum=0
+        )
+        self.every = checks.check_positive_int(every, "every")
         self.chunk_size = checks.check_positive_int(chunk_size, "chunk_size")
         self.max_seconds = max_seconds
         self.verbose = verbose
-        self.best = -np.inf
-        self.best_epoch = 0
-        self.best_weights = None
-        self.wait = 0
+        self.early_stopping = None
+        if self.patience is not None:
+            self.early_stopping = keras.callbacks.EarlyStopping(
+                monitor=f"val_{monitor}",
+                mode="max",
+                patience=self.patience,
+                restore_best_weights=True,
+                verbose=verbose,
+            )
         self.epochs_run = 0
         self.train_seconds: list[float] = []
         self.records: list[dict] = []
         self.stopped_by = "max_epochs"
 
+    # -- what the run reached ---------------------------------------------------------
+    def _best_record(self):
+        best = None
+        for record in self.records:
+            value = record[self.monitor]
+            if np.isfinite(value) and (best is None or value > best[self.monitor]):
+                best = record
+        return best
+
+    @property
+    def best(self) -> float:
+        """The best finite value of ``monitor`` so far (``-inf`` before any)."""
+        record = self._best_record()
+        return -np.inf if record is None else record[self.monitor]
+
+    @property
+    def best_epoch(self) -> int:
+        """The (1-based) epoch of :attr:`best`; 0 before any finite evaluation."""
+        record = self._best_record()
+        return 0 if record is None else record["epoch"]
+
+    @property
+    def best_weights(self):
+        """The weights Keras' early stopping keeps to restore (None without any)."""
+        return None if self.early_stopping is None else self.early_stopping.best_weights
+
+    @property
+    def wait(self) -> int:
+        """Evaluations since the last improvement (0 without early stopping)."""
+        return 0 if self.early_stopping is None else self.early_stopping.wait
+
+    # -- Keras hooks ------------------------------------------------------------------
+    def set_model(self, model):
+        super().set_model(model)
+        if self.early_stopping is not None:
+            self.early_stopping.set_model(model)
+
     def on_train_begin(self, logs=None):
         self._start = time.perf_counter()
+        if self.early_stopping is not None:
+            self.early_stopping.on_train_begin(logs)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = time.perf_counter()
 
     def evaluate(self):
+        """The ranking metrics of the validation users with the current weights."""
         queries = self.model.last_hidden(self.inputs)
         table = keras.ops.convert_to_numpy(self.model.item_embedding_layer.embeddings)
         return evaluate_ranking(
@@ -105,41 +182,29 @@ class RankingEvaluation(keras.callbacks.Callback):
             if not np.isfinite(loss):
                 raise NonFiniteScoresError(f"the training loss is {loss}")
             metrics = self.evaluate()
+            if not np.isfinite(metrics[self.monitor]):
+                raise NonFiniteScoresError(f"val {self.monitor} is {metrics[self.monitor]}")
         except NonFiniteScoresError as err:
             return self._stop_non_finite(epoch, logs, str(err))
-        for key, value in metrics.items():
-            logs[f"val_{key}"] = value
-        record = {"epoch": epoch + 1, "loss": float(logs.get("loss", np.nan)), **metrics}
-        self.records.append(record)
-        value = metrics[self.monitor]
-        if not np.isfinite(value):  # never an improvement
-            return self._stop_non_finite(epoch, logs, f"val {self.monitor} is {value}")
-        if value > self.best:
-            self.best, self.best_epoch, self.wait = value, epoch + 1, 0
-            self.best_weights = [np.array(w) for w in self.model.get_weights()]
-        else:
-            self.wait += 1
-        if self.verbose:
-            print(
-                f"  epoch {epoch + 1}: val {self.monitor} = {value:.4f} "
-                f"(best {self.best:.4f} @ {self.best_epoch}, wait {self.wait}/{self.patience})",
-                flush=True,
-            )
-        if self.wait >= self.patience:
-            self.stopped_by = "early_stopping"
-            self.model.stop_training = True
+        self._record(epoch, logs, metrics)
+        if self.early_stopping is not None:
+            self.early_stopping.on_epoch_end(epoch, logs)
+            if epoch > 0 and self.early_stopping.stopped_epoch == epoch:
+                self.stopped_by = "early_stopping"
         elapsed = time.perf_counter() - self._start
         if self.max_seconds is not None and elapsed > self.max_seconds:
             self.stopped_by = "time_budget"
             self.model.stop_training = True
 
-    def _stop_non_finite(self, epoch, logs, reason):
-        metrics = {f"{m}@{k}": float("nan") for k in self.ks for m in ("hr", "ndcg", "mrr")}
+    def _record(self, epoch, logs, metrics):
         for key, value in metrics.items():
             logs[f"val_{key}"] = value
-        self.records.append(
-            {"epoch": epoch + 1, "loss": float(logs.get("loss", np.nan)), **metrics}
-        )
+        self.records.append({"epoch": epoch + 1, "loss": float(logs.get("loss", np.nan)),
+                             **metrics})
+
+    def _stop_non_finite(self, epoch, logs, reason):
+        nan = float("nan")
+        self._record(epoch, logs, {f"{m}@{k}": nan for k in self.ks for m in _RANKING_METRICS})
         self.stopped_by = "non_finite"
         self.model.stop_training = True
         if self.verbose:
@@ -148,8 +213,8 @@ class RankingEvaluation(keras.callbacks.Callback):
                 if self.best_weights is not None
                 else "no finite epoch to restore"
             )
-            print(f"  epoch {epoch + 1}: stopping, not finite: {reason}; {restored}.", flush=True)
+            print(f"Epoch {epoch + 1}: stopping, not finite: {reason}; {restored}.", flush=True)
 
     def on_train_end(self, logs=None):
-        if self.best_weights is not None:
-            self.model.set_weights(self.best_weights)
+        if self.early_stopping is not None:
+            self.early_stopping.on_train_end(logs)

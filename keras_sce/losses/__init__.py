@@ -8,12 +8,14 @@ from keras_sce.losses.baselines import (
     SampledSoftmaxLoss,
 )
 from keras_sce.losses.sce_loss import SCELoss
+from keras_sce.losses.sce_options import SCEOptions
 
 __all__ = [
     "FullCrossEntropyLoss",
     "GBCELoss",
     "ItemTableLoss",
     "SCELoss",
+    "SCEOptions",
     "SampledBCELoss",
     "SampledSoftmaxLoss",
 ]

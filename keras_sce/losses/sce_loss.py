@@ -6,10 +6,7 @@ import keras
 
 from keras_sce import ops as sce_ops
 from keras_sce.losses.base import ItemTableLoss
-from keras_sce.ops.calibration import resolve_calibration
-from keras_sce.ops.sce import check_options
-
-DEFAULT_CATALOG_CHUNK_SIZE = 65_536
+from keras_sce.losses.sce_options import SCEOptions
 
 
 @keras.saving.register_keras_serializable(package="keras_sce")
@@ -31,36 +28,25 @@ class SCELoss(ItemTableLoss):
             (anything with ``.embeddings``, e.g. ``keras.layers.Embedding`` or
             keras-hub's ``ReversibleEmbedding``), or a ``[C, d]`` variable. It is
             usually tied with the model's input item embedding.
-        num_buckets: number of buckets ``n_b``. None: ``int(2 * sqrt(N))`` with
-            ``N = batch x length`` the rows of the batch, the authors' rule (taken
-            from the static batch shape, or from the actual batch if it is dynamic).
-            With much padding, pass ``2 * sqrt(non-padding tokens per batch)``.
-        bucket_size_x: rows per bucket ``b_x``; None: the same rule. Clamped to the
-            rows of the batch (with a warning when an explicit value is clamped).
-        bucket_size_y: items per bucket ``b_y`` (hard negatives per row). The paper
-            uses 64-4096; 256 is a solid default. Clamped (with a warning) to the
-            number of non-padding items.
+        num_buckets: number of buckets ``n_b``; None: ``int(2 * sqrt(N))`` with
+            ``N = batch x length``, the authors' rule.
+        bucket_size_x: rows per bucket ``b_x``; None: the same rule.
+        bucket_size_y: items per bucket ``b_y`` (hard negatives per row). Defaults
+            to 256.
         mix_x: draw centres as random mixtures of the batch's hidden states instead
-            of Gaussian noise (helps when buckets collapse; dataset dependent).
+            of Gaussian noise. Defaults to False.
         padding_id: target id of padding positions (ignored) and table row never
-            used as a negative. None if the table has no padding row.
-        catalog_chunk_size: items per chunk of the streamed item search. Peak memory
-            of the search is ``n_b x (b_y + chunk)`` floats instead of ``n_b x C``.
-            None materialises the full ``n_b x C`` projection (fastest for small
-            catalogues). The default, 65,536, costs nothing below that size.
+            used as a negative; None if the table has no padding row. Defaults to 0.
+        catalog_chunk_size: items per chunk of the streamed item search (None: the
+            whole ``n_b x C`` projection at once). Defaults to 65,536.
         seed: None for fresh centres from TensorFlow's global generator; an int
-            for a reproducible stream of centres (fresh at every step, the same
-            sequence for the same seed).
-        calibration: None (default: SCE as published) or calibrated SCE, whose
-            row losses estimate the full-softmax cross-entropy: True (defaults),
-            a dict of options (``num_samples``, ``proposal`` = ``"uniform"`` |
-            ``"unigram"`` | ``"cover"``, ``item_counts``, ``power``,
-            ``uniform_mix``) or a ``keras_sce.ops.calibration.Calibration``. Use it
-            when scores must be log-probabilities (perplexity, blending or
-            thresholding scores); see docs/calibrated-sce.md.
+            for a reproducible stream of centres.
+        calibration: None (SCE as published) or calibrated SCE, whose row losses
+            estimate the full-softmax cross-entropy: True, a dict of options or a
+            ``keras_sce.ops.calibration.Calibration``. Use it when scores must be
+            log-probabilities (perplexity, blending or thresholding scores).
         check_ids: check that targets lie in ``[0, C)`` (raises outside XLA; turns
-            the loss NaN under XLA, where assertions are dropped). Costs one
-            reduction over the ids; set False to skip.
+            the loss NaN under XLA, where assertions are dropped). Defaults to True.
         seed_position: where the stream of centres starts. Saved with the model
             (the current position), so a reloaded model continues the stream
             rather than replaying it. Defaults to 0.
@@ -73,6 +59,10 @@ class SCELoss(ItemTableLoss):
         y_pred: hidden states ``[B, d]`` or ``[B, L, d]``, any float dtype.
         sample_weight: optional weights ``[B]`` or ``[B, L]``; the loss is then
             the weighted mean over covered non-padding positions.
+
+    The options from ``num_buckets`` to ``check_ids`` are those of
+    :class:`keras_sce.losses.SCEOptions` (which documents them in full), with its
+    defaults, the same as :class:`keras_sce.tfrs.SCERetrieval`'s.
 
     Returns a float32 scalar: the mean over non-padding positions covered by at
     least one bucket (0 when none is). A NaN or infinity in a non-padding hidden
@@ -109,15 +99,15 @@ class SCELoss(ItemTableLoss):
         self,
         item_embeddings=None,
         *,
-        num_buckets=None,
-        bucket_size_x=None,
-        bucket_size_y=256,
-        mix_x=False,
-        padding_id=0,
-        catalog_chunk_size=DEFAULT_CATALOG_CHUNK_SIZE,
-        seed=None,
-        calibration=None,
-        check_ids=True,
+        num_buckets=SCEOptions.num_buckets,
+        bucket_size_x=SCEOptions.bucket_size_x,
+        bucket_size_y=SCEOptions.bucket_size_y,
+        mix_x=SCEOptions.mix_x,
+        padding_id=SCEOptions.padding_id,
+        catalog_chunk_size=SCEOptions.catalog_chunk_size,
+        seed=SCEOptions.seed,
+        calibration=SCEOptions.calibration,
+        check_ids=SCEOptions.check_ids,
         seed_position=0,
         name="sce_loss",
         dtype=None,
@@ -131,31 +121,20 @@ class SCELoss(ItemTableLoss):
             )
         if kwargs:
             raise TypeError(f"Unexpected keyword arguments for SCELoss: {sorted(kwargs)}")
-        super().__init__(item_embeddings, padding_id=padding_id, name=name, dtype=dtype)
-        (
-            self.num_buckets,
-            self.bucket_size_x,
-            self.bucket_size_y,
-            self.catalog_chunk_size,
-        ) = check_options(num_buckets, bucket_size_x, bucket_size_y, catalog_chunk_size)
-        self.mix_x = bool(mix_x)
-        self._calibration = resolve_calibration(calibration)
-        self.calibration = None if self._calibration is None else self._calibration.get_config()
-        self.check_ids = bool(check_ids)
-        self._init_seed(seed, seed_position)
+        options = SCEOptions(
+            num_buckets=num_buckets, bucket_size_x=bucket_size_x, bucket_size_y=bucket_size_y,
+            mix_x=mix_x, padding_id=padding_id, catalog_chunk_size=catalog_chunk_size,
+            seed=seed, calibration=calibration, check_ids=check_ids,
+        )
+        super().__init__(item_embeddings, padding_id=options.padding_id, name=name, dtype=dtype)
+        self._options = options
+        for key, value in options.get_config().items():
+            setattr(self, key, value)  # one attribute per option, as saved
+        self._init_seed(options.seed, seed_position)
 
     # -- computation ----------------------------------------------------------------
     def _kwargs(self):
-        return dict(
-            num_buckets=self.num_buckets,
-            bucket_size_x=self.bucket_size_x,
-            bucket_size_y=self.bucket_size_y,
-            mix_x=self.mix_x,
-            padding_id=self.padding_id,
-            catalog_chunk_size=self.catalog_chunk_size,
-            check_ids=self.check_ids,
-            calibration=self._calibration,
-        )
+        return self._options.op_kwargs()
 
     def _compute(self, y_true, y_pred, table, sample_weight):
         return sce_ops.scalable_cross_entropy(
@@ -180,13 +159,4 @@ class SCELoss(ItemTableLoss):
         return {"loss": loss, **details}
 
     # -- serialization --------------------------------------------------------------
-    _config_keys = (
-        "num_buckets",
-        "bucket_size_x",
-        "bucket_size_y",
-        "mix_x",
-        "catalog_chunk_size",
-        "seed",
-        "check_ids",
-        "calibration",
-    )
+    _config_keys = tuple(name for name in SCEOptions.names() if name != "padding_id")

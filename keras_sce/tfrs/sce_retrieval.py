@@ -7,13 +7,11 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
+from keras_sce.losses.sce_options import SCEOptions
 from keras_sce.ops import checks, sce
-from keras_sce.ops.calibration import resolve_calibration
 from keras_sce.tfrs._stack import check_legacy_keras_stack
 
 tf_keras, tfrs = check_legacy_keras_stack("keras_sce.tfrs.SCERetrieval")
-
-DEFAULT_CATALOG_CHUNK_SIZE = 65_536
 
 
 def _is_keras3(obj) -> bool:
@@ -74,26 +72,25 @@ class SCERetrieval(tf_keras.layers.Layer, tfrs.tasks.base.Task):
         num_buckets: number of buckets ``n_b``; None: ``int(2 * sqrt(B))`` for a
             batch of ``B`` queries (the authors' rule).
         bucket_size_x: queries per bucket; None: the same rule. Clamped to ``B``.
-        bucket_size_y: candidates per bucket (hard negatives per query), default
-            256; clamped, with a warning, to the number of candidates.
+        bucket_size_y: candidates per bucket (hard negatives per query). Defaults
+            to 256.
         mix_x: draw the centres as random mixtures of the batch's query embeddings
-            instead of Gaussian noise (the paper's remedy for bucket collapse).
+            instead of Gaussian noise. Defaults to False.
         padding_id: a table row that is never a negative and a candidate id whose
-            queries are ignored (e.g. 0 when row 0 is a padding/OOV row); None if
-            every row is a real candidate.
-        catalog_chunk_size: candidates per chunk of the streamed search: its peak
-            memory is ``n_b * (bucket_size_y + chunk)`` scores instead of
-            ``n_b * num_candidates``. None materialises the whole projection.
+            queries are ignored, default 0 (the OOV row of a ``StringLookup``
+            vocabulary); None if every row is a real candidate.
+        catalog_chunk_size: candidates per chunk of the streamed search (None: the
+            whole projection at once). Defaults to 65,536.
         seed: None (fresh centres from the global generator) or a Python int: a
             reproducible stream of centres, fresh at each call, the same stream
             as ``keras_sce.SCELoss(seed=...)``.
-        calibration: None (default: SCE as published) or calibrated SCE: True, a
-            dict of options or a ``keras_sce.ops.calibration.Calibration``, exactly
-            as ``keras_sce.SCELoss(calibration=...)`` (an importance-sampled estimate
-            of the softmax mass the bucket did not see; docs/calibrated-sce.md).
+        calibration: None (SCE as published) or calibrated SCE: True, a dict of
+            options or a ``keras_sce.ops.calibration.Calibration``, exactly as
+            ``keras_sce.SCELoss(calibration=...)``.
         check_ids: check that ``candidate_ids`` lie in ``[0, num_candidates)``:
             an ``InvalidArgumentError`` outside XLA; under XLA (which drops
             assertions) the loss turns NaN instead of silently reading zeros.
+            Defaults to True.
         metrics: optional TFRS factorized metrics (e.g.
             ``tfrs.metrics.FactorizedTopK``), or a list of them, updated when
             ``compute_metrics=True``. They receive the queries, the positives'
@@ -101,6 +98,10 @@ class SCERetrieval(tf_keras.layers.Layer, tfrs.tasks.base.Task):
         loss_metrics: optional list of ``tf_keras`` metrics updated with the loss.
         name: layer name.
         **kwargs: other ``tf_keras.layers.Layer`` arguments (e.g. ``dtype``).
+
+    The options from ``num_buckets`` to ``check_ids`` are those of
+    :class:`keras_sce.losses.SCEOptions` (which documents them in full), with its
+    defaults, the same as :class:`keras_sce.SCELoss`'s.
 
     Call arguments:
         query_embeddings: float ``[B, d]`` (or ``[B, L, d]`` for a sequence model)
@@ -154,34 +155,30 @@ class SCERetrieval(tf_keras.layers.Layer, tfrs.tasks.base.Task):
         self,
         candidate_embeddings=None,
         *,
-        num_buckets=None,
-        bucket_size_x=None,
-        bucket_size_y=256,
-        mix_x=False,
-        padding_id=None,
-        catalog_chunk_size=DEFAULT_CATALOG_CHUNK_SIZE,
-        seed=None,
-        calibration=None,
-        check_ids=True,
+        num_buckets=SCEOptions.num_buckets,
+        bucket_size_x=SCEOptions.bucket_size_x,
+        bucket_size_y=SCEOptions.bucket_size_y,
+        mix_x=SCEOptions.mix_x,
+        padding_id=SCEOptions.padding_id,
+        catalog_chunk_size=SCEOptions.catalog_chunk_size,
+        seed=SCEOptions.seed,
+        calibration=SCEOptions.calibration,
+        check_ids=SCEOptions.check_ids,
         metrics=None,
         loss_metrics=None,
         name=None,
         **kwargs,
     ):
+        options = SCEOptions(
+            num_buckets=num_buckets, bucket_size_x=bucket_size_x, bucket_size_y=bucket_size_y,
+            mix_x=mix_x, padding_id=padding_id, catalog_chunk_size=catalog_chunk_size,
+            seed=seed, calibration=calibration, check_ids=check_ids,
+        )
         super().__init__(name=name, **kwargs)
-        (
-            self.num_buckets,
-            self.bucket_size_x,
-            self.bucket_size_y,
-            self.catalog_chunk_size,
-        ) = sce.check_options(num_buckets, bucket_size_x, bucket_size_y, catalog_chunk_size)
-        self.mix_x = bool(mix_x)
-        self.padding_id = checks.check_padding_id(padding_id, None)
-        self.seed = checks.as_int(seed, "seed", allow_none=True)
-        seed = self.seed
-        self._calibration = resolve_calibration(calibration)
-        self.calibration = None if self._calibration is None else self._calibration.get_config()
-        self.check_ids = bool(check_ids)
+        self._options = options
+        for key, value in options.get_config().items():
+            setattr(self, key, value)  # one attribute per option, as saved
+        seed = options.seed
         self._seed_stream = None if seed is None else sce.SeedStream(seed)
         if self._seed_stream is not None:
             # Tracked by the layer, so checkpoints and SavedModels keep the position
@@ -323,11 +320,9 @@ class SCERetrieval(tf_keras.layers.Layer, tfrs.tasks.base.Task):
             query,
             ids,
             table,
-            **self._sce_options(),
+            **dict(self._options.op_kwargs(), check_ids=False),  # checked above, by name
             seed=seed,
             sample_weight=sample_weight,
-            calibration=self._calibration,
-            check_ids=False,  # checked above, with the TFRS argument's name
         )
         if all_valid is not None:
             loss = checks.poison_if_invalid(loss, all_valid)
@@ -375,18 +370,5 @@ class SCERetrieval(tf_keras.layers.Layer, tfrs.tasks.base.Task):
         table before use.
         """
         config = super().get_config()
-        config.update(
-            self._sce_options(), seed=self.seed, calibration=self.calibration,
-            check_ids=self.check_ids,
-        )
+        config.update(self._options.get_config())
         return config
-
-    def _sce_options(self):
-        return dict(
-            num_buckets=self.num_buckets,
-            bucket_size_x=self.bucket_size_x,
-            bucket_size_y=self.bucket_size_y,
-            mix_x=self.mix_x,
-            padding_id=self.padding_id,
-            catalog_chunk_size=self.catalog_chunk_size,
-        )

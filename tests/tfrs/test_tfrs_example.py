@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from tests.example_helpers import load_example, write_tiny_seqrec
+from tests.helpers.examples import load_example, write_tiny_seqrec
 
 if os.environ.get("TF_USE_LEGACY_KERAS") not in ("1", "true", "True"):
     pytest.skip(

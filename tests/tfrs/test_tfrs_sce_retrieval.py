@@ -54,7 +54,6 @@ def test_equals_sce_loss_on_identical_inputs_and_seed(options):
     weighted = options.pop("weighted", False)
     rank3 = options.pop("rank3", False)
     options.setdefault("bucket_size_y", 64)
-    options.setdefault("padding_id", None)  # SCELoss defaults to 0, SCERetrieval to None
     query, ids, table = _inputs(rank3=rank3)
     weight = np.linspace(0.0, 2.0, ids.size).reshape(ids.shape).astype("float32")
     weight = weight if weighted else None
@@ -95,7 +94,8 @@ def test_covering_buckets_give_the_full_softmax_and_its_gradients():
     query, ids, table = _inputs(seed=3)
     variable = tf.Variable(table)
     # One bucket holding every query and every candidate: SCE is the full softmax.
-    task = SCERetrieval(variable, num_buckets=1, bucket_size_x=BATCH, bucket_size_y=NUM_ITEMS)
+    task = SCERetrieval(variable, num_buckets=1, bucket_size_x=BATCH, bucket_size_y=NUM_ITEMS,
+                        padding_id=None)
     query_t = tf.constant(query)
     with tf.GradientTape() as tape:
         tape.watch(query_t)
@@ -325,6 +325,25 @@ def test_other_misuse_is_a_clear_error():
         SCERetrieval(tf.Variable(table), metrics=["top_k"])
 
 
+# -- one set of options ------------------------------------------------------------------
+@pytest.mark.parametrize("front_end", [SCERetrieval, keras_sce.SCELoss],
+                         ids=["SCERetrieval", "SCELoss"])
+def test_the_sce_options_have_one_set_of_defaults(front_end):
+    import inspect
+
+    from keras_sce.losses import SCEOptions
+
+    parameters = inspect.signature(front_end.__init__).parameters
+    defaults = {name: parameters[name].default for name in SCEOptions.names()}
+    assert defaults == SCEOptions.defaults()
+    assert defaults["padding_id"] == 0 and defaults["bucket_size_y"] == 256
+    for name in SCEOptions.names():  # each option is documented where it is taken
+        assert f"        {name}: " in front_end.__doc__, name
+    # A default-constructed front end holds exactly the default options.
+    built = front_end()
+    assert {name: getattr(built, name) for name in SCEOptions.names()} == SCEOptions.defaults()
+
+
 # -- serialization ----------------------------------------------------------------------
 def test_config_round_trip_and_registration():
     query, ids, table = _inputs()
@@ -401,7 +420,8 @@ def test_mirrored_strategy_matches_single_device():
         # A call in the cross-replica context sees the whole batch: not divided.
         query, ids = tf.random.normal([8, 8]), tf.constant([1, 2, 3, 4, 5, 6, 7, 8])
         table = tf.Variable(tf.random.normal([30, 8]))
-        task = SCERetrieval(table, num_buckets=1, bucket_size_x=8, bucket_size_y=30)
+        task = SCERetrieval(table, num_buckets=1, bucket_size_x=8, bucket_size_y=30,
+                            padding_id=None)
         outside = float(task(query, ids))
         with strategy.scope():
             inside = float(task(query, ids))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.example_helpers import load_example, write_tiny_seqrec
+from tests.helpers.examples import load_example, write_tiny_seqrec
 
 keras_rs = pytest.importorskip("keras_rs", reason="keras-rs is an optional extra ([rs])")
 

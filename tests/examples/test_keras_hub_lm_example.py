@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.example_helpers import load_example
+from tests.helpers.examples import load_example
 
 pytest.importorskip("keras_hub", reason="keras-hub is an optional extra")
 

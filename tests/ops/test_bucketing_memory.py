@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from keras_sce.ops.bucketing import _bucket_top_k_xla
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 _SHAPE = re.compile(r"\b(?:f32|s32|pred)\[([0-9,]+)\]")
 
 

@@ -307,33 +307,6 @@ def test_bad_ids_raise():
         )
 
 
-@pytest.mark.parametrize(
-    "cls",
-    [
-        losses.FullCrossEntropyLoss,
-        losses.SampledSoftmaxLoss,
-        losses.SampledBCELoss,
-        losses.GBCELoss,
-    ],
-)
-def test_keras_wrappers_config_and_table_gradient(cls):
-    import keras
-
-    emb = keras.layers.Embedding(40, 6)
-    emb.build((None,))
-    kwargs = {"num_sampled": 8} if cls is losses.SampledSoftmaxLoss else {}
-    loss = cls(emb, seed=1, **kwargs) if cls is not losses.FullCrossEntropyLoss else cls(emb)
-    config = loss.get_config()
-    assert config["item_embeddings"] == emb.embeddings.path
-    clone = cls.from_config(config)
-    assert clone.get_config() == config
-    hidden, labels, _ = _problem()
-    with tf.GradientTape() as tape:
-        value = loss(tf.constant(labels), tf.constant(hidden, tf.float32))
-    grad = tape.gradient(value, emb.embeddings.value)
-    assert grad is not None and np.any(tf.convert_to_tensor(grad).numpy())
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["ce", "sce", "gbce", "sampled_softmax", "bce"])
 def test_short_training_improves_ndcg(method):

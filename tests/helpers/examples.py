@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
 
 
 def load_example(name):

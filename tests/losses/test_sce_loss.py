@@ -192,6 +192,23 @@ def test_constructor_errors(kwargs, error, match):
         keras_sce.SCELoss(items, **kwargs)
 
 
+def test_options_come_from_sce_options():
+    import inspect
+
+    from keras_sce.losses import SCEOptions
+
+    parameters = inspect.signature(keras_sce.SCELoss.__init__).parameters
+    assert {n: parameters[n].default for n in SCEOptions.names()} == SCEOptions.defaults()
+    options = SCEOptions(bucket_size_y=np.int64(33), calibration=True, seed=4)
+    assert options.bucket_size_y == 33 and type(options.bucket_size_y) is int
+    loss = keras_sce.SCELoss(None, **options.get_config())
+    assert {n: getattr(loss, n) for n in SCEOptions.names()} == options.get_config()
+    with pytest.raises(TypeError, match="seed"):
+        SCEOptions(seed="1")
+    with pytest.raises(ValueError, match="catalog_chunk_size"):
+        SCEOptions(catalog_chunk_size=0)
+
+
 def test_rejects_detached_table_and_unknown_objects():
     with pytest.raises(TypeError, match="detached copy"):
         keras_sce.SCELoss(tf.zeros([10, 4]))
@@ -215,7 +232,7 @@ def test_call_time_errors():
 def _run_python(code, env_extra):
     env = dict(os.environ, **env_extra)
     env["PYTHONPATH"] = os.pathsep.join(
-        [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
+        [os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))]
         + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
     )
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,

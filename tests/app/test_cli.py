@@ -110,7 +110,7 @@ def test_python_dash_m_children_die_rows_stay_terminal_quiet(tmp_path):
     (and the start-up lines TensorFlow prints when this parent imports it).
     """
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     env[runner.FAULT_ENV] = "ce=sigkill,bce=raise"
     proc = subprocess.run(
@@ -174,7 +174,7 @@ def test_cli_help_exits_zero(capsys):
 
 def test_readme_test_command_and_ci_share_one_setup():
     """The README's test command sets up what CI sets up (.ci/setup), then runs .ci/test."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
     def read(*parts):
         with open(os.path.join(root, *parts)) as handle:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.example_helpers import load_example
+from tests.helpers.examples import load_example
 
 
 def test_seqrec_validation_split_holds_out_the_second_to_last_item():
