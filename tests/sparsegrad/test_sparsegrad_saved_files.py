@@ -18,7 +18,7 @@ import numpy as np
 
 import keras_sce
 
-DATA = pathlib.Path(__file__).parent / "data"
+DATA = pathlib.Path(__file__).resolve().parents[1] / "data"
 SAVED = DATA / "sparse_grad_dense_layers_module.keras"
 
 

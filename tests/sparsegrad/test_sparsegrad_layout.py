@@ -13,7 +13,7 @@ import pathlib
 
 import pytest
 
-PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "keras_sce" / "sparsegrad"
+PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "keras_sce" / "sparsegrad"
 PREFIX = "keras_sce.sparsegrad."
 MODULES = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__")
 

@@ -10,7 +10,7 @@ import pytest
 from benchmarks import finetune_sparsegrad as bench
 from benchmarks import finetune_sparsegrad_report as report
 
-RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 
 
 def test_the_committed_table_is_rebuilt_from_the_committed_csv(tmp_path):
