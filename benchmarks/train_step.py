@@ -51,7 +51,7 @@ def _child(cfg):
     from tensorflow.python.eager.record import stop_recording
 
     from keras_sce import ops
-    from keras_sce.ops.bucketing import _bucket_top_k_xla
+    from keras_sce.ops.top_k import top_k_xla as _bucket_top_k_xla
     from keras_sce.optimizers import LazyAdam
 
     n, c, method = cfg["n_rows"], cfg["catalog_size"], cfg["method"]

@@ -10,13 +10,13 @@ is built, i.e. above TensorFlow + the data).
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import time
 
 import numpy as np
 
 from keras_sce.app import memory, runner
+from keras_sce.ops.defaults import default_num_buckets
 
 METHODS = ("sce", "ce", "gbce", "bce", "sampled_softmax")
 
@@ -94,7 +94,7 @@ def sce_bucket_rule(split, config: TrainConfig) -> int:
     """``int(2 * sqrt(T))``, T = expected non-padding positions per batch."""
     lengths = np.array([min(max(len(s) - 1, 0), config.max_length) for s in split.train])
     tokens = config.batch_size * float(lengths[lengths > 0].mean())
-    return max(1, int(2 * math.sqrt(tokens)))
+    return default_num_buckets(tokens)
 
 
 def make_loss(method: str, model, split, config: TrainConfig):

@@ -6,10 +6,10 @@ import keras
 
 from keras_sce import ops as sce_ops
 from keras_sce.losses.base import ItemTableLoss
+from keras_sce.ops import checks
 from keras_sce.ops.calibration import resolve_calibration
+from keras_sce.ops.defaults import DEFAULT_BUCKET_SIZE_Y, DEFAULT_CHUNK_SIZE
 from keras_sce.ops.sce import check_options
-
-DEFAULT_CATALOG_CHUNK_SIZE = 65_536
 
 
 @keras.saving.register_keras_serializable(package="keras_sce")
@@ -44,10 +44,12 @@ class SCELoss(ItemTableLoss):
             of Gaussian noise (helps when buckets collapse; dataset dependent).
         padding_id: target id of padding positions (ignored) and table row never
             used as a negative. None if the table has no padding row.
-        catalog_chunk_size: items per chunk of the streamed item search. Peak memory
+        chunk_size: items per chunk of the streamed item search. Peak memory
             of the search is ``n_b x (b_y + chunk)`` floats instead of ``n_b x C``.
             None materialises the full ``n_b x C`` projection (fastest for small
             catalogues). The default, 65,536, costs nothing below that size.
+            ``catalog_chunk_size``, its former name, still works for one release
+            (with a ``DeprecationWarning``).
         seed: None for fresh centres from TensorFlow's global generator; an int
             for a reproducible stream of centres (fresh at every step, the same
             sequence for the same seed).
@@ -105,10 +107,10 @@ class SCELoss(ItemTableLoss):
         *,
         num_buckets=None,
         bucket_size_x=None,
-        bucket_size_y=256,
+        bucket_size_y=DEFAULT_BUCKET_SIZE_Y,
         mix_x=False,
         padding_id=0,
-        catalog_chunk_size=DEFAULT_CATALOG_CHUNK_SIZE,
+        chunk_size=DEFAULT_CHUNK_SIZE,
         seed=None,
         calibration=None,
         check_ids=True,
@@ -117,6 +119,9 @@ class SCELoss(ItemTableLoss):
         dtype=None,
         **kwargs,
     ):
+        chunk_size = checks.take_renamed(
+            kwargs, "catalog_chunk_size", "chunk_size", chunk_size, DEFAULT_CHUNK_SIZE, "SCELoss"
+        )
         reduction = kwargs.pop("reduction", "sum_over_batch_size")
         if reduction not in ("sum_over_batch_size", None):
             raise ValueError(
@@ -130,8 +135,8 @@ class SCELoss(ItemTableLoss):
             self.num_buckets,
             self.bucket_size_x,
             self.bucket_size_y,
-            self.catalog_chunk_size,
-        ) = check_options(num_buckets, bucket_size_x, bucket_size_y, catalog_chunk_size)
+            self.chunk_size,
+        ) = check_options(num_buckets, bucket_size_x, bucket_size_y, chunk_size)
         self.mix_x = bool(mix_x)
         self._calibration = resolve_calibration(calibration)
         self.calibration = None if self._calibration is None else self._calibration.get_config()
@@ -146,7 +151,7 @@ class SCELoss(ItemTableLoss):
             bucket_size_y=self.bucket_size_y,
             mix_x=self.mix_x,
             padding_id=self.padding_id,
-            catalog_chunk_size=self.catalog_chunk_size,
+            chunk_size=self.chunk_size,
             check_ids=self.check_ids,
             calibration=self._calibration,
         )
@@ -179,8 +184,15 @@ class SCELoss(ItemTableLoss):
         "bucket_size_x",
         "bucket_size_y",
         "mix_x",
-        "catalog_chunk_size",
+        "chunk_size",
         "seed",
         "check_ids",
         "calibration",
     )
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if "catalog_chunk_size" in config:  # saved before the argument was renamed
+            config["chunk_size"] = config.pop("catalog_chunk_size")
+        return super().from_config(config)

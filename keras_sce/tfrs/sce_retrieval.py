@@ -9,11 +9,11 @@ import tensorflow as tf
 
 from keras_sce.ops import checks, sce
 from keras_sce.ops.calibration import resolve_calibration
+from keras_sce.ops.defaults import DEFAULT_BUCKET_SIZE_Y, DEFAULT_CHUNK_SIZE
+from keras_sce.ops.sampling import SeedStream
 from keras_sce.tfrs._stack import check_legacy_keras_stack
 
 tf_keras, tfrs = check_legacy_keras_stack("keras_sce.tfrs.SCERetrieval")
-
-DEFAULT_CATALOG_CHUNK_SIZE = 65_536
 
 
 def _is_keras3(obj) -> bool:
@@ -81,9 +81,11 @@ class SCERetrieval(tf_keras.layers.Layer, tfrs.tasks.base.Task):
         padding_id: a table row that is never a negative and a candidate id whose
             queries are ignored (e.g. 0 when row 0 is a padding/OOV row); None if
             every row is a real candidate.
-        catalog_chunk_size: candidates per chunk of the streamed search: its peak
+        chunk_size: candidates per chunk of the streamed search: its peak
             memory is ``n_b * (bucket_size_y + chunk)`` scores instead of
             ``n_b * num_candidates``. None materialises the whole projection.
+            ``catalog_chunk_size``, its former name, still works for one release
+            (with a ``DeprecationWarning``).
         seed: None (fresh centres from the global generator) or a Python int: a
             reproducible stream of centres, fresh at each call, the same stream
             as ``keras_sce.SCELoss(seed=...)``.
@@ -156,10 +158,10 @@ class SCERetrieval(tf_keras.layers.Layer, tfrs.tasks.base.Task):
         *,
         num_buckets=None,
         bucket_size_x=None,
-        bucket_size_y=256,
+        bucket_size_y=DEFAULT_BUCKET_SIZE_Y,
         mix_x=False,
         padding_id=None,
-        catalog_chunk_size=DEFAULT_CATALOG_CHUNK_SIZE,
+        chunk_size=DEFAULT_CHUNK_SIZE,
         seed=None,
         calibration=None,
         check_ids=True,
@@ -168,13 +170,17 @@ class SCERetrieval(tf_keras.layers.Layer, tfrs.tasks.base.Task):
         name=None,
         **kwargs,
     ):
+        chunk_size = checks.take_renamed(
+            kwargs, "catalog_chunk_size", "chunk_size", chunk_size, DEFAULT_CHUNK_SIZE,
+            "SCERetrieval",
+        )
         super().__init__(name=name, **kwargs)
         (
             self.num_buckets,
             self.bucket_size_x,
             self.bucket_size_y,
-            self.catalog_chunk_size,
-        ) = sce.check_options(num_buckets, bucket_size_x, bucket_size_y, catalog_chunk_size)
+            self.chunk_size,
+        ) = sce.check_options(num_buckets, bucket_size_x, bucket_size_y, chunk_size)
         self.mix_x = bool(mix_x)
         self.padding_id = checks.check_padding_id(padding_id, None)
         self.seed = checks.as_int(seed, "seed", allow_none=True)
@@ -182,7 +188,7 @@ class SCERetrieval(tf_keras.layers.Layer, tfrs.tasks.base.Task):
         self._calibration = resolve_calibration(calibration)
         self.calibration = None if self._calibration is None else self._calibration.get_config()
         self.check_ids = bool(check_ids)
-        self._seed_stream = None if seed is None else sce.SeedStream(seed)
+        self._seed_stream = None if seed is None else SeedStream(seed)
         if self._seed_stream is not None:
             # Tracked by the layer, so checkpoints and SavedModels keep the position
             # in the stream of centres (a resumed run continues it).
@@ -388,5 +394,5 @@ class SCERetrieval(tf_keras.layers.Layer, tfrs.tasks.base.Task):
             bucket_size_y=self.bucket_size_y,
             mix_x=self.mix_x,
             padding_id=self.padding_id,
-            catalog_chunk_size=self.catalog_chunk_size,
+            chunk_size=self.chunk_size,
         )
