@@ -16,6 +16,18 @@ The names load their module (and TensorFlow) on first use (PEP 562).
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # what static tools (type checkers, the API pages) should see
+    from keras_sce.ops.cross_entropy import chunked_cross_entropy, full_cross_entropy
+    from keras_sce.ops.defaults import (
+        DEFAULT_BUCKET_SIZE_Y,
+        DEFAULT_CHUNK_SIZE,
+        default_num_buckets,
+    )
+    from keras_sce.ops.sampling import SeedStream
+    from keras_sce.ops.sce import scalable_cross_entropy
+    from keras_sce.ops.top_k import bucket_top_k
 
 _NAMES = {
     "DEFAULT_BUCKET_SIZE_Y": "keras_sce.ops.defaults",
@@ -28,7 +40,16 @@ _NAMES = {
     "scalable_cross_entropy": "keras_sce.ops.sce",
 }
 
-__all__ = sorted(_NAMES)
+__all__ = [
+    "DEFAULT_BUCKET_SIZE_Y",
+    "DEFAULT_CHUNK_SIZE",
+    "SeedStream",
+    "bucket_top_k",
+    "chunked_cross_entropy",
+    "default_num_buckets",
+    "full_cross_entropy",
+    "scalable_cross_entropy",
+]
 
 
 def __getattr__(name: str):
