@@ -3,6 +3,8 @@
 Every user's target is ranked against the whole catalogue (no sampled metrics).
 Scores are computed chunk by chunk over the item table, so the largest live tensor
 is ``[query_batch, chunk_size + k]``; no ``[users, items]`` matrix is ever built.
+The search is the core's (:mod:`keras_sce.ops.top_k`), the one SCE's loss uses to
+find each bucket's items.
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ def _check_finite(queries, table, padding_id) -> None:
         )
 
 
-# The search of the core (also SCE's item search), traced once per shape and k.
+# The search of the core (SCE's item search runs it compiled with XLA); here a plain
+# graph, traced once per query-batch shape, k and chunk size.
 _search = tf.function(top_k_impl, autograph=False, reduce_retracing=True)
 
 

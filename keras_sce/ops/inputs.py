@@ -50,8 +50,8 @@ class Rows(NamedTuple):
         """``C`` as a Python int, or None when the table's row count is dynamic."""
         return self.num_items if isinstance(self.num_items, int) else None
 
-    def num_real_items(self) -> int:
-        """Items other than the padding row (needs a static row count)."""
+    def num_real_items(self):
+        """Items other than the padding row (an int, or a tensor for a dynamic table)."""
         return self.num_items - (0 if self.padding_id is None else 1)
 
     def safe_y(self) -> tf.Tensor:

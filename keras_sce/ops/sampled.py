@@ -91,7 +91,8 @@ def sampled_softmax(
     Args:
         hidden, labels, item_table, padding_id, check_ids: see
             :func:`gathered_cross_entropy`.
-        num_sampled: negatives per call (shared by all rows).
+        num_sampled: negatives per call, shared by all rows (the binary losses'
+            ``num_negatives`` are drawn for each row instead).
         sampler: ``"uniform"`` over the catalogue, or ``"unigram"`` proportional
             to ``item_counts ** distortion`` (popularity sampling, where logQ
             matters most).
@@ -118,7 +119,7 @@ def sampled_softmax(
     padding_id, num_items = rows.padding_id, rows.num_items_static
     if num_items is None:
         raise ValueError("sampled_softmax needs an item table with a static number of rows.")
-    num_real = num_items - (0 if padding_id is None else 1)
+    num_real = rows.num_real_items()
     if num_sampled > num_real:
         raise ValueError(f"num_sampled={num_sampled} exceeds the {num_real} real items.")
     if sampler == "unigram" and item_counts is None:

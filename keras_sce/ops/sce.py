@@ -164,12 +164,9 @@ def scalable_cross_entropy(
     _, bucket_rows = top_k_impl(centers, x_detached, b_x, None, valid, None)
 
     # 4. Items per bucket: the streamed, XLA-compiled maximum inner product search.
-    items_available = None if num_items_static is None else (
-        num_items_static - (0 if padding_id is None else 1)
-    )
     b_y = bucket_size_y
-    if items_available is not None:
-        b_y = checks.clamp_bucket_size(b_y, items_available, "bucket_size_y", "items")
+    if num_items_static is not None:
+        b_y = checks.clamp_bucket_size(b_y, rows.num_real_items(), "bucket_size_y", "items")
     item_scores, bucket_items = search_items(centers, item_table, b_y, chunk_size, padding_id)
     # Empty slots (fewer than b_y items) score -inf; NaN scores are kept, so that a
     # NaN in the table shows in the loss instead of being dropped.
