@@ -129,7 +129,7 @@ def sampled_bce(
 
     Args:
         hidden, labels, item_table, padding_id, check_ids: see
-            :func:`gathered_cross_entropy`.
+            :func:`keras_sce.ops.full_cross_entropy`.
         num_negatives: negatives per row.
         seed: optional int (stateless sampling; the same negatives at every call)
             or ``[2]`` seed tensor.
@@ -184,7 +184,7 @@ def gbce(
 
     Args:
         hidden, labels, item_table, padding_id, check_ids: see
-            :func:`gathered_cross_entropy`.
+            :func:`keras_sce.ops.full_cross_entropy`.
         num_negatives: uniform negatives per row (gSASRec uses 256).
         t: calibration in ``[0, 1]`` (gSASRec's default 0.75).
         seed: optional int or ``[2]`` seed tensor.

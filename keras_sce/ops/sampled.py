@@ -90,7 +90,7 @@ def sampled_softmax(
 
     Args:
         hidden, labels, item_table, padding_id, check_ids: see
-            :func:`gathered_cross_entropy`.
+            :func:`keras_sce.ops.full_cross_entropy`.
         num_sampled: negatives per call, shared by all rows (the binary losses'
             ``num_negatives`` are drawn for each row instead).
         sampler: ``"uniform"`` over the catalogue, or ``"unigram"`` proportional
