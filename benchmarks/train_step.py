@@ -78,7 +78,7 @@ def _child(cfg):
                 weights=w, biases=tf.zeros([c]), labels=tf.cast(labels[:, None], tf.int64),
                 inputs=h, num_sampled=NUM_SAMPLED, num_classes=c))
         return ops.scalable_cross_entropy(h, labels, w, bucket_size_y=B_Y,
-                                          catalog_chunk_size=SCE_CHUNK, seed=0)
+                                          chunk_size=SCE_CHUNK, seed=0)
 
     @tf.function(autograph=False)
     def step():
