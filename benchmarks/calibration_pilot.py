@@ -100,7 +100,7 @@ def naive_rows(hidden, labels, table, num_samples, seed, **sce):
 
 def make_rows(method, args, counts):
     """``f(hidden, labels, table, seed) -> (row losses [N], rows that count [N])``."""
-    sce = dict(bucket_size_y=args.bucket_size_y, catalog_chunk_size=None)
+    sce = dict(bucket_size_y=args.bucket_size_y, chunk_size=None)
     if method == "full_ce":
         def full(h, y, w, s):
             logits = tf.matmul(h, w, transpose_b=True)

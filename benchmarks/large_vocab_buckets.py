@@ -42,7 +42,7 @@ def sce_program(cfg: dict):
             tape.watch([x, table])
             loss = scalable_cross_entropy(
                 x, y, table, num_buckets=cfg["n_b"], bucket_size_x=cfg["b_x"],
-                bucket_size_y=cfg["b_y"], catalog_chunk_size=cfg["chunk"], seed=[1, 2])
+                bucket_size_y=cfg["b_y"], chunk_size=cfg["chunk"], seed=[1, 2])
         grad_x, grad_table = tape.gradient(loss, [x, table])
         return loss, grad_x, grad_table.values, grad_table.indices
 

@@ -162,7 +162,7 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (0: TF default)")
     p.add_argument("--jit", action="store_true", help="compile the whole step with XLA")
     p.add_argument("--bucket-size-y", type=int, default=256)
-    p.add_argument("--sce-chunk", type=int, default=65_536, help="SCE catalog_chunk_size")
+    p.add_argument("--sce-chunk", type=int, default=65_536, help="SCE chunk_size")
     p.add_argument("--ce-chunk", type=int, default=0, help="chunked CE chunk (0: auto)")
     p.add_argument("--num-sampled", type=int, default=1024)
     p.add_argument("--mem-budget-gb", type=float, default=0.0,

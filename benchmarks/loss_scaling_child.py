@@ -51,7 +51,7 @@ def _build_step(cfg, tf, ops, table, hidden, labels):
             labels,
             table,
             bucket_size_y=cfg["bucket_size_y"],
-            catalog_chunk_size=chunk,
+            chunk_size=chunk,
         )
 
     def step():

@@ -51,7 +51,7 @@ def _child(cfg):
     from tensorflow.python.eager.record import stop_recording
 
     from keras_sce import ops
-    from keras_sce.ops.bucketing import _bucket_top_k_xla
+    from keras_sce.ops.top_k import top_k_xla as _bucket_top_k_xla
     from keras_sce.optimizers import LazyAdam
 
     n, c, method = cfg["n_rows"], cfg["catalog_size"], cfg["method"]
@@ -78,7 +78,7 @@ def _child(cfg):
                 weights=w, biases=tf.zeros([c]), labels=tf.cast(labels[:, None], tf.int64),
                 inputs=h, num_sampled=NUM_SAMPLED, num_classes=c))
         return ops.scalable_cross_entropy(h, labels, w, bucket_size_y=B_Y,
-                                          catalog_chunk_size=SCE_CHUNK, seed=0)
+                                          chunk_size=SCE_CHUNK, seed=0)
 
     @tf.function(autograph=False)
     def step():

@@ -52,17 +52,16 @@ def build_model(num_items, length, dim):
 
 
 def evaluate(model, items, histories, targets, k=10):
-    """Full-catalogue ranking of the target after each history; history excluded."""
+    """Full-catalogue ranking of the target after each history; history excluded.
+
+    ``keras_sce.evaluation.evaluate_ranking`` streams the catalogue (no
+    ``[users, items]`` matrix), skips the padding item and never excludes a target.
+    """
     hidden = model.predict(histories, batch_size=256, verbose=0)[:, -1]
-    scores = hidden @ items.embeddings.numpy().T
-    scores[:, 0] = -np.inf
-    rows = np.arange(len(targets))[:, None]
-    target_scores = scores[np.arange(len(targets)), targets].copy()
-    scores[rows, histories] = -np.inf  # exclude already-seen items...
-    scores[np.arange(len(targets)), targets] = target_scores  # ...but never the target
-    rank = (scores > target_scores[:, None]).sum(1)
-    hit = rank < k
-    return float(np.mean(hit / np.log2(rank + 2.0))), float(hit.mean())
+    metrics = keras_sce.evaluation.evaluate_ranking(
+        hidden, items.embeddings.numpy(), targets, exclude=histories, ks=(k,)
+    )
+    return metrics[f"ndcg@{k}"], metrics[f"hr@{k}"]
 
 
 def main(argv=None):

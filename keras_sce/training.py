@@ -12,13 +12,13 @@ on a GPU the allocator's peak above the same point.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import time
 
 import numpy as np
 
 from keras_sce.app import harness, memory, runner
+from keras_sce.ops.defaults import default_num_buckets
 
 METHODS = ("sce", "ce", "gbce", "bce", "sampled_softmax")
 
@@ -96,7 +96,7 @@ def sce_bucket_rule(split, config: TrainConfig) -> int:
     """``int(2 * sqrt(T))``, T = expected non-padding positions per batch."""
     lengths = np.array([min(max(len(s) - 1, 0), config.max_length) for s in split.train])
     tokens = config.batch_size * float(lengths[lengths > 0].mean())
-    return max(1, int(2 * math.sqrt(tokens)))
+    return default_num_buckets(tokens)
 
 
 def make_loss(method: str, model, split, config: TrainConfig):

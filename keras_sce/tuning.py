@@ -29,7 +29,7 @@ assignment; the eager (non-XLA) path fuses less and may need more.
 
 from __future__ import annotations
 
-import math
+from keras_sce.ops.defaults import DEFAULT_CHUNK_SIZE, default_num_buckets
 
 # The smallest and largest items per bucket `suggest_buckets` considers.
 MIN_BUCKET_SIZE_Y = 64
@@ -45,11 +45,11 @@ def _check_int(value, name, minimum=1):
 
 def authors_rule(num_rows: int) -> int:
     """``int(2 * sqrt(N))``: the authors' number of buckets and rows per bucket."""
-    return max(1, int(2 * math.sqrt(_check_int(num_rows, "num_rows"))))
+    return default_num_buckets(_check_int(num_rows, "num_rows"))
 
 
 def sce_memory_bytes(num_rows, num_items, num_buckets, bucket_size_x, bucket_size_y, *,
-                     dim=64, dtype_bytes=4, chunk_size=65_536) -> int:
+                     dim=64, dtype_bytes=4, chunk_size=DEFAULT_CHUNK_SIZE) -> int:
     """Bytes of one SCE loss + gradient evaluation beyond its inputs (the cost model).
 
     Args:
@@ -86,7 +86,7 @@ def sce_memory_bytes(num_rows, num_items, num_buckets, bucket_size_x, bucket_siz
 
 
 def suggest_buckets(num_rows, num_items, memory_budget_bytes, *, dim=64, dtype_bytes=4,
-                    chunk_size=65_536, max_bucket_size_y=MAX_BUCKET_SIZE_Y):
+                    chunk_size=DEFAULT_CHUNK_SIZE, max_bucket_size_y=MAX_BUCKET_SIZE_Y):
     """SCE bucket sizes ``(n_b, b_x, b_y)`` that fit a memory budget.
 
     Starts from the authors' rule ``n_b = b_x = int(2 * sqrt(N))`` and the
@@ -104,14 +104,14 @@ def suggest_buckets(num_rows, num_items, memory_budget_bytes, *, dim=64, dtype_b
             inputs (hidden states, table, targets).
         dim: ``d``.
         dtype_bytes: bytes per float.
-        chunk_size: the loss's ``catalog_chunk_size`` (None: unchunked search).
+        chunk_size: the loss's ``chunk_size`` (None: unchunked search).
         max_bucket_size_y: the largest ``b_y`` to consider (the paper goes up to
             4096).
 
     Returns:
         ``(num_buckets, bucket_size_x, bucket_size_y)``: pass them to
         ``keras_sce.SCELoss(..., num_buckets=, bucket_size_x=, bucket_size_y=,
-        catalog_chunk_size=chunk_size)``.
+        chunk_size=chunk_size)``.
 
     Raises:
         ValueError: a bad argument, or a budget below what the smallest

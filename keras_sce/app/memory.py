@@ -31,6 +31,8 @@ import os
 import resource
 import sys
 
+from keras_sce.ops.defaults import DEFAULT_CHUNK_SIZE, default_num_buckets
+
 FLOAT_BYTES = 4
 # Live copies of a loss's largest tensor during one step, fitted on CPU runs of the
 # main job (docs/main-job.md): full CE keeps its logits and their gradient (the softmax
@@ -162,7 +164,7 @@ def predict_training_bytes(
     num_buckets: int | None = None,
     bucket_size_x: int | None = None,
     bucket_size_y: int = 256,
-    catalog_chunk_size: int | None = 65_536,
+    chunk_size: int | None = DEFAULT_CHUNK_SIZE,
 ) -> MemoryEstimate:
     """Predicts the memory one SASRec training run with ``method`` needs above its baseline.
 
@@ -179,7 +181,7 @@ def predict_training_bytes(
         num_buckets: SCE ``n_b`` (None: ``int(2 * sqrt(N))``).
         bucket_size_x: SCE ``b_x`` (None: as ``n_b``).
         bucket_size_y: SCE ``b_y``.
-        catalog_chunk_size: SCE items per chunk of the streamed search (None: whole table).
+        chunk_size: SCE items per chunk of the streamed search (None: whole table).
 
     Returns:
         A `MemoryEstimate` with the parts ``loss``, ``item table + Adam``,
@@ -205,10 +207,10 @@ def predict_training_bytes(
         k = 1 if method == "bce" else int(num_negatives)
         loss = PER_ROW_NEGATIVE_COPIES * n * k * (d + 1) * f
     elif method == "sce":
-        n_b = int(num_buckets or max(1, int(2 * n**0.5)))
+        n_b = int(num_buckets or default_num_buckets(n))
         b_x = min(int(bucket_size_x or n_b), n)
         b_y = min(int(bucket_size_y), c)
-        chunk = c if catalog_chunk_size is None else min(int(catalog_chunk_size), c)
+        chunk = c if chunk_size is None else min(int(chunk_size), c)
         search = n_b * (b_y + chunk) + n_b * n  # item search and row search
         buckets = n_b * b_x * (b_y + 1) + n_b * (b_x + b_y) * d
         loss = LOGIT_COPIES * (search + buckets) * f

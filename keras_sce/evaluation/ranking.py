@@ -3,6 +3,8 @@
 Every user's target is ranked against the whole catalogue (no sampled metrics).
 Scores are computed chunk by chunk over the item table, so the largest live tensor
 is ``[query_batch, chunk_size + k]``; no ``[users, items]`` matrix is ever built.
+The search is the core's (:mod:`keras_sce.ops.top_k`), the one SCE's loss uses to
+find each bucket's items.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_sce.ops import checks
+from keras_sce.ops.top_k import top_k_impl
 
 DEFAULT_KS = (1, 5, 10, 20, 50)
 
@@ -49,57 +52,9 @@ def _check_finite(queries, table, padding_id) -> None:
         )
 
 
-def _mask_excluded(scores, ids_start, exclude, keep):
-    """Sets ``scores[r, e - ids_start]`` to -inf for every excluded id e of row r.
-
-    ``exclude`` is ``[n, H]`` (``-1`` = nothing); ``keep`` is ``[n]`` (an id never
-    excluded, e.g. the target). Uses a scatter-min with +inf for out-of-chunk
-    entries, so shapes stay static.
-    """
-    n = tf.shape(scores)[0]
-    width = tf.shape(scores)[1]
-    local = exclude - ids_start
-    valid = (local >= 0) & (local < width) & (exclude >= 0) & (exclude != keep[:, None])
-    local = tf.clip_by_value(local, 0, tf.maximum(width - 1, 0))
-    rows = tf.broadcast_to(tf.range(n)[:, None], tf.shape(local))
-    indices = tf.stack([rows, local], axis=-1)
-    inf = tf.constant(np.inf, scores.dtype)
-    updates = tf.where(valid, -inf, inf)
-    return tf.tensor_scatter_nd_min(scores, indices, updates)
-
-
-@tf.function(reduce_retracing=True)
-def _rank_and_top_k(queries, table, targets, exclude, k, chunk_size, padding_id):
-    num_items = tf.shape(table)[0]
-    n = tf.shape(queries)[0]
-    targets = tf.cast(targets, tf.int32)
-    exclude = tf.cast(exclude, tf.int32)
-    neg_inf = tf.constant(-np.inf, queries.dtype)
-    target_scores = tf.reduce_sum(queries * tf.gather(table, targets), axis=-1)
-    best_scores = tf.fill([n, k], neg_inf)
-    best_ids = tf.fill([n, k], tf.constant(-1, tf.int32))
-    above = tf.zeros([n], tf.int32)
-    # Finite inputs can still overflow to inf (and inf - inf to NaN) in a product.
-    overflow = tf.logical_not(tf.math.is_finite(target_scores))
-    for start in tf.range(0, num_items, chunk_size):
-        tf.autograph.experimental.set_loop_options(
-            shape_invariants=[(best_scores, tf.TensorShape([None, None]))]
-        )
-        width = tf.minimum(chunk_size, num_items - start)
-        chunk = table[start : start + width]
-        scores = tf.matmul(queries, chunk, transpose_b=True)
-        ids = start + tf.range(width)
-        scores = tf.where((ids == padding_id)[None, :], neg_inf, scores)
-        overflow = tf.logical_or(overflow, tf.reduce_any(tf.math.is_nan(scores), axis=1))
-        scores = _mask_excluded(scores, start, exclude, targets)
-        # Ties are counted against the target (pessimistic rank).
-        beats = (scores >= target_scores[:, None]) & (ids[None, :] != targets[:, None])
-        above += tf.reduce_sum(tf.cast(beats, tf.int32), axis=1)
-        all_scores = tf.concat([best_scores, scores], axis=1)
-        all_ids = tf.concat([best_ids, tf.broadcast_to(ids[None, :], tf.shape(scores))], axis=1)
-        best_scores, position = tf.math.top_k(all_scores, k=k)
-        best_ids = tf.gather(all_ids, position, batch_dims=1)
-    return above, best_scores, best_ids, overflow
+# The search of the core (SCE's item search runs it compiled with XLA); here a plain
+# graph, traced once per query-batch shape, k and chunk size.
+_search = tf.function(top_k_impl, autograph=False, reduce_retracing=True)
 
 
 def streamed_top_k(
@@ -117,10 +72,12 @@ def streamed_top_k(
 
     For each query row, scores ``queries @ item_table^T`` one catalogue chunk at a
     time, sets the padding id and the row's excluded ids (its history) to -inf,
-    and merges the chunk into a running top-k. When ``targets`` are given it also
-    counts, per row, the non-excluded items scoring at least as high as the target
-    (the target's 0-based rank, ties counted against it); a row's own target is
-    never excluded even if it is in its history.
+    and merges the chunk into a running top-k: the search of
+    :func:`keras_sce.ops.bucket_top_k` (SCE's item search), run per query batch.
+    When ``targets`` are given it also counts, per row, the non-excluded items
+    scoring at least as high as the target (the target's 0-based rank, ties
+    counted against it); a row's own target is never excluded even if it is in
+    its history.
 
     Args:
         queries: ``float [n, d]`` user representations.
@@ -187,24 +144,21 @@ def streamed_top_k(
             raise ValueError(f"target ids must lie in [0, {num_items - 1}].")
         if np.any(targets == padding_id):
             raise ValueError("a target equals the padding id.")
-    else:
-        targets = np.full((n,), -1, dtype=np.int32)
+        # A row's own target stays rankable even when it is in its history.
+        exclude = np.where(exclude == targets[:, None], -1, exclude)
+    else:  # any real item: its score only serves the overflow check
+        targets = np.full((n,), 1 if padding_id == 0 else 0, dtype=np.int32)
     out_scores, out_ids, out_ranks, overflowed = [], [], [], 0
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
-        ranks, scores, ids, overflow = _rank_and_top_k(
-            queries[start:stop],
-            table,
-            tf.constant(np.maximum(targets[start:stop], 0)),
-            tf.constant(exclude[start:stop]),
-            tf.constant(k),
-            tf.constant(chunk_size),
-            tf.constant(padding_id),
+        scores, ids, ranks, finite = _search(
+            queries[start:stop], table, k, chunk_size, None, padding_id, None,
+            tf.constant(exclude[start:stop]), tf.constant(targets[start:stop]),
         )
         out_scores.append(scores.numpy())
         out_ids.append(ids.numpy())
         out_ranks.append(ranks.numpy())
-        overflowed += int(np.sum(overflow.numpy()))
+        overflowed += int(np.sum(~finite.numpy()))
     if overflowed:
         raise NonFiniteScoresError(
             f"the scores of {overflowed} of {n} queries overflowed to NaN or infinity "

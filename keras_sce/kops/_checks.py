@@ -35,13 +35,13 @@ def positive_int(value, name: str, allow_none: bool = False):
         raise ValueError(f"`{name}` must be a positive int, got {value!r}.") from err
 
 
-def sce_options(num_buckets, bucket_size_x, bucket_size_y, catalog_chunk_size) -> tuple:
+def sce_options(num_buckets, bucket_size_x, bucket_size_y, chunk_size) -> tuple:
     """SCE's size options as Python ints, in the order given."""
     return (
         positive_int(num_buckets, "num_buckets", allow_none=True),
         positive_int(bucket_size_x, "bucket_size_x", allow_none=True),
         positive_int(bucket_size_y, "bucket_size_y"),
-        positive_int(catalog_chunk_size, "catalog_chunk_size", allow_none=True),
+        positive_int(chunk_size, "chunk_size", allow_none=True),
     )
 
 

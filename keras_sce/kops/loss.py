@@ -76,10 +76,10 @@ class KerasOpsSCELoss(SCELoss):
             self.num_buckets,
             self.bucket_size_x,
             self.bucket_size_y,
-            self.catalog_chunk_size,
+            self.chunk_size,
         ) = _checks.sce_options(
             options["num_buckets"], options["bucket_size_x"], options["bucket_size_y"],
-            options["catalog_chunk_size"],
+            options["chunk_size"],
         )
         self.mix_x = bool(options["mix_x"])
         self._calibration = self.calibration = None

@@ -33,7 +33,7 @@ def scalable_cross_entropy(
     bucket_size_y=256,
     mix_x=False,
     padding_id=0,
-    catalog_chunk_size=None,
+    chunk_size=None,
     seed=None,
     centers=None,
     calibration=None,
@@ -62,7 +62,7 @@ def scalable_cross_entropy(
         mix_x: centres as random mixtures of the batch's rows instead of Gaussian noise.
         padding_id: label of ignored rows and table row never used as a negative
             (None: no padding row).
-        catalog_chunk_size: stream the item search over chunks of this many items
+        chunk_size: stream the item search over chunks of this many items
             (peak ``n_b * (b_y + chunk)`` scores); None computes ``n_b x C`` at once.
         seed: a Python int (the same centres at every call), an int pair or ``[2]``
             tensor (a stateless seed, e.g. ``[seed, step]``), or None (JAX: centres
@@ -106,7 +106,7 @@ def scalable_cross_entropy(
         )
     rows = prepare_rows(hidden, labels, item_table, padding_id, sample_weight, check_ids)
     num_buckets, bucket_size_x, bucket_size_y, chunk = _checks.sce_options(
-        num_buckets, bucket_size_x, bucket_size_y, catalog_chunk_size
+        num_buckets, bucket_size_x, bucket_size_y, chunk_size
     )
     x, y, valid, weight, table = rows.x, rows.y, rows.valid, rows.weight, rows.table
     compute_dtype, padding_id, num_items = rows.dtype, rows.padding_id, table.shape[0]

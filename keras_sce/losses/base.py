@@ -15,16 +15,10 @@ import warnings
 import keras
 import tensorflow as tf
 
+from keras_sce.compat import keras_in_symbolic_scope
 from keras_sce.ops import checks
-from keras_sce.ops.sce import SeedStream
+from keras_sce.ops.sampling import SeedStream
 from keras_sce.utils import require_tensorflow_backend, resolve_table, table_value
-
-try:  # Keras' symbolic (shape-inference) scope; absent from the public API.
-    from keras.src.backend import in_symbolic_scope
-except ImportError:  # pragma: no cover - other Keras layouts
-
-    def in_symbolic_scope():
-        return False
 
 
 def _match_path(variables, path):
@@ -170,7 +164,7 @@ class ItemTableLoss(keras.losses.Loss):
     def __call__(self, y_true, y_pred, sample_weight=None):
         # Keras' default __call__ casts ids to float and re-reduces a per-sample
         # loss; here ids stay integers and the reduction belongs to the method.
-        if in_symbolic_scope():
+        if keras_in_symbolic_scope():
             # Keras only infers output specs here (and, under tf.distribute, hands
             # placeholder targets of a made-up float dtype): check what can be
             # checked statically and return a float32 scalar.

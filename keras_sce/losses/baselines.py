@@ -11,7 +11,7 @@ from __future__ import annotations
 import keras
 
 from keras_sce.losses.base import ItemTableLoss
-from keras_sce.ops import checks
+from keras_sce.ops import checks, full_cross_entropy
 from keras_sce.ops import sampled as sampled_ops
 
 
@@ -21,7 +21,7 @@ class FullCrossEntropyLoss(ItemTableLoss):
 
     The non-padding positions are gathered first, then scored against every item
     (``M x C`` logits for ``M`` real positions): the full-CE baseline SCE is
-    compared with. See :func:`keras_sce.ops.sampled.gathered_cross_entropy`.
+    compared with. See :func:`keras_sce.ops.full_cross_entropy`.
 
     Args:
         item_embeddings: Embedding-like layer or ``[C, d]`` variable.
@@ -46,7 +46,7 @@ class FullCrossEntropyLoss(ItemTableLoss):
         super().__init__(item_embeddings, padding_id=padding_id, name=name, dtype=dtype)
 
     def _compute(self, y_true, y_pred, table, sample_weight):
-        return sampled_ops.gathered_cross_entropy(y_pred, y_true, table, padding_id=self.padding_id)
+        return full_cross_entropy(y_pred, y_true, table, padding_id=self.padding_id)
 
 
 @keras.saving.register_keras_serializable(package="keras_sce")

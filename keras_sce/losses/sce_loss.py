@@ -7,6 +7,7 @@ import keras
 from keras_sce import ops as sce_ops
 from keras_sce.losses.base import ItemTableLoss
 from keras_sce.losses.sce_options import SCEOptions
+from keras_sce.ops import checks
 
 
 @keras.saving.register_keras_serializable(package="keras_sce")
@@ -37,8 +38,10 @@ class SCELoss(ItemTableLoss):
             of Gaussian noise. Defaults to False.
         padding_id: target id of padding positions (ignored) and table row never
             used as a negative; None if the table has no padding row. Defaults to 0.
-        catalog_chunk_size: items per chunk of the streamed item search (None: the
+        chunk_size: items per chunk of the streamed item search (None: the
             whole ``n_b x C`` projection at once). Defaults to 65,536.
+            ``catalog_chunk_size``, its former name, still works for one release
+            (with a ``DeprecationWarning``).
         seed: None for fresh centres from TensorFlow's global generator; an int
             for a reproducible stream of centres.
         calibration: None (SCE as published) or calibrated SCE, whose row losses
@@ -104,7 +107,7 @@ class SCELoss(ItemTableLoss):
         bucket_size_y=SCEOptions.bucket_size_y,
         mix_x=SCEOptions.mix_x,
         padding_id=SCEOptions.padding_id,
-        catalog_chunk_size=SCEOptions.catalog_chunk_size,
+        chunk_size=SCEOptions.chunk_size,
         seed=SCEOptions.seed,
         calibration=SCEOptions.calibration,
         check_ids=SCEOptions.check_ids,
@@ -113,6 +116,9 @@ class SCELoss(ItemTableLoss):
         dtype=None,
         **kwargs,
     ):
+        chunk_size = checks.take_renamed(
+            kwargs, "catalog_chunk_size", "chunk_size", chunk_size, SCEOptions.chunk_size,
+            "SCELoss")
         reduction = kwargs.pop("reduction", "sum_over_batch_size")
         if reduction not in ("sum_over_batch_size", None):
             raise ValueError(
@@ -123,7 +129,7 @@ class SCELoss(ItemTableLoss):
             raise TypeError(f"Unexpected keyword arguments for SCELoss: {sorted(kwargs)}")
         options = SCEOptions(
             num_buckets=num_buckets, bucket_size_x=bucket_size_x, bucket_size_y=bucket_size_y,
-            mix_x=mix_x, padding_id=padding_id, catalog_chunk_size=catalog_chunk_size,
+            mix_x=mix_x, padding_id=padding_id, chunk_size=chunk_size,
             seed=seed, calibration=calibration, check_ids=check_ids,
         )
         super().__init__(item_embeddings, padding_id=options.padding_id, name=name, dtype=dtype)
@@ -160,3 +166,10 @@ class SCELoss(ItemTableLoss):
 
     # -- serialization --------------------------------------------------------------
     _config_keys = tuple(name for name in SCEOptions.names() if name != "padding_id")
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if "catalog_chunk_size" in config:  # saved before the argument was renamed
+            config["chunk_size"] = config.pop("catalog_chunk_size")
+        return super().from_config(config)

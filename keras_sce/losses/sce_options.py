@@ -13,9 +13,9 @@ from typing import Any
 
 from keras_sce.ops import checks
 from keras_sce.ops.calibration import resolve_calibration
+from keras_sce.ops.defaults import DEFAULT_BUCKET_SIZE_Y, DEFAULT_CHUNK_SIZE
 from keras_sce.ops.sce import check_options
 
-DEFAULT_CATALOG_CHUNK_SIZE = 65_536
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +45,7 @@ class SCEOptions:
             used as a negative, default 0 (the padding row of sequence models, the
             OOV row of a ``StringLookup`` vocabulary). None when every row of the
             table is a real item.
-        catalog_chunk_size: items per chunk of the streamed item search: its peak
+        chunk_size: items per chunk of the streamed item search: its peak
             memory is ``n_b x (b_y + chunk)`` scores instead of ``n_b x C``. None
             materialises the whole projection (fastest for small catalogues). The
             default, 65,536, costs nothing below that size.
@@ -79,20 +79,20 @@ class SCEOptions:
 
     num_buckets: int | None = None
     bucket_size_x: int | None = None
-    bucket_size_y: int = 256
+    bucket_size_y: int = DEFAULT_BUCKET_SIZE_Y
     mix_x: bool = False
     padding_id: int | None = 0
-    catalog_chunk_size: int | None = DEFAULT_CATALOG_CHUNK_SIZE
+    chunk_size: int | None = DEFAULT_CHUNK_SIZE
     seed: int | None = None
     calibration: Any = None
     check_ids: bool = True
 
     def __post_init__(self):
         sizes = check_options(
-            self.num_buckets, self.bucket_size_x, self.bucket_size_y, self.catalog_chunk_size
+            self.num_buckets, self.bucket_size_x, self.bucket_size_y, self.chunk_size
         )
         checked = dict(
-            zip(("num_buckets", "bucket_size_x", "bucket_size_y", "catalog_chunk_size"), sizes,
+            zip(("num_buckets", "bucket_size_x", "bucket_size_y", "chunk_size"), sizes,
                 strict=True),
             mix_x=bool(self.mix_x),
             padding_id=checks.check_padding_id(self.padding_id, None),

@@ -293,12 +293,14 @@ class SASRec(keras.Model):
         read copies the table at every step (outside XLA). Same values and gradient.
         """
         layer = self.item_embedding
-        variable = getattr(layer.embeddings, "_value", None)  # tf.Variable, not autocast
         if keras.backend.backend() != "tensorflow" or layer.lora_enabled or layer.quantization_mode:
             return layer(ids)
         import tensorflow as tf
 
-        if not isinstance(variable, tf.Variable):
+        from keras_sce.compat import keras_variable_storage
+
+        variable = keras_variable_storage(layer.embeddings)  # not autocast
+        if variable is None:
             return layer(ids)
         return ops.cast(tf.gather(variable, ids), layer.compute_dtype)
 

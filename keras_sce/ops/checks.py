@@ -17,10 +17,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-try:  # Where tf.function(jit_compile=True) records that it compiles with XLA.
-    from tensorflow.python.ops.control_flow_util import GraphOrParentsInXlaContext
-except ImportError:  # pragma: no cover - other TensorFlow layouts
-    GraphOrParentsInXlaContext = None
+from keras_sce import compat
 
 
 def as_int(value, name: str, *, minimum=None, allow_none: bool = False):
@@ -58,9 +55,34 @@ def as_int(value, name: str, *, minimum=None, allow_none: bool = False):
 
 def in_xla_context() -> bool:
     """True while tracing a function that XLA compiles (``jit_compile=True``)."""
-    if GraphOrParentsInXlaContext is None or tf.executing_eagerly():
-        return False
-    return bool(GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
+    return compat.in_xla_context()
+
+
+def take_renamed(kwargs: dict, old: str, new: str, value, default, where: str):
+    """The value of argument ``new``, or of its deprecated name ``old`` in ``kwargs``.
+
+    A renamed argument keeps working for one release under its old name, with a
+    ``DeprecationWarning`` that names the new one; ``old`` is removed from
+    ``kwargs``. Passing both names (with different values) raises ``TypeError``.
+    """
+    if old not in kwargs:
+        return value
+    old_value = kwargs.pop(old)
+    warnings.warn(
+        f"{where}: `{old}` is deprecated and will be removed in the next release; "
+        f"use `{new}` (same meaning).",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    if value is not default and value != old_value:
+        raise TypeError(f"{where}: pass `{new}` only (`{old}` is its deprecated name), not both.")
+    return old_value
+
+
+def refuse_unknown(kwargs: dict, where: str) -> None:
+    """Raises ``TypeError`` naming the keyword arguments ``where`` does not take."""
+    if kwargs:
+        raise TypeError(f"{where} got unexpected keyword arguments {sorted(kwargs)}.")
 
 
 def as_float_tensor(x, name: str) -> tf.Tensor:

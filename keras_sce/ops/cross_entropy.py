@@ -13,41 +13,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from keras_sce.ops import checks
-
-
-def prepare_rows(hidden, labels, item_table, padding_id, sample_weight, check_ids):
-    """Shared front end of the exact losses: validation, flattening, row weights.
-
-    Returns ``(x [N, d], y [N] int32, weight [N], all_valid or None, padding_id)``,
-    where ``weight`` is 0 on padding rows and holds ``sample_weight`` otherwise and
-    ``padding_id`` is the validated Python int (or None).
-    """
-    hidden = checks.as_float_tensor(hidden, "hidden")
-    labels = checks.as_id_tensor(labels, "labels")
-    checks.check_labels_match(hidden, labels)
-    checks.check_table(hidden, item_table)
-    padding_id = checks.check_padding_id(padding_id, item_table.shape[0])
-    compute_dtype = tf.float32 if hidden.dtype in (tf.float16, tf.bfloat16) else hidden.dtype
-    x = tf.reshape(tf.cast(hidden, compute_dtype), [-1, hidden.shape[-1]])
-    y = tf.reshape(labels, [-1])
-    weight = tf.ones_like(y, dtype=compute_dtype)
-    if padding_id is not None:
-        weight = tf.where(tf.equal(y, padding_id), tf.zeros_like(weight), weight)
-        # Padding positions may hold anything (even NaN from fully masked attention):
-        # they must not reach any gradient.
-        x = tf.where(tf.equal(y, padding_id)[:, tf.newaxis], tf.zeros_like(x), x)
-    if sample_weight is not None:
-        weight = weight * checks.row_weights(sample_weight, labels, compute_dtype)
-    all_valid = None
-    if check_ids:
-        num_items = item_table.shape[0] if item_table.shape[0] is not None else tf.shape(
-            item_table
-        )[0]
-        assert_op, all_valid = checks.id_range_checks(y, num_items)
-        with tf.control_dependencies([assert_op]):
-            y = tf.identity(y)
-    return x, y, weight, all_valid, padding_id
+from keras_sce.ops import checks, defaults, inputs
 
 
 def full_cross_entropy(
@@ -58,8 +24,11 @@ def full_cross_entropy(
     ``logits = hidden @ item_table^T`` over the whole catalogue (the padding row
     excluded from the softmax), sparse softmax cross-entropy against ``labels``,
     mean over rows whose label is not ``padding_id`` (weighted mean with
-    ``sample_weight``). Materialises ``N x C`` logits: this is the exact reference
-    that :func:`scalable_cross_entropy` approximates, not a loss for huge catalogues.
+    ``sample_weight``). Outside XLA the rows that count are gathered first, so the
+    ``M x C`` logits cover only the ``M`` real positions (padding costs nothing);
+    under XLA, which needs static shapes, every row is scored and the others get
+    zero weight. Materialises those logits: this is the exact reference that
+    :func:`scalable_cross_entropy` approximates, not a loss for huge catalogues.
 
     Args:
         hidden: float ``[..., d]``.
@@ -72,45 +41,22 @@ def full_cross_entropy(
     Returns:
         Float scalar; 0 when no row is valid.
     """
-    item_table = checks.as_table(item_table)
-    x, y, weight, all_valid, padding_id = prepare_rows(
-        hidden, labels, item_table, padding_id, sample_weight, check_ids
+    rows = inputs.prepare_rows(
+        hidden, labels, item_table, padding_id=padding_id, sample_weight=sample_weight,
+        check_ids=check_ids,
     )
-    logits = tf.matmul(x, tf.cast(item_table, x.dtype), transpose_b=True)
-    if padding_id is not None:
-        num_items = tf.shape(logits)[1]
-        pad_col = tf.one_hot(padding_id, num_items, on_value=True, off_value=False)
-        logits = tf.where(pad_col[tf.newaxis, :], tf.constant(float("-inf"), x.dtype), logits)
-    # Padding rows point at a real column so the per-row loss stays finite; they
-    # carry zero weight.
-    safe_y = y if padding_id is None else tf.where(weight > 0, y, tf.zeros_like(y) + _first_real(
-        padding_id
-    ))
-    per_row = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe_y, logits=logits)
-    loss = _weighted_mean(per_row, weight)
-    if all_valid is not None:
-        loss = checks.poison_if_invalid(loss, all_valid)
-    return loss
+    x, y, weight = inputs.counted_rows(rows)
+    logits = tf.matmul(x, tf.cast(rows.table, x.dtype), transpose_b=True)
+    logits = inputs.mask_item(logits, rows.padding_id)
+    per_row = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
+    return inputs.weighted_mean(per_row, weight, rows.ids_ok)
 
 
-def _weighted_mean(per_row, weight):
-    """``sum(w * loss) / sum(w)`` over weighted rows; NaN if one of them is not finite."""
-    counts = weight > 0
-    finite = checks.all_finite(per_row, where=counts)
-    per_row = tf.where(counts, per_row, tf.zeros_like(per_row))
-    loss = tf.math.divide_no_nan(tf.reduce_sum(weight * per_row), tf.reduce_sum(weight))
-    return checks.poison_if_invalid(loss, finite)
-
-
-def _first_real(padding_id: int) -> int:
-    """Some item id other than the padding id."""
-    return 1 if padding_id == 0 else 0
-
-
-# Auto chunk: each [N, chunk] float32 buffer stays near 2**24 elements (64 MB).
+# Auto chunk: each [N, chunk] float32 buffer stays near 2**24 elements (64 MB), and
+# a chunk never exceeds SCE's default one.
 _AUTO_CHUNK_ELEMENTS = 1 << 24
 _AUTO_CHUNK_MIN = 128
-_AUTO_CHUNK_MAX = 65_536
+_AUTO_CHUNK_MAX = defaults.DEFAULT_CHUNK_SIZE
 _AUTO_CHUNK_UNKNOWN_ROWS = 4096
 
 
@@ -277,24 +223,20 @@ def chunked_cross_entropy(
         Mezentsev et al., arXiv 2409.18721 (SCE, which this is the exact baseline for).
     """
     chunk_size = checks.check_positive_int(chunk_size, "chunk_size", allow_none=True)
-    item_table = checks.as_table(item_table)
-    x, y, weight, all_valid, padding_id = prepare_rows(
-        hidden, labels, item_table, padding_id, sample_weight, check_ids
+    rows = inputs.prepare_rows(
+        hidden, labels, item_table, padding_id=padding_id, sample_weight=sample_weight,
+        check_ids=check_ids,
     )
-    if not item_table.dtype.is_floating:
-        raise TypeError(f"`item_table` must be floating point, got {item_table.dtype.name}.")
-    if chunk_size is None:
-        chunk_size = auto_chunk_size(x.shape[0], item_table.shape[0])
-    elif item_table.shape[0] is not None:
-        chunk_size = min(chunk_size, int(item_table.shape[0]))
-    table = tf.cast(item_table, x.dtype)
-    safe_y = y
-    if padding_id is not None:
-        safe_y = tf.where(weight > 0, y, tf.zeros_like(y) + _first_real(padding_id))
-    if padding_id is not None and item_table.shape[0] == 1:
+    x, padding_id, num_items = rows.x, rows.padding_id, rows.num_items_static
+    if padding_id is not None and num_items == 1:
         raise ValueError("The item table holds only the padding row: no item to score.")
-    per_row = _streamed_row_loss(x, table, safe_y, chunk_size, padding_id)
-    loss = _weighted_mean(per_row, weight)
-    if all_valid is not None:
-        loss = checks.poison_if_invalid(loss, all_valid)
-    return loss
+    if chunk_size is None:
+        chunk_size = auto_chunk_size(x.shape[0], num_items)
+    elif num_items is not None:
+        chunk_size = min(chunk_size, num_items)
+    table = tf.cast(rows.table, x.dtype)
+    weight = tf.cast(rows.valid, x.dtype)
+    if rows.weight is not None:
+        weight = weight * rows.weight
+    per_row = _streamed_row_loss(x, table, rows.safe_y(), chunk_size, padding_id)
+    return inputs.weighted_mean(per_row, weight, rows.ids_ok)

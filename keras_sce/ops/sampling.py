@@ -1,13 +1,19 @@
-"""Sampling primitives shared by the sampled losses and calibrated SCE.
+"""Sampling primitives shared by the sampled losses and (calibrated) SCE.
 
-Stateless draws with a named algorithm, and the map between the ``C - 1`` non-padding
-items and a compact range ``[0, C - 1)`` that samplers draw from.
+A reproducible stream of seeds (:class:`SeedStream`), stateless draws with a named
+algorithm, and the map between the ``C - 1`` non-padding items and a compact range
+``[0, C - 1)`` that samplers draw from.
 """
 
 from __future__ import annotations
 
+import functools
+import math
+
 import numpy as np
 import tensorflow as tf
+
+from keras_sce.ops import checks
 
 # Named, not "auto_select": XLA's automatic choice differs from the eager one, and
 # the same seed must give the same draws with and without jit_compile.
@@ -33,3 +39,126 @@ def to_compact_ids(ids, padding_id):
     if padding_id is None:
         return ids
     return tf.where(ids > padding_id, ids - 1, ids)
+
+
+
+def random_uniform(shape, seed, dtype=tf.float32, minval=0, maxval=None):
+    """Stateless with a seed (int or ``[2]`` tensor); the global generator without."""
+    if seed is None:
+        return tf.random.uniform(shape, minval, maxval, dtype=dtype)
+    return tf.random.stateless_uniform(
+        shape, seed=stateless_seed(seed), minval=minval, maxval=maxval, dtype=dtype,
+        alg=STATELESS_ALG,
+    )
+
+
+def sample_without_replacement(num_real, num_sampled, log_q, seed):
+    """``num_sampled`` distinct compact ids in ``[0, num_real)``, drawn one after the other
+    proportionally to ``q`` (uniform when ``log_q`` is None).
+
+    The Gumbel top-k trick: the ``k`` largest of ``log q_i + Gumbel_i`` are
+    distributed as ``k`` successive draws without replacement (what TensorFlow's
+    ``unique=True`` candidate samplers do by rejection), with static shapes, so it
+    compiles under XLA.
+    """
+    tiny = np.finfo(np.float32).tiny
+    u = random_uniform([num_real], seed, minval=tiny, maxval=1.0)
+    keys = -tf.math.log(-tf.math.log(u))
+    if log_q is not None:
+        keys = keys + tf.constant(log_q, tf.float32)
+    return tf.math.top_k(keys, k=num_sampled, sorted=False).indices
+
+
+@functools.lru_cache(maxsize=16)
+def _log_inclusion_cached(num_real, num_sampled, log_q_bytes):
+    log_q = np.frombuffer(log_q_bytes, np.float64)
+    q = np.exp(log_q)
+    log1m_q = np.log1p(-np.minimum(q, 1.0 - 1e-12))
+
+    def expected(tries):  # sum_i P(i drawn in `tries` draws with replacement)
+        return float(np.sum(-np.expm1(tries * log1m_q)))
+
+    lo, hi = float(num_sampled), float(num_sampled)
+    for _ in range(200):  # the sum tends to num_real as the draws grow
+        if expected(hi) >= num_sampled:
+            break
+        hi *= 2.0
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if expected(mid) < num_sampled else (lo, mid)
+    return np.log(-np.expm1(hi * log1m_q))
+
+
+def inclusion_log_probabilities(num_real, num_sampled, log_q):
+    """Log probability that each compact id is among the ``num_sampled`` candidates.
+
+    Uniform: exactly ``num_sampled / num_real``. Unigram: ``1 - (1 - q_i)^T`` with
+    ``T`` the number of draws with replacement whose expected number of distinct
+    items is ``num_sampled`` (TensorFlow's samplers use the same form with the
+    actual number of draws); the probabilities then sum to ``num_sampled``.
+    """
+    if log_q is None or num_sampled >= num_real:
+        return np.full([num_real], math.log(min(num_sampled / num_real, 1.0)))
+    return _log_inclusion_cached(num_real, num_sampled, np.asarray(log_q, np.float64).tobytes())
+
+class SeedStream:
+    """A deterministic stream of stateless seeds: fresh centres at every call.
+
+    Holds one int64 counter variable (starting at ``start``, e.g. the position
+    saved with a model); each :meth:`next` returns ``[seed, counter]`` and
+    advances the counter, so the sequence of bucket centres is reproducible
+    from ``seed`` while every training step draws new ones. Pure TensorFlow, so the
+    Keras loss and the TFRS task share it. Under a ``tf.distribute`` strategy every
+    replica reads the same counter (only the first replica's update is kept), so
+    replicas use the same centres on their own shards of the batch.
+    """
+
+    def __init__(self, seed: int, start: int = 0):
+        self.seed = checks.as_int(seed, "seed")
+        start = checks.as_int(start, "seed_position", minimum=0)
+        self._start = start
+        self._counter = tf.Variable(
+            start,
+            dtype=tf.int64,
+            trainable=False,
+            name="sce_seed_counter",
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+        )
+
+    @property
+    def counter(self) -> tf.Variable:
+        """The int64 position in the stream (a variable: track it to checkpoint it)."""
+        return self._counter
+
+    def position(self) -> int:
+        """The current position as a Python int (what a saved config records).
+
+        Read eagerly; inside a traced function (where the value is not known yet)
+        it is the position the stream started from.
+        """
+        if not tf.inside_function():
+            return int(self._counter.numpy())
+        return self._start
+
+    def next(self) -> tf.Tensor:
+        """The next ``[2]`` int64 seed ``[seed, position]``; advances the position."""
+        context = tf.distribute.get_replica_context()
+        if (
+            context is not None
+            and context.num_replicas_in_sync > 1
+            and not isinstance(self._counter, tf.distribute.DistributedValues)
+        ):
+            raise RuntimeError(
+                "keras_sce: this seeded loss was created outside the distribution "
+                "strategy's scope, so its replicas would race on one seed counter. Create "
+                "the loss (e.g. SCELoss(..., seed=...)) inside `with strategy.scope():`, "
+                "or use seed=None."
+            )
+        step = self._counter.read_value()
+        with tf.control_dependencies([step]):
+            self._counter.assign_add(1)
+        return tf.stack([tf.constant(self.seed, tf.int64), step])
+
+    def reset(self) -> None:
+        """Restarts the stream at position 0."""
+        self._counter.assign(0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from keras_sce.compat import optimizer_decays, optimizer_slot
 from keras_sce.optimizers import _sparse
 from keras_sce.utils import require_tensorflow_backend
 
@@ -44,7 +45,7 @@ class _RowSparseMixin:
 
     def _decay(self, variable, learning_rate, rows=None, values=None):
         """Decoupled weight decay as Keras applies it, or its rows-only version."""
-        if self.weight_decay is None or not self._use_weight_decay(variable):
+        if not optimizer_decays(self, variable):
             return values
         factor = tf.cast(learning_rate, variable.dtype) * tf.cast(self.weight_decay, variable.dtype)
         if rows is None:
@@ -130,8 +131,8 @@ class LazyAdam(_RowSparseMixin, keras.optimizers.Adam):
         # rounds to 1 and Adam's step would vanish) and stored back in their dtype.
         dtype = variable.dtype
         compute = tf.float32 if dtype in (tf.float16, tf.bfloat16) else dtype
-        index = self._get_variable_index(variable)
-        m_var, v_var = self._momentums[index], self._velocities[index]
+        m_var = optimizer_slot(self, "_momentums", variable)
+        v_var = optimizer_slot(self, "_velocities", variable)
         rows, g, present = _sparse.rows_to_update(gradient, variable.shape[0], compute)
         keep = tf.reshape(present, tf.concat([tf.shape(present), tf.ones([tf.rank(g) - 1],
                                                                           tf.int32)], 0))
@@ -149,7 +150,7 @@ class LazyAdam(_RowSparseMixin, keras.optimizers.Adam):
         self.assign(m_var, tf.IndexedSlices(m, rows))
         self.assign(v_var, tf.IndexedSlices(v, rows))
         if self.amsgrad:
-            h_var = self._velocity_hats[index]
+            h_var = optimizer_slot(self, "_velocity_hats", variable)
             v = tf.maximum(read(h_var), v)
             self.assign(h_var, tf.IndexedSlices(v, rows))
         w_old = read(variable)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from keras_sce.compat import optimizer_slot
 from keras_sce.optimizers import _sparse
 from keras_sce.optimizers.lazy_adam import _handle, _RowSparseMixin
 from keras_sce.utils import require_tensorflow_backend
@@ -79,7 +80,7 @@ class RowAdagrad(_RowSparseMixin, keras.optimizers.Optimizer):
 
     def update_step(self, gradient, variable, learning_rate):
         dtype = variable.dtype
-        acc_var = self._accumulators[self._get_variable_index(variable)]
+        acc_var = optimizer_slot(self, "_accumulators", variable)
         lr = tf.cast(learning_rate, dtype)
         eps = tf.cast(self.epsilon, dtype)
         rank = len(variable.shape)

@@ -79,8 +79,10 @@ class SCERetrieval(tf_keras.layers.Layer, tfrs.tasks.base.Task):
         padding_id: a table row that is never a negative and a candidate id whose
             queries are ignored, default 0 (the OOV row of a ``StringLookup``
             vocabulary); None if every row is a real candidate.
-        catalog_chunk_size: candidates per chunk of the streamed search (None: the
+        chunk_size: candidates per chunk of the streamed search (None: the
             whole projection at once). Defaults to 65,536.
+            ``catalog_chunk_size``, its former name, still works for one release
+            (with a ``DeprecationWarning``).
         seed: None (fresh centres from the global generator) or a Python int: a
             reproducible stream of centres, fresh at each call, the same stream
             as ``keras_sce.SCELoss(seed=...)``.
@@ -160,7 +162,7 @@ class SCERetrieval(tf_keras.layers.Layer, tfrs.tasks.base.Task):
         bucket_size_y=SCEOptions.bucket_size_y,
         mix_x=SCEOptions.mix_x,
         padding_id=SCEOptions.padding_id,
-        catalog_chunk_size=SCEOptions.catalog_chunk_size,
+        chunk_size=SCEOptions.chunk_size,
         seed=SCEOptions.seed,
         calibration=SCEOptions.calibration,
         check_ids=SCEOptions.check_ids,
@@ -169,9 +171,12 @@ class SCERetrieval(tf_keras.layers.Layer, tfrs.tasks.base.Task):
         name=None,
         **kwargs,
     ):
+        chunk_size = checks.take_renamed(
+            kwargs, "catalog_chunk_size", "chunk_size", chunk_size, SCEOptions.chunk_size,
+            "SCERetrieval")
         options = SCEOptions(
             num_buckets=num_buckets, bucket_size_x=bucket_size_x, bucket_size_y=bucket_size_y,
-            mix_x=mix_x, padding_id=padding_id, catalog_chunk_size=catalog_chunk_size,
+            mix_x=mix_x, padding_id=padding_id, chunk_size=chunk_size,
             seed=seed, calibration=calibration, check_ids=check_ids,
         )
         super().__init__(name=name, **kwargs)

@@ -45,7 +45,7 @@ def op_case():
     def step(h, w, sharding):
         return kops.scalable_cross_entropy(
             h, labels, w, centers=centres, bucket_size_x=12, bucket_size_y=40,
-            catalog_chunk_size=CHUNK, item_sharding=sharding,
+            chunk_size=CHUNK, item_sharding=sharding,
         )
 
     results = {}
@@ -82,7 +82,7 @@ def keras_case():
     items = keras.layers.Embedding(ITEMS, DIM, name="items")
     inputs = keras.Input((6,), dtype="int32")
     model = keras.Model(inputs, keras.layers.Dense(DIM, name="proj")(items(inputs)))
-    loss = keras_sce.SCELoss(items, num_buckets=4, bucket_size_y=32, catalog_chunk_size=CHUNK,
+    loss = keras_sce.SCELoss(items, num_buckets=4, bucket_size_y=32, chunk_size=CHUNK,
                              seed=0)
     model.compile(keras.optimizers.Adam(0.02), loss=loss)
     rng = np.random.default_rng(1)
@@ -93,7 +93,7 @@ def keras_case():
     seed = np.array([0, int(kops.batch_fingerprint(targets))])
     plain = kops.scalable_cross_entropy(
         np.asarray(hidden), targets, np.asarray(items.embeddings.numpy()), num_buckets=4,
-        bucket_size_y=32, catalog_chunk_size=CHUNK, seed=seed,
+        bucket_size_y=32, chunk_size=CHUNK, seed=seed,
     )
     return {
         "history": history,

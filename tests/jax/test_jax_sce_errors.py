@@ -36,7 +36,7 @@ BAD = [
     pytest.param(dict(num_buckets=0), ValueError, "num_buckets", id="num-buckets-zero"),
     pytest.param(dict(bucket_size_y="64"), ValueError, "bucket_size_y", id="bucket-y-str"),
     pytest.param(dict(bucket_size_x=True), ValueError, "bucket_size_x", id="bucket-x-bool"),
-    pytest.param(dict(catalog_chunk_size=-3), ValueError, "catalog_chunk_size", id="chunk"),
+    pytest.param(dict(chunk_size=-3), ValueError, "chunk_size", id="chunk"),
     pytest.param(dict(labels=np.full((2, 4), C)), ValueError, "outside [0, num_items",
                  id="id-too-large"),
     pytest.param(dict(labels=np.full((2, 4), -1)), ValueError, "outside [0, num_items",

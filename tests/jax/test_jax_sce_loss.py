@@ -49,7 +49,7 @@ def test_sce_loss_dispatches_to_keras_ops_under_jax():
 def test_fit_with_sce_loss_under_jit_lowers_the_loss_and_trains_the_table():
     model, items = _model()
     model.compile(keras.optimizers.Adam(0.02), loss=keras_sce.SCELoss(
-        items, num_buckets=4, bucket_size_y=16, catalog_chunk_size=40, seed=1))
+        items, num_buckets=4, bucket_size_y=16, chunk_size=40, seed=1))
     x, y = _batches()
     before = np.array(items.embeddings.numpy())
     history = model.fit(x, y, epochs=4, batch_size=32, verbose=0).history["loss"]
@@ -116,7 +116,7 @@ def test_streamed_search_never_builds_a_buckets_by_catalogue_matrix():
 
     def step(h, w, chunk):
         return kops.scalable_cross_entropy(
-            h, labels, w, num_buckets=n_b, bucket_size_y=32, catalog_chunk_size=chunk, seed=0
+            h, labels, w, num_buckets=n_b, bucket_size_y=32, chunk_size=chunk, seed=0
         )
 
     pattern = re.compile(rf"tensor<({n_b}x{num_items}|{num_items}x{n_b})x")

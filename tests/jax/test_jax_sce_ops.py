@@ -34,8 +34,8 @@ def _sce(hidden, labels, table, **kwargs):
 
 FULL_COVERAGE = [
     pytest.param(dict(num_buckets=1), id="one-bucket"),
-    pytest.param(dict(num_buckets=1, catalog_chunk_size=6), id="one-bucket-streamed"),
-    pytest.param(dict(num_buckets=3, catalog_chunk_size=10), id="three-buckets-streamed"),
+    pytest.param(dict(num_buckets=1, chunk_size=6), id="one-bucket-streamed"),
+    pytest.param(dict(num_buckets=3, chunk_size=10), id="three-buckets-streamed"),
     pytest.param(dict(num_buckets=2, mix_x=True), id="mix-x"),
 ]
 
@@ -88,7 +88,7 @@ def test_fixed_centres_match_the_numpy_reference(chunk):
     centres = np.random.default_rng(9).normal(size=(4, D)).astype("float32")
     want = oracle.sce_fixed_centres(hidden, labels, table, centres, b_x=5, b_y=6)
     got = _sce(hidden, labels, table, centers=centres, bucket_size_x=5, bucket_size_y=6,
-               catalog_chunk_size=chunk)
+               chunk_size=chunk)
     np.testing.assert_allclose(float(got), want, rtol=1e-5)
 
 
@@ -165,7 +165,7 @@ def test_jit_equals_eager_and_streaming_equals_dense():
     options = dict(num_buckets=3, bucket_size_x=5, bucket_size_y=7, seed=[4, 2])
     eager = float(_sce(hidden, labels, table, **options))
     jitted = float(jax.jit(lambda h: _sce(h, labels, table, **options))(hidden))
-    streamed = float(_sce(hidden, labels, table, catalog_chunk_size=5, **options))
+    streamed = float(_sce(hidden, labels, table, chunk_size=5, **options))
     np.testing.assert_allclose([jitted, streamed], [eager, eager], rtol=1e-6)
 
 
@@ -192,6 +192,6 @@ def test_the_keras_ops_path_on_another_backend_matches_the_reference():
         f"h = np.array({hidden.tolist()}, 'float32'); y = np.array({labels.tolist()}); "
         f"w = np.array({table.tolist()}, 'float32'); c = np.array({centres.tolist()}, 'float32'); "
         "print(float(kops.scalable_cross_entropy(h, y, w, centers=c, bucket_size_x=4, "
-        "bucket_size_y=5, catalog_chunk_size=4)))"
+        "bucket_size_y=5, chunk_size=4)))"
     )
     np.testing.assert_allclose(float(_python(code, "tensorflow")[-1]), want, rtol=1e-5)

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from keras_sce import losses
-from keras_sce.ops import full_cross_entropy
+from keras_sce.ops import binary, full_cross_entropy, sampling
 from keras_sce.ops import sampled as ops
 
 
@@ -34,12 +34,20 @@ def _ce_oracle(hidden, labels, table):
     return float(np.mean(_logsumexp(logits) - logits[np.arange(keep.sum()), y[keep] - 1]))
 
 
-def test_gathered_ce_matches_numpy_and_core():
+@pytest.mark.parametrize("jit", [False, True], ids=["rows_gathered", "xla_rows_masked"])
+def test_full_ce_matches_numpy_with_and_without_xla(jit):
     hidden, labels, table = _problem()
-    ours = ops.gathered_cross_entropy(tf.constant(hidden), tf.constant(labels), tf.Variable(table))
+    fn = tf.function(full_cross_entropy, jit_compile=True) if jit else full_cross_entropy
+    ours = fn(tf.constant(hidden), tf.constant(labels), tf.Variable(table))
     assert float(ours) == pytest.approx(_ce_oracle(hidden, labels, table), rel=1e-10)
-    core = full_cross_entropy(tf.constant(hidden), tf.constant(labels), tf.Variable(table))
-    assert float(ours) == pytest.approx(float(core), rel=1e-10)
+
+
+def test_gathered_ce_is_a_deprecated_alias_of_full_ce():
+    hidden, labels, table = _problem()
+    with pytest.warns(DeprecationWarning, match="full_cross_entropy"):
+        old = ops.gathered_cross_entropy(tf.constant(hidden), tf.constant(labels), table)
+    new = full_cross_entropy(tf.constant(hidden), tf.constant(labels), table)
+    assert float(old) == float(new)
 
 
 def test_gathered_ce_gradient_finite_differences():
@@ -48,7 +56,7 @@ def test_gathered_ce_gradient_finite_differences():
     x = tf.constant(hidden)
     with tf.GradientTape() as tape:
         tape.watch(x)
-        loss = ops.gathered_cross_entropy(x, tf.constant(labels), table_var)
+        loss = full_cross_entropy(x, tf.constant(labels), table_var)
     gx, gw = tape.gradient(loss, [x, table_var])
     gw = tf.convert_to_tensor(gw).numpy()
     eps = 1e-6
@@ -119,7 +127,7 @@ def test_sampled_softmax_candidates_follow_the_inclusion_probabilities():
 
     def draw(i):
         seed = tf.stack([tf.constant(7, tf.int64), i])
-        return ops._sample_without_replacement(10, 3, log_q, seed)
+        return sampling.sample_without_replacement(10, 3, log_q, seed)
 
     @tf.function
     def draw_all():
@@ -129,10 +137,10 @@ def test_sampled_softmax_candidates_follow_the_inclusion_probabilities():
     draws = draw_all().numpy()
     assert all(len(set(row)) == 3 for row in draws)
     frequency = np.bincount(draws.ravel(), minlength=10) / len(draws)
-    expected = np.exp(ops._log_inclusion(10, 3, log_q))
+    expected = np.exp(sampling.inclusion_log_probabilities(10, 3, log_q))
     assert expected.sum() == pytest.approx(3.0)
     np.testing.assert_allclose(frequency, expected, atol=0.05)
-    uniform = np.exp(ops._log_inclusion(10, 3, None))
+    uniform = np.exp(sampling.inclusion_log_probabilities(10, 3, None))
     np.testing.assert_allclose(uniform, 0.3)
 
 
@@ -182,7 +190,7 @@ def test_binary_losses_with_logit_offset_match_numpy(t, logit_offset):
     y = labels.reshape(-1)[keep]
     # The same stateless negatives the op draws (one draw per row, padding included).
     all_rows = tf.constant(hidden.reshape(-1, 6))
-    neg_ids = ops._per_row_negatives(all_rows, tf.constant(table), k, 0, 3).numpy()[keep]
+    neg_ids = binary._per_row_negatives(all_rows, tf.constant(table), k, 0, 3).numpy()[keep]
     assert np.all(neg_ids != 0)
     beta = ops.gbce_beta(k, 39, t)
     offset = np.log(beta / k) if logit_offset == "balanced" else logit_offset
@@ -214,7 +222,7 @@ def test_logit_offset_with_accidental_hits_matches_numpy():
         ops.sampled_bce(tf.constant(hidden), tf.constant(labels), tf.Variable(table),
                         num_negatives=k, seed=11, logit_offset=-1.5)
     )
-    neg_ids = ops._per_row_negatives(tf.constant(hidden), tf.constant(table), k, 0, 11).numpy()
+    neg_ids = binary._per_row_negatives(tf.constant(hidden), tf.constant(table), k, 0, 11).numpy()
     hits = neg_ids == labels[:, None]
     assert hits.any() and not hits.all()
     pos = np.sum(hidden * table[labels], axis=-1) - 1.5
@@ -271,14 +279,14 @@ def test_bad_logit_offset_is_refused(bad, error):
 
 @pytest.mark.parametrize(
     "fn",
-    [ops.gathered_cross_entropy, ops.sampled_softmax, ops.sampled_bce, ops.gbce],
+    [full_cross_entropy, ops.sampled_softmax, ops.sampled_bce, ops.gbce],
     ids=["ce", "sampled_softmax", "bce", "gbce"],
 )
 def test_padding_rows_are_ignored_and_all_padding_gives_zero(fn):
     hidden, labels, table = _problem()
     table_var = tf.Variable(table, dtype=tf.float32)
     kwargs = {"num_sampled": 8} if fn is ops.sampled_softmax else {}
-    kwargs.update({"seed": 0} if fn is not ops.gathered_cross_entropy else {})
+    kwargs.update({"seed": 0} if fn is not full_cross_entropy else {})
     if fn is ops.sampled_softmax:
         kwargs["seed"] = 5
     h = tf.constant(hidden, tf.float32)
@@ -286,7 +294,7 @@ def test_padding_rows_are_ignored_and_all_padding_gives_zero(fn):
     garbage[labels == 0] = 1e3
     a = fn(h, tf.constant(labels), table_var, **kwargs)
     b = fn(tf.constant(garbage, tf.float32), tf.constant(labels), table_var, **kwargs)
-    if fn in (ops.gathered_cross_entropy, ops.sampled_bce, ops.gbce):
+    if fn in (full_cross_entropy, ops.sampled_bce, ops.gbce):
         assert float(a) == pytest.approx(float(b), rel=1e-6)
     assert np.isfinite(float(b))
     with tf.GradientTape() as tape:
@@ -300,9 +308,9 @@ def test_bad_ids_raise():
     hidden, labels, table = _problem()
     labels[1, 1] = 40
     with pytest.raises(tf.errors.InvalidArgumentError):
-        ops.gathered_cross_entropy(tf.constant(hidden), tf.constant(labels), tf.Variable(table))
+        full_cross_entropy(tf.constant(hidden), tf.constant(labels), tf.Variable(table))
     with pytest.raises(TypeError, match="integer"):
-        ops.gathered_cross_entropy(
+        full_cross_entropy(
             tf.constant(hidden), tf.constant(labels, tf.float32), tf.Variable(table)
         )
 

@@ -131,12 +131,12 @@ def test_get_config_round_trip_and_unbound_error():
     _, items = _model()
     items.build((None,))
     loss = keras_sce.SCELoss(items, num_buckets=5, bucket_size_x=7, bucket_size_y=33,
-                             mix_x=True, padding_id=None, catalog_chunk_size=128, seed=9)
+                             mix_x=True, padding_id=None, chunk_size=128, seed=9)
     config = loss.get_config()
     assert config["item_embeddings"] == items.embeddings.path
     clone = keras_sce.SCELoss.from_config(config)
     for key in ("num_buckets", "bucket_size_x", "bucket_size_y", "mix_x", "padding_id",
-                "catalog_chunk_size", "seed"):
+                "chunk_size", "seed"):
         assert getattr(clone, key) == getattr(loss, key)
     restored = keras.losses.deserialize(keras.losses.serialize(loss))
     assert isinstance(restored, keras_sce.SCELoss)

@@ -42,11 +42,10 @@ OPS = {
     "sce": lambda h, y, t: scalable_cross_entropy(h, y, t, seed=0),
     "sce_mix_x": lambda h, y, t: scalable_cross_entropy(h, y, t, mix_x=True, seed=0),
     "sce_streamed": lambda h, y, t: scalable_cross_entropy(
-        h, y, t, catalog_chunk_size=512, seed=0
+        h, y, t, chunk_size=512, seed=0
     ),
     "full_ce": lambda h, y, t: full_cross_entropy(h, y, t),
     "chunked_ce": lambda h, y, t: chunked_cross_entropy(h, y, t, chunk_size=700),
-    "gathered_ce": lambda h, y, t: sampled_ops.gathered_cross_entropy(h, y, t),
     "sampled_softmax": lambda h, y, t: sampled_ops.sampled_softmax(h, y, t, seed=0),
     "bce": lambda h, y, t: sampled_ops.sampled_bce(h, y, t, seed=0),
     "gbce": lambda h, y, t: sampled_ops.gbce(h, y, t, seed=0),
@@ -264,7 +263,7 @@ def test_sasrec_refuses_longer_sequences_of_unknown_length(jit):
 INT_CASES = {
     "sce_sizes": lambda n: scalable_cross_entropy(
         *_small(), num_buckets=n(2), bucket_size_x=n(4), bucket_size_y=n(8), seed=n(3),
-        padding_id=n(0), catalog_chunk_size=n(16),
+        padding_id=n(0), chunk_size=n(16),
     ),
     "seed_stream": lambda n: SeedStream(n(3), n(2)).next(),
     "bucket_top_k": lambda n: bucket_top_k(

@@ -12,7 +12,7 @@ import sys
 import pytest
 import tensorflow as tf
 
-from keras_sce.ops.bucketing import _bucket_top_k_xla
+from keras_sce.ops.top_k import top_k_xla
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 _SHAPE = re.compile(r"\b(?:f32|s32|pred)\[([0-9,]+)\]")
@@ -36,8 +36,8 @@ def test_streamed_bucket_top_k_makes_no_padded_copy_of_the_table(num_vectors, ch
     dim = 16
     centers = tf.random.normal([8, dim])
     vectors = tf.random.normal([num_vectors, dim])
-    hlo = _bucket_top_k_xla.experimental_get_compiler_ir(
-        centers, vectors, 32, chunk, None, 0, None
+    hlo = top_k_xla.experimental_get_compiler_ir(
+        centers, vectors, 32, chunk, None, 0, None, None, None
     )(stage="optimized_hlo")
     assert _largest_hlo_tensor(hlo) <= num_vectors * dim
 

@@ -62,7 +62,7 @@ def test_cover_proposal_equals_full_ce_values_and_gradients(padding_id, bucket_s
     hidden, labels, table = _problem(padding_rows=5 if padding_id == 0 else 0)
     loss, g_h, g_w, details = _loss_and_grads(
         hidden, labels, table, num_buckets=3, bucket_size_x=bucket_size_x, bucket_size_y=100,
-        catalog_chunk_size=chunk, padding_id=padding_id, seed=1,
+        chunk_size=chunk, padding_id=padding_id, seed=1,
         calibration={"proposal": "cover"})
     rows = details["row_covered"].numpy().astype(float)
     assert rows.sum() > 0
@@ -186,7 +186,7 @@ def test_xla_equals_eager_values_and_gradients(case):
         with tf.GradientTape() as tape:
             tape.watch(h)
             loss = ops.scalable_cross_entropy(h, y, table, bucket_size_x=9, bucket_size_y=64,
-                                              catalog_chunk_size=256, centers=centers,
+                                              chunk_size=256, centers=centers,
                                               seed=tf.constant([3, 4], tf.int64),
                                               calibration=cal)
         g_h, g_w = tape.gradient(loss, [h, table])
@@ -215,7 +215,7 @@ def test_compiled_program_memory_is_linear_in_samples(proposal):
         with tf.GradientTape() as tape:
             tape.watch(h)
             loss = ops.scalable_cross_entropy(h, y, table, num_buckets=n_b, bucket_size_x=b_x,
-                                              bucket_size_y=b_y, catalog_chunk_size=chunk,
+                                              bucket_size_y=b_y, chunk_size=chunk,
                                               seed=tf.constant([1, 1], tf.int64),
                                               calibration=cal)
         return loss, tape.gradient(loss, h)

@@ -42,7 +42,7 @@ def _grads(fn, hidden, table):
 def test_equals_full_ce_when_buckets_cover_everything(mix_x, chunk):
     hidden, labels, table = _problem()
     kwargs = dict(num_buckets=3, bucket_size_x=N, bucket_size_y=C - 1, mix_x=mix_x,
-                  catalog_chunk_size=chunk, seed=1)
+                  chunk_size=chunk, seed=1)
     sce, g_h, g_w = _grads(lambda: ops.scalable_cross_entropy(hidden, labels, table, **kwargs),
                            hidden, table)
     full, f_h, f_w = _grads(lambda: ops.full_cross_entropy(hidden, labels, table), hidden, table)
@@ -166,7 +166,7 @@ def test_eager_function_and_xla_agree():
 
     def f(h, y):
         return ops.scalable_cross_entropy(h, y, table, bucket_size_x=9, bucket_size_y=64,
-                                          catalog_chunk_size=256, centers=centers)
+                                          chunk_size=256, centers=centers)
 
     eager = f(hidden, labels)
     graph = tf.function(f)(hidden, labels)
@@ -387,7 +387,7 @@ def test_xla_gradients_and_seeded_paths_agree_with_eager():
         with tf.GradientTape() as tape:
             tape.watch(h)
             loss = ops.scalable_cross_entropy(h, y, table, bucket_size_x=9, bucket_size_y=64,
-                                              catalog_chunk_size=256, **kw)
+                                              chunk_size=256, **kw)
         g_h, g_w = tape.gradient(loss, [h, table])
         return loss, g_h, tf.convert_to_tensor(g_w)
 

@@ -29,7 +29,7 @@ def _train_step(optimizer, jit=False):
     model = keras_sce.models.SASRec(C, max_length=L, hidden_dim=D, num_blocks=1, dropout=0.0)
     model.build((None, L))
     loss = keras_sce.SCELoss(
-        model.item_embedding_layer, bucket_size_y=32, catalog_chunk_size=4096, seed=0
+        model.item_embedding_layer, bucket_size_y=32, chunk_size=4096, seed=0
     )
     model.compile(optimizer=optimizer, loss=loss)
     rng = np.random.default_rng(0)

@@ -41,7 +41,7 @@ def _inputs(seed=0, batch=BATCH, rank3=False, low=1):
         dict(),
         dict(mix_x=True, padding_id=0),
         dict(num_buckets=3, bucket_size_x=10, bucket_size_y=17, padding_id=0),
-        dict(catalog_chunk_size=64, bucket_size_y=20),
+        dict(chunk_size=64, bucket_size_y=20),
         dict(weighted=True, padding_id=0),
         dict(rank3=True, padding_id=0),
         dict(calibration={"num_samples": 32}, bucket_size_y=20, padding_id=0),
@@ -350,7 +350,7 @@ def test_config_round_trip_and_registration():
     variable = tf.Variable(table)
     task = SCERetrieval(
         variable, num_buckets=4, bucket_size_x=12, bucket_size_y=20, mix_x=True,
-        padding_id=0, catalog_chunk_size=100, seed=3, check_ids=False, name="sce_task",
+        padding_id=0, chunk_size=100, seed=3, check_ids=False, name="sce_task",
         calibration={"num_samples": 16},
     )
     config = task.get_config()
@@ -473,3 +473,10 @@ def test_savedmodel_serving_index_and_checkpoint_resume(tmp_path):
     tf.train.Checkpoint(model=resumed).restore(path).expect_partial()
     np.testing.assert_allclose(resumed.items.embeddings.numpy(), model.items.embeddings.numpy())
     assert int(resumed.task.seed_counter.numpy()) == steps
+
+
+def test_catalog_chunk_size_is_the_deprecated_name_of_chunk_size():
+    with pytest.warns(DeprecationWarning, match="SCERetrieval: `catalog_chunk_size`.*`chunk_size`"):
+        task = SCERetrieval(None, catalog_chunk_size=100)
+    assert task.chunk_size == 100
+    assert "catalog_chunk_size" not in task.get_config()
