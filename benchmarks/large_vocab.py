@@ -113,7 +113,10 @@ def child_config(args, method: str, seed: int, check_files: bool = True) -> dict
         from keras_sce.ops.calibration import resolve_calibration
 
         try:  # refused here, before any child starts
-            resolve_calibration(json.loads(args.calibration))
+            options = json.loads(args.calibration)
+            if options.get("proposal") == "unigram":  # the child passes the corpus counts
+                options.setdefault("item_counts", [0, 1])
+            resolve_calibration(options)
         except (ValueError, TypeError) as error:
             raise SystemExit(f"--calibration {args.calibration!r}: {error}") from None
     if args.sce_memory_budget_mb and method.startswith("sce"):
@@ -155,6 +158,9 @@ def make_row(cfg: dict, result: dict, command: str) -> dict:
         ("num_sampled",) if cfg["method"] == "sampled_softmax" else
         ("num_negatives",) if cfg["method"] in ("bce", "gbce") else ())
     options = " ".join(f"{k}={cfg[k]}" for k in keys if cfg.get(k))
+    if cfg["method"] == "sce_calibrated":
+        options += " calibration=" + json.dumps(json.loads(cfg["calibration"]),
+                                                separators=(",", ":"), sort_keys=True)
     corpus = cfg["corpus"] if cfg["corpus"] in ("gcide", "synthetic") else Path(
         cfg["corpus"]).name
     return dict(corpus=corpus, vocab=cfg["vocab"], method=cfg["method"], budget=budget,

@@ -69,7 +69,11 @@ def make_loss(cfg, table_layer, corpus):
         if cfg.get("num_buckets"):
             options.update(num_buckets=cfg["num_buckets"], bucket_size_x=cfg["bucket_size_x"])
         if method == "sce_calibrated":
-            options["calibration"] = json.loads(cfg["calibration"])
+            calibration = json.loads(cfg["calibration"])
+            if calibration.get("proposal") == "unigram" and "item_counts" not in calibration:
+                # the training split's counts (padding 0; the OOV row's count included)
+                calibration["item_counts"] = corpus.counts.tolist()
+            options["calibration"] = calibration
         return keras_sce.SCELoss(table_layer, **options), ""
     if method == "ce":
         kind = cfg["ce_kind"]

@@ -7,7 +7,9 @@ an older file's header once, leaving those cells empty in its old rows).
 
 from __future__ import annotations
 
+import json
 import math
+import shlex
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -47,14 +49,30 @@ def _num(value) -> float:
         return math.nan
 
 
+def variant(row) -> str:
+    """The row's loss options (``options``; for calibrated SCE also its ``--calibration``,
+    read from the command line of rows written before the column held it)."""
+    options = row.get("options") or ""
+    if row["method"] == "sce_calibrated" and "calibration=" not in options:
+        argv = shlex.split(row.get("command") or "")
+        given = argv[argv.index("--calibration") + 1] if "--calibration" in argv else "{}"
+        options += " calibration=" + json.dumps(json.loads(given), separators=(",", ":"),
+                                                sort_keys=True)
+    return options.strip()
+
+
+KEY = ("corpus", "vocab", "method", "ce_kind", "budget", "options")
+
+
 def summarise(rows) -> list[dict]:
-    """Mean (and spread) per (corpus, vocab, method, ce_kind, budget) over seeds."""
+    """Mean (and spread) per (corpus, vocab, method, ce_kind, budget, options) over seeds."""
     groups = defaultdict(list)
     for r in rows:
-        groups[(r["corpus"], r["vocab"], r["method"], r["ce_kind"], r["budget"])].append(r)
+        groups[(r["corpus"], r["vocab"], r["method"], r["ce_kind"], r["budget"],
+                variant(r))].append(r)
     out = []
     for key, members in sorted(groups.items()):
-        entry = dict(zip(("corpus", "vocab", "method", "ce_kind", "budget"), key, strict=True))
+        entry = dict(zip(KEY, key, strict=True))
         entry["seeds"] = len(members)
         for m in METRICS:
             values = [_num(r[m]) for r in members]
@@ -70,25 +88,29 @@ def _mb(value: float) -> str:
 
 def _targets(summary) -> list[str]:
     lines = []
-    by = {(s["corpus"], s["vocab"], s["budget"], s["method"], s["ce_kind"]): s for s in summary}
-    for (corpus, vocab, budget, method, _), sce in sorted(by.items()):
-        if method != "sce":
+    by = {(s["corpus"], s["vocab"], s["budget"], s["method"], s["ce_kind"]): s for s in summary
+          if s["method"] != "sce"}
+    for sce in summary:  # one paragraph per SCE configuration
+        if sce["method"] != "sce":
             continue
+        corpus, vocab, budget = sce["corpus"], sce["vocab"], sce["budget"]
         ce = by.get((corpus, vocab, budget, "ce", "full")) or by.get(
             (corpus, vocab, budget, "ce", "chunked"))
         full = by.get((corpus, vocab, budget, "ce", "full"))
-        where = f"{corpus}, K={vocab}, {budget}"
+        where = f"{corpus}, K={vocab}, {budget}, SCE {sce['options'] or 'defaults'}"
         if ce is not None:
             gap = [sce[m] / ce[m] - 1 for m in ("test_acc@10", "ndcg@10")]
             lines.append(f"- {where}: SCE vs exact CE ({ce['ce_kind']}): acc@10 {gap[0]:+.1%}, "
                          f"NDCG@10 {gap[1]:+.1%} (target: within -3%).")
         if full is not None and full["loss_mem_mb"] > 0:
             ratio = sce["loss_mem_mb"] / full["loss_mem_mb"]
-            lines.append(f"  Attributable memory SCE / full CE = {ratio:.3f} (target <= 0.1).")
+            lines.append(f"  Process memory above the baseline (tracing included) SCE / full "
+                         f"CE = {ratio:.3f}.")
         if full is not None and full["loss_hlo_mb"] > 0 and math.isfinite(sce["loss_hlo_mb"]):
             ratio = sce["loss_hlo_mb"] / full["loss_hlo_mb"]
             lines.append(f"  Compiled loss memory SCE / full CE = {ratio:.4f} "
-                         f"({sce['loss_hlo_mb']:.1f} vs {full['loss_hlo_mb']:.1f} MB).")
+                         f"({sce['loss_hlo_mb']:.1f} vs {full['loss_hlo_mb']:.1f} MB; "
+                         "target <= 0.1).")
         for rival in ("sampled_softmax", "ce"):
             other = next((by.get((corpus, vocab, budget, rival, kind)) for kind in
                           ("", "full", "chunked") if (corpus, vocab, budget, rival, kind) in by),
@@ -103,12 +125,13 @@ def _targets(summary) -> list[str]:
 def write_table(rows, md_path, png_path=None) -> str:
     """Writes the Markdown summary (and the PNG when matplotlib is present)."""
     summary = summarise(rows)
-    lines = ["| corpus | K | method | CE kind | budget | seeds | test ppl | acc@1 | acc@10 | "
-             "NDCG@10 | loss mem MB | compiled loss MB | s/step |",
-             "|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| corpus | K | method | options | CE kind | budget | seeds | test ppl | acc@1 | "
+             "acc@10 | NDCG@10 | loss mem MB | compiled loss MB | s/step |",
+             "|---|---:|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for s in summary:
         lines.append(
-            f"| {s['corpus']} | {int(s['vocab']):,} | {s['method']} | {s['ce_kind'] or '-'} | "
+            f"| {s['corpus']} | {int(s['vocab']):,} | {s['method']} | {s['options'] or '-'} | "
+            f"{s['ce_kind'] or '-'} | "
             f"{s['budget']} | {s['seeds']} | {s['test_ppl']:.1f} | {s['test_acc@1']:.4f} | "
             f"{s['test_acc@10']:.4f} ± {s['test_acc@10_sd']:.4f} | {s['ndcg@10']:.4f} | "
             f"{s['loss_mem_mb']:.0f} | {_mb(s['loss_hlo_mb'])} | {s['sec_per_step']:.3f} |")
@@ -134,7 +157,8 @@ def _plot(summary, path) -> None:
         return
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for s in summary:
-        label = f"{s['method']}{'/' + s['ce_kind'] if s['ce_kind'] else ''} {s['budget']}"
+        label = (f"{s['method']}{'/' + s['ce_kind'] if s['ce_kind'] else ''} {s['options']} "
+                 f"{s['budget']}")
         axes[0].scatter(s["loss_mem_mb"], s["test_acc@10"], label=label)
         axes[1].scatter(s["train_seconds"], s["test_acc@10"], label=label)
     axes[0].set(xlabel="attributable training memory (MB)", ylabel="test acc@10", xscale="log")

@@ -17,7 +17,6 @@ from keras_sce.ops.defaults import DEFAULT_BUCKET_SIZE_Y, DEFAULT_CHUNK_SIZE
 from keras_sce.ops.sce import check_options
 
 
-
 @dataclasses.dataclass(frozen=True)
 class SCEOptions:
     """The hyper-parameters of Scalable Cross-Entropy (arXiv 2409.18721), checked.

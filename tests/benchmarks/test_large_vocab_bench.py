@@ -60,7 +60,7 @@ def test_table_averages_seeds_and_states_the_targets(tmp_path):
     assert "| 2 |" in sce_line and "0.4500 ± 0.0707" in sce_line
     assert "acc@10 -10.0%" in text  # 0.45 vs 0.50
     assert "SCE / full CE = 0.050" in text  # 50 MB vs 1000 MB
-    assert "Compiled loss memory SCE / full CE = 0.0500 (5.0 vs 100.0 MB)" in text
+    assert "Compiled loss memory SCE / full CE = 0.0500 (5.0 vs 100.0 MB; target <= 0.1)" in text
 
 
 def test_a_file_of_the_first_schema_gains_the_new_columns(tmp_path):
@@ -166,3 +166,20 @@ def test_tiny_real_run_appends_a_complete_row_and_a_table(tmp_path):
     (read,) = report.read_rows(out)
     assert read["method"] == "sce" and float(read["test_ppl"]) == pytest.approx(row["test_ppl"])
     assert "| synthetic | 200 | sce |" in out.with_suffix(".md").read_text()
+
+
+def test_table_keeps_loss_options_apart(tmp_path):
+    """Two calibrated-SCE proposals (and two b_y) are two lines, never one mean."""
+    rows = [_row(seed=0, acc10=0.50), _row("ce", 0, "full", acc10=0.50, ndcg=0.30, mem=1000.0)]
+    for proposal, acc in (("uniform", 0.40), ("unigram", 0.30)):
+        row = _row(seed=0, acc10=acc)
+        row.update(method="sce_calibrated", options="bucket_size_y=256",
+                   command=f"python x --calibration '{{\"proposal\": \"{proposal}\"}}'")
+        rows.append(row)
+    wide = _row(seed=0, acc10=0.48)
+    wide["options"] = "bucket_size_y=1024"
+    text = report.write_table(rows + [wide], tmp_path / "lv.md")
+    lines = [line for line in text.splitlines() if line.startswith("| ") and "sce" in line]
+    assert len(lines) == 4
+    assert any('"proposal":"unigram"' in line and "0.3000" in line for line in lines)
+    assert "SCE bucket_size_y=1024" in text  # one target paragraph per SCE configuration
