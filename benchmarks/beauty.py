@@ -64,6 +64,26 @@ def default_data() -> pathlib.Path:
     return pathlib.Path(base) / "seqrec" / "Beauty.txt"
 
 
+def minutes_until(stop_at: str, now=None) -> float:
+    """Minutes from ``now`` (UTC) to the next ``stop_at`` ("HH:MM", UTC).
+
+    A time up to 12 hours past counts as passed (negative minutes); an earlier one
+    is read as the next day's, so "01:20" seen at 23:30 is 110 minutes away.
+    """
+    import datetime
+
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    try:
+        hour, minute = (int(v) for v in stop_at.split(":"))
+        stop = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    except ValueError:
+        raise ValueError(f"--stop-at must be a UTC time HH:MM, got {stop_at!r}.") from None
+    minutes = (stop - now).total_seconds() / 60.0
+    if minutes < -12 * 60:
+        minutes += 24 * 60
+    return minutes
+
+
 def parse_calibration(text: str) -> dict:
     """``--calibration`` JSON -> the options of calibrated SCE (validated).
 
@@ -149,12 +169,7 @@ def run(args):
     if args.stop_at:
         # A wall-clock deadline (UTC "HH:MM") for the training loop, so that a run
         # that waits for the CPU still ends on time.
-        import datetime
-
-        now = datetime.datetime.now(datetime.timezone.utc)
-        hour, minute = (int(v) for v in args.stop_at.split(":"))
-        stop = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
-        left = max((stop - now).total_seconds() / 60.0, 1.0)
+        left = max(minutes_until(args.stop_at), 1.0)
         config.max_minutes = left if config.max_minutes is None else min(config.max_minutes, left)
     method = "sce" if args.method == "sce_calibrated" else args.method
     result = train_and_evaluate(split, method, config)

@@ -103,3 +103,21 @@ def test_one_calibrated_epoch_writes_its_row(beauty, tmp_path):
     loglik = float(row["test_log_likelihood"])
     assert -np.log(40) - 5 < loglik < 0
     assert (tmp_path / "beauty_sce_calibrated_seed0.json").exists()
+
+
+@pytest.mark.parametrize(
+    "now,stop_at,minutes",
+    [((23, 30), "01:20", 110.0), ((0, 10), "01:20", 70.0), ((1, 30), "01:20", -10.0),
+     ((10, 0), "11:00", 60.0)],
+    ids=["past-midnight", "same-day", "just-passed", "morning"],
+)
+def test_minutes_until_crosses_midnight(beauty, now, stop_at, minutes):
+    import datetime
+
+    moment = datetime.datetime(2026, 12, 1, *now, tzinfo=datetime.timezone.utc)
+    assert beauty.minutes_until(stop_at, moment) == pytest.approx(minutes)
+
+
+def test_minutes_until_rejects_a_malformed_time(beauty):
+    with pytest.raises(ValueError, match="--stop-at"):
+        beauty.minutes_until("1h20")
