@@ -278,6 +278,27 @@ def table(path) -> str:
     return "\n".join(lines)
 
 
+def curves(path, methods, epochs: int) -> str:
+    """Markdown: validation NDCG@10 after each of the first ``epochs`` epochs, per
+    method (mean over the seeds whose curve reaches that epoch; their count in
+    brackets), from the ``beauty_<method>_seed<seed>.json`` files next to the CSV."""
+    folder = pathlib.Path(path).parent
+    head = " | ".join(str(e) for e in range(1, epochs + 1))
+    lines = [f"| method (seeds) | {head} |", "|---|" + "---:|" * epochs]
+    for method in methods:
+        files = sorted(folder.glob(f"beauty_{method}_seed*.json"))
+        files = [f for f in files if f.stem[len(f"beauty_{method}_seed"):].isdigit()]
+        per_epoch = [[] for _ in range(epochs)]
+        for file in files:
+            for record in json.loads(file.read_text())["records"]:
+                if 1 <= record["epoch"] <= epochs:
+                    per_epoch[record["epoch"] - 1].append(record["ndcg@10"])
+        cells = [f"{_mean(v):.4f}" + ("" if len(v) == len(files) else f" ({len(v)})")
+                 if v else "" for v in per_epoch]
+        lines.append(f"| {method} ({len(files)}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _loglik(row) -> str:
     value = row.get("test_log_likelihood")
     return f"{float(value):.3f}" if value else ""
@@ -347,9 +368,21 @@ def main(argv=None):
     )
     parser.add_argument("--out", default=str(RESULTS / "beauty.csv"))
     parser.add_argument("--table", action="store_true", help="print the Markdown table")
+    parser.add_argument(
+        "--curves",
+        type=int,
+        default=None,
+        metavar="EPOCHS",
+        help="print validation NDCG@10 per epoch (first EPOCHS) of --curve-methods",
+    )
+    parser.add_argument("--curve-methods", default="ce,sce,sce_calibrated",
+                        help="comma-separated CSV methods for --curves")
     args = parser.parse_args(argv)
     if args.table:
         print(table(args.out))
+        return
+    if args.curves:
+        print(curves(args.out, args.curve_methods.split(","), args.curves))
         return
     if not args.method:
         parser.error("--method is required (or --table)")

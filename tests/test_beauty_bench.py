@@ -121,3 +121,14 @@ def test_minutes_until_crosses_midnight(beauty, now, stop_at, minutes):
 def test_minutes_until_rejects_a_malformed_time(beauty):
     with pytest.raises(ValueError, match="--stop-at"):
         beauty.minutes_until("1h20")
+
+
+def test_curves_average_the_seeds_per_epoch(beauty, tmp_path):
+    for seed, values in ((0, [0.01, 0.03]), (1, [0.02])):
+        records = [{"epoch": e + 1, "ndcg@10": v} for e, v in enumerate(values)]
+        (tmp_path / f"beauty_sce_seed{seed}.json").write_text(json.dumps({"records": records}))
+    (tmp_path / "beauty_sce_by512_seed0.json").write_text('{"records": []}')  # another method
+    text = beauty.curves(tmp_path / "beauty.csv", ["sce", "ce"], 3)
+    lines = text.splitlines()
+    assert lines[2] == "| sce (2) | 0.0150 | 0.0300 (1) |  |"
+    assert lines[3] == "| ce (0) |  |  |  |"
