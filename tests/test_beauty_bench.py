@@ -132,3 +132,17 @@ def test_curves_average_the_seeds_per_epoch(beauty, tmp_path):
     lines = text.splitlines()
     assert lines[2] == "| sce (2) | 0.0150 | 0.0300 (1) |  |"
     assert lines[3] == "| ce (0) |  |  |  |"
+
+
+def test_table_groups_shorter_runs_apart(beauty, tmp_path):
+    out = tmp_path / "rows.csv"
+    for method, seed, epochs, ndcg in (("ce", 0, 300, 0.05), ("ce", 1, 300, 0.06),
+                                       ("ce", 2, 9, 0.01)):
+        row = {c: "1" for c in beauty.COLUMNS}
+        row.update(method=method, seed=str(seed), config=json.dumps({"max_epochs": epochs}),
+                   test_log_likelihood="")
+        row["ndcg@10"] = str(ndcg)
+        beauty.append_row(out, row)
+    summary = beauty.table(out).split("\n\n")[1].splitlines()
+    assert summary[2].startswith("| ce | 2 | 0.0550 ± 0.0071 |")
+    assert summary[3].startswith("| ce (max 9 epochs) | 1 | 0.0100 ± 0.0000 |")
