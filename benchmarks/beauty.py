@@ -3,8 +3,8 @@
 Leave-one-out on ``../shared/data/seqrec/Beauty.txt`` (or ``--data``), full-catalogue
 ranking, early stopping on validation NDCG@10. Each call trains one method with one
 seed in this process (so ``peak_mem_mb`` is this configuration's own peak RSS) and
-appends a row to ``benchmarks/results/beauty.csv``; the per-epoch validation curve
-goes to ``benchmarks/results/beauty_<method>_seed<seed>.json``.
+appends a row to ``benchmarks/results/beauty.csv`` (``--out``); the per-epoch validation
+curve goes to ``beauty_<method>_seed<seed>.json`` next to it.
 
 Usage (what produced the committed CSV; one thread per run)::
 
@@ -12,6 +12,19 @@ Usage (what produced the committed CSV; one thread per run)::
         python benchmarks/beauty.py --method sce --seed 0 --max-minutes 75
 
     python benchmarks/beauty.py --table   # Markdown table of the CSV (for the README)
+
+``--method sce_calibrated`` trains calibrated SCE (`keras_sce.SCELoss(calibration=...)`)
+with the options of ``--calibration`` (JSON; a ``"unigram"`` proposal takes its counts
+from the training histories), recorded in the row's ``config``::
+
+    python benchmarks/beauty.py --method sce_calibrated --seed 0 \
+        --calibration '{"num_samples": 1024}'
+
+Every new row also reports ``test_log_likelihood``: the mean over the test targets of
+the log-softmax of the target's score over the whole catalogue (nats per target;
+`keras_sce.evaluation.catalogue_log_likelihood`), with the candidates of the ranking
+metrics: the padding id and the user's history are left out, the target kept.
+Rows written before this column existed leave it empty.
 
 ``--optimizer lazy_adam`` trains with `keras_sce.optimizers.LazyAdam` (same learning
 rate, betas and epsilon as the default Keras Adam; CSV method label ``<method>_lazyadam``).
@@ -33,17 +46,95 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from keras_sce.cli import CSV_COLUMNS, parse_logit_offset  # noqa: E402
+from keras_sce.app.options import logit_offset as parse_logit_offset  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
-# The CLI's results columns, plus the validation score and the full configuration.
-COLUMNS = [*CSV_COLUMNS, "best_val_ndcg@10", "config"]
+# The test metrics, the validation score, the log-likelihood and the configuration.
+COLUMNS = [
+    "dataset", "method", "seed", "epochs", "best_epoch", "ndcg@10", "hr@10", "cov@10",
+    "mrr@10", "ndcg@20", "hr@20", "sec_per_epoch", "peak_mem_mb", "stopped_by",
+    "best_val_ndcg@10", "test_log_likelihood", "config",
+]
 PAPER = {"ndcg@10": 0.0544, "hr@10": 0.0935}
+CALIBRATION_KEYS = ("num_samples", "proposal", "power", "uniform_mix")
 
 
 def default_data() -> pathlib.Path:
     base = os.environ.get("KERAS_SCE_DATA") or str(ROOT.parent / "shared" / "data")
     return pathlib.Path(base) / "seqrec" / "Beauty.txt"
+
+
+def minutes_until(stop_at: str, now=None) -> float:
+    """Minutes from ``now`` (UTC) to the next ``stop_at`` ("HH:MM", UTC).
+
+    A time up to 12 hours past counts as passed (negative minutes); an earlier one
+    is read as the next day's, so "01:20" seen at 23:30 is 110 minutes away.
+    """
+    import datetime
+
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    try:
+        hour, minute = (int(v) for v in stop_at.split(":"))
+        stop = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    except ValueError:
+        raise ValueError(f"--stop-at must be a UTC time HH:MM, got {stop_at!r}.") from None
+    minutes = (stop - now).total_seconds() / 60.0
+    if minutes < -12 * 60:
+        minutes += 24 * 60
+    return minutes
+
+
+def parse_calibration(text: str) -> dict:
+    """``--calibration`` JSON -> the options of calibrated SCE (validated).
+
+    Keys: those of `keras_sce.ops.calibration.Calibration` except ``item_counts``
+    (a ``"unigram"`` proposal counts the items of the training histories).
+    """
+    try:
+        options = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"--calibration is not valid JSON ({error}).") from None
+    if not isinstance(options, dict):
+        raise argparse.ArgumentTypeError(
+            f"--calibration must be a JSON object such as '{{\"num_samples\": 1024}}', got "
+            f"{text!r}.")
+    unknown = sorted(set(options) - set(CALIBRATION_KEYS))
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"--calibration: unknown option(s) {unknown}; allowed: {list(CALIBRATION_KEYS)} "
+            "(a 'unigram' proposal counts the training items itself).")
+    from keras_sce.ops.calibration import Calibration
+
+    counts = [1.0, 1.0] if options.get("proposal") == "unigram" else None
+    try:
+        resolved = Calibration(**options, item_counts=counts).get_config()
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"--calibration: {error}") from None
+    return {k: resolved[k] for k in CALIBRATION_KEYS}
+
+
+def training_counts(split) -> list[float]:
+    """Occurrences of each item id in the training histories (the padding id: 0)."""
+    import numpy as np
+
+    items = np.concatenate([np.asarray(s, np.int64) for s in split.train])
+    counts = np.bincount(items, minlength=split.num_items).astype(np.float64)
+    counts[0] = 0.0
+    return counts.tolist()
+
+
+def test_log_likelihood(model, split, max_length) -> float:
+    """Mean full-catalogue log-likelihood of the test targets (history excluded)."""
+    import keras
+
+    from keras_sce.datasets import evaluation_arrays
+    from keras_sce.evaluation import catalogue_log_likelihood
+
+    inputs, targets, history = evaluation_arrays(split, "test", max_length)
+    table = keras.ops.convert_to_numpy(model.item_embedding_layer.embeddings)
+    values = catalogue_log_likelihood(model.last_hidden(inputs), table, targets,
+                                      exclude=history)
+    return float(values.mean())
 
 
 def run(args):
@@ -54,6 +145,11 @@ def run(args):
     data = load_sequences_txt(args.data)
     print(data.summary(), flush=True)
     split = leave_one_out(data)
+    calibration = None
+    if args.method == "sce_calibrated":
+        calibration = dict(args.calibration or {}) or parse_calibration("{}")
+        if calibration["proposal"] == "unigram":
+            calibration["item_counts"] = training_counts(split)
     config = TrainConfig(
         max_epochs=args.epochs,
         patience=args.patience,
@@ -67,44 +163,63 @@ def run(args):
         num_negatives=args.num_negatives,
         logit_offset=args.logit_offset,
         optimizer=args.optimizer,
+        calibration=calibration,
         verbose=2,
     )
     if args.stop_at:
         # A wall-clock deadline (UTC "HH:MM") for the training loop, so that a run
         # that waits for the CPU still ends on time.
-        import datetime
-
-        now = datetime.datetime.now(datetime.timezone.utc)
-        hour, minute = (int(v) for v in args.stop_at.split(":"))
-        stop = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
-        left = max((stop - now).total_seconds() / 60.0, 1.0)
+        left = max(minutes_until(args.stop_at), 1.0)
         config.max_minutes = left if config.max_minutes is None else min(config.max_minutes, left)
-    result = train_and_evaluate(split, args.method, config)
-    result.pop("model")
+    method = "sce" if args.method == "sce_calibrated" else args.method
+    result = train_and_evaluate(split, method, config)
+    result["test_log_likelihood"] = test_log_likelihood(result.pop("model"), split,
+                                                        config.max_length)
     records = result.pop("records")
+    recorded = {k: v for k, v in vars(config).items() if v is not None}
+    if calibration and "item_counts" in calibration:
+        recorded["calibration"] = {**calibration, "item_counts": "training histories"}
     row = {
         "dataset": pathlib.Path(args.data).stem,
         **{k: result[k] for k in COLUMNS if k in result},
-        "config": json.dumps(
-            {k: v for k, v in vars(config).items() if v is not None},
-            sort_keys=True,
-        ),
+        "config": json.dumps(recorded, sort_keys=True),
     }
+    if args.method == "sce_calibrated" and not args.label:
+        args.label = "sce_calibrated"
     if args.optimizer != "adam" and not args.label:
         args.label = f"{args.method}_lazyadam"
     if args.label:  # a variant of a method gets its own row group, e.g. sce_by512
         row["method"] = args.label
-    RESULTS.mkdir(parents=True, exist_ok=True)
     out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    append_row(out, {k: _fmt(row.get(k)) for k in COLUMNS})
+    curve = out.parent / f"beauty_{args.label or args.method}_seed{args.seed}.json"
+    curve.write_text(json.dumps({"result": result, "records": records}, indent=1))
+    print(json.dumps({k: row[k] for k in COLUMNS if k != "config"}, indent=1))
+
+
+def append_row(out: pathlib.Path, row: dict) -> None:
+    """Appends ``row`` to the CSV; a file with older columns is rewritten first,
+    its rows keeping their values and leaving the new columns empty."""
+    if out.exists():
+        with open(out, newline="") as handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames != COLUMNS:
+                old = list(reader)
+                missing = set(reader.fieldnames or []) - set(COLUMNS)
+                if missing:
+                    raise ValueError(f"{out} has columns {sorted(missing)} that this script "
+                                     "does not write; use another --out.")
+                with open(out, "w", newline="") as rewrite:
+                    writer = csv.DictWriter(rewrite, fieldnames=COLUMNS)
+                    writer.writeheader()
+                    writer.writerows(old)
     new = not out.exists()
     with open(out, "a", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         if new:
             writer.writeheader()
-        writer.writerow({k: _fmt(row.get(k)) for k in COLUMNS})
-    curve = RESULTS / f"beauty_{args.label or args.method}_seed{args.seed}.json"
-    curve.write_text(json.dumps({"result": result, "records": records}, indent=1))
-    print(json.dumps({k: row[k] for k in COLUMNS if k != "config"}, indent=1))
+        writer.writerow(row)
 
 
 def _fmt(value):
@@ -117,12 +232,12 @@ def table(path) -> str:
     """Markdown table of the CSV, with the paper's SCE row and relative gaps."""
     with open(path) as handle:
         rows = list(csv.DictReader(handle))
-    ce = [float(r["ndcg@10"]) for r in rows if r["method"] == "ce"]
+    ce = [float(r["ndcg@10"]) for r in rows if _group(r) == "ce"]
     ce_ndcg = sum(ce) / len(ce) if ce else None
     lines = [
         "| method | seed | epochs (best) | NDCG@10 | HR@10 | COV@10 | vs paper NDCG@10 | "
-        "vs our CE | s/epoch | peak MB | stopped by |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "vs our CE | test log-lik. | s/epoch | peak MB | stopped by |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         ndcg = float(r["ndcg@10"])
@@ -131,11 +246,12 @@ def table(path) -> str:
         lines.append(
             f"| {r['method']} | {r['seed']} | {r['epochs']} ({r['best_epoch']}) | "
             f"{ndcg:.4f} | {float(r['hr@10']):.4f} | {float(r['cov@10']):.3f} | {vs_paper} | "
-            f"{vs_ce} | {float(r['sec_per_epoch']):.1f} | {float(r['peak_mem_mb']):.0f} | "
+            f"{vs_ce} | {_loglik(r)} | {float(r['sec_per_epoch']):.1f} | "
+            f"{float(r['peak_mem_mb']):.0f} | "
             f"{r['stopped_by']} |"
         )
     lines.append(
-        f"| paper SASRec-SCE | | | {PAPER['ndcg@10']:.4f} | {PAPER['hr@10']:.4f} | | | | | | |"
+        f"| paper SASRec-SCE | | | {PAPER['ndcg@10']:.4f} | {PAPER['hr@10']:.4f} | | | | | | | |"
     )
     # Per-method mean and sample standard deviation over seeds.
     lines += [
@@ -144,9 +260,9 @@ def table(path) -> str:
         "| Welch t vs CE | best val NDCG@10 mean (vs CE) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    val_ce = _mean([float(r["best_val_ndcg@10"]) for r in rows if r["method"] == "ce"])
-    for method in dict.fromkeys(r["method"] for r in rows):
-        group = [r for r in rows if r["method"] == method]
+    val_ce = _mean([float(r["best_val_ndcg@10"]) for r in rows if _group(r) == "ce"])
+    for method in dict.fromkeys(_group(r) for r in rows):
+        group = [r for r in rows if _group(r) == method]
         ndcg = [float(r["ndcg@10"]) for r in group]
         mean, sd = _mean(ndcg), _sd(ndcg)
         hr = _mean([float(r["hr@10"]) for r in group])
@@ -160,6 +276,39 @@ def table(path) -> str:
             f"{_welch_t(ndcg, ce) if method != 'ce' else ''} | {val:.4f}{vs_val} |"
         )
     return "\n".join(lines)
+
+
+def curves(path, methods, epochs: int) -> str:
+    """Markdown: validation NDCG@10 after each of the first ``epochs`` epochs, per
+    method (mean over the seeds whose curve reaches that epoch; their count in
+    brackets), from the ``beauty_<method>_seed<seed>.json`` files next to the CSV."""
+    folder = pathlib.Path(path).parent
+    head = " | ".join(str(e) for e in range(1, epochs + 1))
+    lines = [f"| method (seeds) | {head} |", "|---|" + "---:|" * epochs]
+    for method in methods:
+        files = sorted(folder.glob(f"beauty_{method}_seed*.json"))
+        files = [f for f in files if f.stem[len(f"beauty_{method}_seed"):].isdigit()]
+        per_epoch = [[] for _ in range(epochs)]
+        for file in files:
+            for record in json.loads(file.read_text())["records"]:
+                if 1 <= record["epoch"] <= epochs:
+                    per_epoch[record["epoch"] - 1].append(record["ndcg@10"])
+        cells = [f"{_mean(v):.4f}" + ("" if len(v) == len(files) else f" ({len(v)})")
+                 if v else "" for v in per_epoch]
+        lines.append(f"| {method} ({len(files)}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _group(row) -> str:
+    """The summary group of a row: its method, apart for runs capped below the
+    default 300 epochs (a shorter training is another configuration)."""
+    epochs = json.loads(row.get("config") or "{}").get("max_epochs", 300)
+    return row["method"] if epochs >= 300 else f"{row['method']} (max {epochs} epochs)"
+
+
+def _loglik(row) -> str:
+    value = row.get("test_log_likelihood")
+    return f"{float(value):.3f}" if value else ""
 
 
 def _mean(values):
@@ -181,7 +330,8 @@ def _welch_t(a, b) -> str:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--method", choices=["sce", "ce", "gbce", "bce", "sampled_softmax"])
+    parser.add_argument(
+        "--method", choices=["sce", "sce_calibrated", "ce", "gbce", "bce", "sampled_softmax"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", default=str(default_data()))
     parser.add_argument("--epochs", type=int, default=300, help="maximum epochs")
@@ -200,6 +350,13 @@ def main(argv=None):
         "--num-buckets", type=int, default=None, help="SCE n_b (default: int(2 sqrt(T)))"
     )
     parser.add_argument("--mix-x", action="store_true", help="SCE centres from the batch")
+    parser.add_argument(
+        "--calibration",
+        type=parse_calibration,
+        default=None,
+        help="sce_calibrated: JSON options, e.g. '{\"num_samples\": 1024}' (keys: "
+        + ", ".join(CALIBRATION_KEYS) + "; default: the library's defaults)",
+    )
     parser.add_argument("--num-negatives", type=int, default=256)
     parser.add_argument(
         "--logit-offset",
@@ -218,12 +375,26 @@ def main(argv=None):
     )
     parser.add_argument("--out", default=str(RESULTS / "beauty.csv"))
     parser.add_argument("--table", action="store_true", help="print the Markdown table")
+    parser.add_argument(
+        "--curves",
+        type=int,
+        default=None,
+        metavar="EPOCHS",
+        help="print validation NDCG@10 per epoch (first EPOCHS) of --curve-methods",
+    )
+    parser.add_argument("--curve-methods", default="ce,sce,sce_calibrated",
+                        help="comma-separated CSV methods for --curves")
     args = parser.parse_args(argv)
     if args.table:
         print(table(args.out))
         return
+    if args.curves:
+        print(curves(args.out, args.curve_methods.split(","), args.curves))
+        return
     if not args.method:
         parser.error("--method is required (or --table)")
+    if args.calibration is not None and args.method != "sce_calibrated":
+        parser.error(f"--calibration applies to --method sce_calibrated, not {args.method}")
     run(args)
 
 

@@ -47,6 +47,9 @@ class TrainConfig:
     num_buckets: int | None = None
     bucket_size_x: int | None = None
     mix_x: bool = False
+    # calibrated SCE: None (SCE as published) or the options of
+    # keras_sce.ops.calibration.Calibration (a dict)
+    calibration: dict | None = None
     # sampled baselines
     num_negatives: int = 256
     sampled_softmax_sampler: str = "uniform"
@@ -113,6 +116,7 @@ def make_loss(method: str, model, split, config: TrainConfig):
             bucket_size_y=min(config.bucket_size_y, split.num_items - 1),
             mix_x=config.mix_x,
             seed=config.seed,
+            calibration=config.calibration,
         )
     if method == "ce":
         return losses.FullCrossEntropyLoss(table)

@@ -22,7 +22,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from keras_sce.evaluation.ranking import NonFiniteScoresError
+from keras_sce.evaluation.ranking import NonFiniteScoresError, _mask_excluded
 from keras_sce.ops import checks
 
 DEFAULT_KS = (1, 10)
@@ -33,6 +33,16 @@ def _stream(hidden, table, bias, targets, chunk_size, padding_id):
 
     ``targets`` hold no padding id; ``padding_id`` is -1 when there is none.
     """
+    return _scan(hidden, table, bias, targets, chunk_size, padding_id, None)
+
+
+def _stream_excluding(hidden, table, bias, targets, chunk_size, padding_id, exclude):
+    """:func:`_stream` with ``exclude [n, H]``: ids left out of row n's softmax and
+    rank (``-1`` = nothing; a row's own target is never left out)."""
+    return _scan(hidden, table, bias, targets, chunk_size, padding_id, exclude)
+
+
+def _scan(hidden, table, bias, targets, chunk_size, padding_id, exclude):
     dtype = hidden.dtype
     num_items = tf.shape(table)[0]
     num_rows = tf.shape(hidden)[0]
@@ -53,6 +63,8 @@ def _stream(hidden, table, bias, targets, chunk_size, padding_id):
         ok = tf.math.is_finite(logits) | ~eligible[tf.newaxis, :]
         finite = finite & tf.reduce_all(ok)
         logits = tf.where(eligible[tf.newaxis, :], logits, neg_inf)
+        if exclude is not None:
+            logits = _mask_excluded(logits, i * chunk_size, exclude, targets)
         new_max = tf.maximum(run_max, tf.reduce_max(logits, axis=1))
         shift = tf.where(tf.math.is_finite(new_max), new_max, tf.zeros_like(new_max))
         run_sum = run_sum * tf.exp(run_max - shift) + tf.reduce_sum(
@@ -81,6 +93,7 @@ def _stream(hidden, table, bias, targets, chunk_size, padding_id):
 
 
 _stream_graph = tf.function(_stream, reduce_retracing=True)
+_stream_excluding_graph = tf.function(_stream_excluding, reduce_retracing=True)
 
 
 class NextTokenMetrics:
