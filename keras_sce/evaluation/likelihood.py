@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from keras_sce.evaluation.perplexity import _stream_excluding_graph
+from keras_sce.evaluation.perplexity import stream_excluding_graph
 from keras_sce.evaluation.ranking import NonFiniteScoresError
 from keras_sce.ops import checks
 
@@ -95,7 +95,7 @@ def catalogue_log_likelihood(queries, item_table, targets, *, exclude=None,
     out = np.empty(n, np.float64)
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
-        loglik, _, finite = _stream_excluding_graph(
+        loglik, _, finite = stream_excluding_graph(
             queries[start:stop], table, bias, tf.constant(targets[start:stop].astype(np.int32)),
             tf.constant(chunk_size), tf.constant(padding), tf.constant(exclude[start:stop]),
         )

@@ -22,8 +22,9 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from keras_sce.evaluation.ranking import NonFiniteScoresError, _mask_excluded
+from keras_sce.evaluation.ranking import NonFiniteScoresError
 from keras_sce.ops import checks
+from keras_sce.ops.top_k import exclude_per_row
 
 DEFAULT_KS = (1, 10)
 
@@ -39,6 +40,7 @@ def _stream(hidden, table, bias, targets, chunk_size, padding_id):
 def _stream_excluding(hidden, table, bias, targets, chunk_size, padding_id, exclude):
     """:func:`_stream` with ``exclude [n, H]``: ids left out of row n's softmax and
     rank (``-1`` = nothing; a row's own target is never left out)."""
+    exclude = tf.where(exclude == targets[:, tf.newaxis], -1, exclude)  # the target stays
     return _scan(hidden, table, bias, targets, chunk_size, padding_id, exclude)
 
 
@@ -64,7 +66,7 @@ def _scan(hidden, table, bias, targets, chunk_size, padding_id, exclude):
         finite = finite & tf.reduce_all(ok)
         logits = tf.where(eligible[tf.newaxis, :], logits, neg_inf)
         if exclude is not None:
-            logits = _mask_excluded(logits, i * chunk_size, exclude, targets)
+            logits = exclude_per_row(logits, i * chunk_size, exclude)
         new_max = tf.maximum(run_max, tf.reduce_max(logits, axis=1))
         shift = tf.where(tf.math.is_finite(new_max), new_max, tf.zeros_like(new_max))
         run_sum = run_sum * tf.exp(run_max - shift) + tf.reduce_sum(
@@ -93,7 +95,7 @@ def _scan(hidden, table, bias, targets, chunk_size, padding_id, exclude):
 
 
 _stream_graph = tf.function(_stream, reduce_retracing=True)
-_stream_excluding_graph = tf.function(_stream_excluding, reduce_retracing=True)
+stream_excluding_graph = tf.function(_stream_excluding, reduce_retracing=True)
 
 
 class NextTokenMetrics:

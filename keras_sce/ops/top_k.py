@@ -30,7 +30,7 @@ def _masked_scores(scores, index, mask, exclude_id):
     return scores
 
 
-def _exclude_per_row(scores, begin, exclude):
+def exclude_per_row(scores, begin, exclude):
     """Sets ``scores[r, e - begin]`` to -inf for every id ``e >= 0`` of ``exclude[r]``.
 
     ``scores`` covers the ids ``begin .. begin + width - 1``; ``exclude`` is
@@ -82,7 +82,7 @@ def _scan_chunk(scores, index, begin, exclude, ranking):
         targets, target_scores, above, finite = ranking
         finite = tf.logical_and(finite, tf.logical_not(tf.reduce_any(tf.math.is_nan(scores), 1)))
     if exclude is not None:
-        scores = _exclude_per_row(scores, begin, exclude)
+        scores = exclude_per_row(scores, begin, exclude)
     if ranking is None:
         return scores, None
     beats = (scores >= target_scores[:, tf.newaxis]) & (
