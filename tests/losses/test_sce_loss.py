@@ -205,8 +205,8 @@ def test_options_come_from_sce_options():
     assert {n: getattr(loss, n) for n in SCEOptions.names()} == options.get_config()
     with pytest.raises(TypeError, match="seed"):
         SCEOptions(seed="1")
-    with pytest.raises(ValueError, match="catalog_chunk_size"):
-        SCEOptions(catalog_chunk_size=0)
+    with pytest.raises(ValueError, match="chunk_size"):
+        SCEOptions(chunk_size=0)
 
 
 def test_rejects_detached_table_and_unknown_objects():

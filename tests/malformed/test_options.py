@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from keras_sce import cli
+from keras_sce.app import main_job
 
 # Generated data small enough to build in a blink: 40 items, so the catalogue-bound
 # options have something to exceed.
@@ -75,8 +76,8 @@ def no_training(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("training started although an option is invalid")
 
-    monkeypatch.setattr(cli, "_run_loss", refuse)
-    monkeypatch.setattr(cli, "_train_one", refuse)
+    monkeypatch.setattr(main_job, "_run_loss", refuse)
+    monkeypatch.setattr(main_job, "_train_one", refuse)
 
 
 @pytest.mark.parametrize(("argv", "fragment"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])

@@ -50,7 +50,7 @@ def test_sce_train_step_does_not_copy_the_table():
     After a sparse (scatter) update TensorFlow puts a variable in copy-on-read mode,
     so a dense read outside XLA copies the whole table (measured +260 MB at
     C=10^6, d=64; +2.5 GB at C=10^7). The search therefore takes the variable
-    itself into the compiled program. Runs one step of benchmarks/loss_scaling.py's
+    itself into the compiled program. Runs one step of benchmarks/loss_scaling_child.py's
     SCE method in a fresh process and bounds its attributable peak memory."""
     num_items, dim = 1_000_000, 64
     cfg = dict(
@@ -60,7 +60,9 @@ def test_sce_train_step_does_not_copy_the_table():
     )
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO_ROOT))
     out = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "benchmarks" / "loss_scaling.py"), "--child",
+        [sys.executable, "-c",
+         "import json, sys; from benchmarks.loss_scaling_child import run_child; "
+         "print('RESULT ' + json.dumps(run_child(json.loads(sys.argv[1]))))",
          json.dumps(cfg)],
         capture_output=True, text=True, env=env, timeout=600, check=True,
     ).stdout
