@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from keras_sce.losses.sce_options import SCEOptions
 from keras_sce.ops import checks, sce
+from keras_sce.ops.sampling import SeedStream
 from keras_sce.tfrs._stack import check_legacy_keras_stack
 
 tf_keras, tfrs = check_legacy_keras_stack("keras_sce.tfrs.SCERetrieval")
@@ -184,7 +185,7 @@ class SCERetrieval(tf_keras.layers.Layer, tfrs.tasks.base.Task):
         for key, value in options.get_config().items():
             setattr(self, key, value)  # one attribute per option, as saved
         seed = options.seed
-        self._seed_stream = None if seed is None else sce.SeedStream(seed)
+        self._seed_stream = None if seed is None else SeedStream(seed)
         if self._seed_stream is not None:
             # Tracked by the layer, so checkpoints and SavedModels keep the position
             # in the stream of centres (a resumed run continues it).
