@@ -94,6 +94,15 @@ class KerasOpsSCELoss(SCELoss):
         self._table_path = None
         self.bind(item_embeddings)
 
+    def _kwargs(self):
+        # SCELoss keeps its options in a validated SCEOptions (TensorFlow checks);
+        # this class validated them with keras.ops checks in __init__.
+        return dict(
+            num_buckets=self.num_buckets, bucket_size_x=self.bucket_size_x,
+            bucket_size_y=self.bucket_size_y, mix_x=self.mix_x, padding_id=self.padding_id,
+            chunk_size=self.chunk_size, check_ids=self.check_ids,
+        )
+
     def _compute(self, y_true, y_pred, table, sample_weight):
         seed = keras.ops.stack(
             [keras.ops.convert_to_tensor(self._base_seed, "int32"), batch_fingerprint(y_true)]
