@@ -75,8 +75,9 @@ def summarise(rows) -> list[dict]:
         entry = dict(zip(KEY, key, strict=True))
         entry["seeds"] = len(members)
         for m in METRICS:
-            values = [_num(r[m]) for r in members]
-            entry[m] = statistics.fmean(values)
+            # Cells left empty (e.g. a column added after the row was written) are skipped.
+            values = [v for v in (_num(r[m]) for r in members) if math.isfinite(v)]
+            entry[m] = statistics.fmean(values) if values else math.nan
             entry[m + "_sd"] = statistics.stdev(values) if len(values) > 1 else 0.0
         out.append(entry)
     return out
