@@ -159,8 +159,7 @@ def make_row(cfg: dict, result: dict, command: str) -> dict:
         ("num_negatives",) if cfg["method"] in ("bce", "gbce") else ())
     options = " ".join(f"{k}={cfg[k]}" for k in keys if cfg.get(k))
     if cfg["method"] == "sce_calibrated":
-        options += " calibration=" + json.dumps(json.loads(cfg["calibration"]),
-                                                separators=(",", ":"), sort_keys=True)
+        options += " " + report.calibration_label(cfg["calibration"])
     corpus = cfg["corpus"] if cfg["corpus"] in ("gcide", "synthetic") else Path(
         cfg["corpus"]).name
     return dict(corpus=corpus, vocab=cfg["vocab"], method=cfg["method"], budget=budget,

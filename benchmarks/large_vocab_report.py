@@ -49,6 +49,12 @@ def _num(value) -> float:
         return math.nan
 
 
+def calibration_label(options_json: str) -> str:
+    """``calibration={...}``: calibrated SCE's options, compact and key-sorted."""
+    return "calibration=" + json.dumps(json.loads(options_json), separators=(",", ":"),
+                                       sort_keys=True)
+
+
 def variant(row) -> str:
     """The row's loss options (``options``; for calibrated SCE also its ``--calibration``,
     read from the command line of rows written before the column held it)."""
@@ -56,8 +62,7 @@ def variant(row) -> str:
     if row["method"] == "sce_calibrated" and "calibration=" not in options:
         argv = shlex.split(row.get("command") or "")
         given = argv[argv.index("--calibration") + 1] if "--calibration" in argv else "{}"
-        options += " calibration=" + json.dumps(json.loads(given), separators=(",", ":"),
-                                                sort_keys=True)
+        options += " " + calibration_label(given)
     return options.strip()
 
 
