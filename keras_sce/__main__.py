@@ -1,4 +1,4 @@
-"""``python -m keras_sce``: the main job (see `keras_sce.cli`)."""
+"""`python -m keras_sce`: the main job (see `keras_sce.cli`)."""
 
 import sys
 

@@ -1,17 +1,17 @@
 """The main job: train SASRec with SCE and baseline losses, compare them honestly.
 
-``keras-sce train --data PATH --format FORMAT`` (or ``python -m keras_sce train``)
+`keras-sce train --data PATH --format FORMAT` (or `python -m keras_sce train`)
 loads an interaction log, splits it leave-one-out, trains SASRec once per loss
 (Keras progress bars, early stopping on validation NDCG@10 ranked over the full
 catalogue), evaluates the best weights on the test targets, prints a results table
 (NDCG@10, HR@10, COV@10, epochs, seconds per epoch, training / peak / predicted
-memory, status) and writes ``results.csv``, ``records.json`` and ``results.png``.
+memory, status) and writes `results.csv`, `records.json` and `results.png`.
 
 Every option is checked before anything trains. Each loss trains in a fresh child
 process (`keras_sce.app.main_job`): a loss that raises, runs out of memory or crashes
 becomes a row with its cause, the others still run, and everything is written before
 the exit status (1) reports the failure. A loss whose predicted memory exceeds the
-available memory is skipped with the two figures (``--force`` tries it anyway). With
+available memory is skipped with the two figures (`--force` tries it anyway). With
 no arguments it runs on generated data (see `DEFAULT_SYNTHETIC`) and says so.
 See docs/main-job.md.
 """
@@ -153,7 +153,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv=None) -> int:
-    """Entry point of ``keras-sce`` and ``python -m keras_sce``; returns the exit status."""
+    """Entry point of `keras-sce` and `python -m keras_sce`; returns the exit status."""
     runner.quiet_tensorflow_environment()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):

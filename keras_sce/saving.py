@@ -25,25 +25,25 @@ def bind_losses(model):
 
 
 def load_model(filepath, **kwargs):
-    """``keras.saving.load_model`` plus re-binding of keras_sce losses to their tables.
+    """`keras.saving.load_model` plus re-binding of keras_sce losses to their tables.
 
-    A ``.keras`` file stores the compiled loss's hyper-parameters, the position of
+    A `.keras` file stores the compiled loss's hyper-parameters, the position of
     its seed stream and the path of its item-table variable, but Keras
     deserializes a loss without its model; this function finds the table in the
     loaded model (functional, Sequential or subclassed: a path that lost or
-    gained its model's scope on reload still matches) so that ``fit`` goes on,
+    gained its model's scope on reload still matches) so that `fit` goes on,
     with fresh seeds rather than the ones already used.
 
     Args:
-        filepath: a ``.keras`` file.
-        **kwargs: forwarded to ``keras.saving.load_model``.
+        filepath: a `.keras` file.
+        **kwargs: forwarded to `keras.saving.load_model`.
 
     Returns:
         The loaded model, its keras_sce losses bound.
 
     Raises:
         ValueError: a loss's table path matches no variable (or several) of the
-            model; bind it yourself with ``model.loss.bind(layer)``.
+            model; bind it yourself with `model.loss.bind(layer)`.
 
     Examples:
         >>> import os, tempfile, keras, numpy as np, keras_sce

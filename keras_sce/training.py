@@ -1,7 +1,7 @@
 """Train SASRec with one loss and evaluate it over the full catalogue.
 
 Shared by the main job (`keras_sce.cli`) and the benchmarks: builds the loss by
-name, trains with Keras ``fit`` and full-ranking early stopping, then reports
+name, trains with Keras `fit` and full-ranking early stopping, then reports
 test metrics, epochs, seconds per training epoch and memory
 (`keras_sce.app.harness.MemoryWindow`): the process peak RSS and the part of it
 attributable to training (peak RSS above the RSS just before the model is built, i.e.
@@ -72,7 +72,7 @@ OPTIMIZERS = ("lazy_adam", "adam")
 
 
 def make_optimizer(config: TrainConfig):
-    """The optimizer of every run: ``config.optimizer`` at ``config.learning_rate``."""
+    """The optimizer of every run: `config.optimizer` at `config.learning_rate`."""
     import keras
 
     from keras_sce.optimizers import LazyAdam
@@ -96,14 +96,14 @@ def _fault_injection_callback(method: str):
 
 
 def sce_bucket_rule(split, config: TrainConfig) -> int:
-    """``int(2 * sqrt(T))``, T = expected non-padding positions per batch."""
+    """`int(2 * sqrt(T))`, T = expected non-padding positions per batch."""
     lengths = np.array([min(max(len(s) - 1, 0), config.max_length) for s in split.train])
     tokens = config.batch_size * float(lengths[lengths > 0].mean())
     return default_num_buckets(tokens)
 
 
 def make_loss(method: str, model, split, config: TrainConfig):
-    """The Keras loss for ``method`` bound to ``model``'s item table."""
+    """The Keras loss for `method` bound to `model`'s item table."""
     from keras_sce import losses
 
     table = model.item_embedding_layer
@@ -145,19 +145,19 @@ def make_loss(method: str, model, split, config: TrainConfig):
 
 
 def train_and_evaluate(split, method: str, config: TrainConfig, *, log=print) -> dict:
-    """Trains SASRec on ``split.train`` with ``method`` and evaluates on test.
+    """Trains SASRec on `split.train` with `method` and evaluates on test.
 
     Early stopping monitors full-ranking NDCG@10 on the validation targets; the
     best weights are then evaluated on the test targets (history = train +
     validation item, excluded from the ranking).
 
     Returns:
-        A dict with the test metrics (``ndcg@10``, ``hr@10``, ``cov@10``, ... at
-        K in 1, 5, 10, 20, 50), ``epochs``, ``best_epoch``, ``sec_per_epoch``,
-        ``catalogue`` (item table rows), ``peak_mem_mb`` (process peak RSS),
-        ``baseline_mem_mb`` (RSS before the model was built), ``train_mem_mb`` (peak
-        above that baseline), ``gpu_train_mem_mb`` (the GPU allocator's, NaN without
-        a GPU), ``stopped_by`` and the per-evaluation ``records``.
+        A dict with the test metrics (`ndcg@10`, `hr@10`, `cov@10`, ... at
+        K in 1, 5, 10, 20, 50), `epochs`, `best_epoch`, `sec_per_epoch`,
+        `catalogue` (item table rows), `peak_mem_mb` (process peak RSS),
+        `baseline_mem_mb` (RSS before the model was built), `train_mem_mb` (peak
+        above that baseline), `gpu_train_mem_mb` (the GPU allocator's, NaN without
+        a GPU), `stopped_by` and the per-evaluation `records`.
     """
     import keras
 

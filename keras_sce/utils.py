@@ -17,10 +17,10 @@ def require_tensorflow_backend(what: str) -> None:
 
 
 def resolve_table(item_embeddings, allow_unbuilt: bool = False):
-    """The ``[C, d]`` variable behind an Embedding-like layer or a variable.
+    """The `[C, d]` variable behind an Embedding-like layer or a variable.
 
     Returns the Keras variable (or tf.Variable) itself — never a detached copy —
-    so that gradients reach it. With ``allow_unbuilt`` an Embedding-like layer that
+    so that gradients reach it. With `allow_unbuilt` an Embedding-like layer that
     is not built yet is accepted (returns None); it is resolved at call time.
     """
     if isinstance(item_embeddings, (keras.Variable, tf.Variable)):

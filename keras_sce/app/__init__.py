@@ -6,7 +6,7 @@
   the Markdown / PNG writers (`keras_sce.app.records`).
 - `keras_sce.app.runner`: run a function in a fresh child process and turn any way it
   can die (exception, signal, out-of-memory kill) into a result with a cause.
-- `keras_sce.app.main_job`: the ``keras-sce train`` job (``keras_sce.cli`` parses its
+- `keras_sce.app.main_job`: the `keras-sce train` job (`keras_sce.cli` parses its
   options).
 - `keras_sce.app.memory`: read the memory this machine has and this process uses, and
   predict the memory a loss needs before training with it.

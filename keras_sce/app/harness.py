@@ -3,11 +3,11 @@
 - `run_config`: one configuration in a fresh child process (`keras_sce.app.runner`);
   a crash, an out-of-memory kill or a timeout becomes a failure row with its cause.
 - `MemoryWindow`: attributable peak memory. On the CPU it is the process's peak
-  resident size (Linux ``VmHWM``, reset through ``/proc/self/clear_refs``) above its
+  resident size (Linux `VmHWM`, reset through `/proc/self/clear_refs`) above its
   resident size when the window opens; open it once what the measurement should
   not count (the model, the data) exists. On a GPU it is the allocator's peak above
-  its bytes in use at the same point: TensorFlow's ``get_memory_info`` (the peak is
-  reset when the window opens), or JAX's ``memory_stats`` when the Keras backend is
+  its bytes in use at the same point: TensorFlow's `get_memory_info` (the peak is
+  reset when the window opens), or JAX's `memory_stats` when the Keras backend is
   JAX (JAX cannot reset its peak: the reading is exact only when the window's peak is
   the process's highest so far).
 - `compiled_memory_bytes`: the memory XLA assigns to a compiled function (its buffer
@@ -52,7 +52,7 @@ MIB = 2**20
 
 def run_config(fn: Callable, config, *, name: str, timeout: float | None = None,
                env: dict | None = None) -> dict:
-    """Runs ``fn(config)`` in a fresh process; its dict result, or a failure row.
+    """Runs `fn(config)` in a fresh process; its dict result, or a failure row.
 
     Args:
         fn: a module-level function returning a dict (the row's measured columns).
@@ -62,9 +62,9 @@ def run_config(fn: Callable, config, *, name: str, timeout: float | None = None,
         env: environment variables set for the child only.
 
     Returns:
-        ``fn``'s dict plus ``status="ok"`` and ``cause=""``; or, when the child raised,
-        was killed or timed out, ``status="failed"``, the ``cause`` in one line,
-        ``traceback`` and ``peak_mem_mb`` (the child's peak as last seen, or None).
+        `fn`'s dict plus `status="ok"` and `cause=""`; or, when the child raised,
+        was killed or timed out, `status="failed"`, the `cause` in one line,
+        `traceback` and `peak_mem_mb` (the child's peak as last seen, or None).
     """
     result = runner.run_in_child(fn, config, name=name, timeout=timeout, env=env)
     if result.ok:
@@ -75,7 +75,7 @@ def run_config(fn: Callable, config, *, name: str, timeout: float | None = None,
 
 
 def require_ok(row: dict, what: str) -> dict:
-    """``row`` when it succeeded; raises ``RuntimeError`` naming ``what`` and the cause."""
+    """`row` when it succeeded; raises `RuntimeError` naming `what` and the cause."""
     if row.get("status") != "ok":
         raise RuntimeError(f"{what} failed: {row.get('cause')}\n{row.get('traceback', '')}")
     return row
@@ -127,10 +127,10 @@ class MemoryWindow:
         baseline_bytes: resident size when the window opened.
         peak_before_bytes: the process's peak resident size before the window.
         peak_bytes: peak resident size inside the window (set by `close`).
-        reset: whether the kernel reset its peak counter (False: ``peak_bytes`` also
+        reset: whether the kernel reset its peak counter (False: `peak_bytes` also
             covers the time before the window).
         gpu_baseline_bytes / gpu_peak_bytes: the same for the GPU allocator (NaN
-            without a GPU, or when ``gpu=False``).
+            without a GPU, or when `gpu=False`).
     """
 
     baseline_bytes: int
@@ -148,7 +148,7 @@ class MemoryWindow:
         Args:
             gpu: also read the GPU allocator (NaN without a GPU).
             trim: first hand the C heap's free pages back to the OS (glibc
-                ``malloc_trim``), so that the baseline holds no freed memory.
+                `malloc_trim`), so that the baseline holds no freed memory.
         """
         if trim:
             _malloc_trim()
@@ -160,7 +160,7 @@ class MemoryWindow:
         return window
 
     def close(self) -> MemoryWindow:
-        """Reads the peaks reached since `open`; returns ``self``."""
+        """Reads the peaks reached since `open`; returns `self`."""
         self.peak_bytes = memory.peak_rss_bytes()
         if self.gpu:
             self.gpu_peak_bytes = gpu_memory_bytes()[1]
@@ -197,7 +197,7 @@ def buffer_assignment_bytes(text: str) -> int:
     """XLA's "Total bytes used" of a buffer-assignment dump minus its parameters (inputs).
 
     Raises:
-        ValueError: when ``text`` has no "Total bytes used" line.
+        ValueError: when `text` has no "Total bytes used" line.
     """
     import re
 
@@ -239,19 +239,19 @@ def compiled_memory_bytes(build: Callable, configs: Sequence, *, execute: bool =
                           timeout: float | None = 1800) -> list:
     """Bytes XLA assigns to each configuration's compiled program (inputs excluded).
 
-    One fresh CPU-only process compiles ``fn`` for each configuration, with
-    ``(fn, specs[, make_inputs]) = build(config)``: ``specs`` are the
-    ``tf.TensorSpec`` of ``fn``'s arguments (variables it reads are inputs too).
+    One fresh CPU-only process compiles `fn` for each configuration, with
+    `(fn, specs[, make_inputs]) = build(config)`: `specs` are the
+    `tf.TensorSpec` of `fn`'s arguments (variables it reads are inputs too).
 
     Args:
         build: a module-level function (pickled by name).
         configs: its arguments (picklable).
-        execute: also run each program once on ``make_inputs()`` (else it is only
+        execute: also run each program once on `make_inputs()` (else it is only
             compiled, so a program too large to run can be measured).
         timeout: seconds for the whole child.
 
     Returns:
-        One byte count per configuration; with ``execute``, ``(bytes, first output)``.
+        One byte count per configuration; with `execute`, `(bytes, first output)`.
 
     Raises:
         RuntimeError: when the child fails (its cause and traceback in the message).
@@ -270,7 +270,7 @@ def compiled_memory_bytes(build: Callable, configs: Sequence, *, execute: bool =
 
 
 def cpu_name() -> str:
-    """The CPU's model name (Linux ``/proc/cpuinfo``; the platform's answer elsewhere)."""
+    """The CPU's model name (Linux `/proc/cpuinfo`; the platform's answer elsewhere)."""
     import platform
 
     try:
@@ -284,10 +284,10 @@ def cpu_name() -> str:
 
 
 def gpu_card() -> tuple[str, int]:
-    """(name, total memory in bytes) of GPU 0, from ``nvidia-smi``.
+    """(name, total memory in bytes) of GPU 0, from `nvidia-smi`.
 
     Raises:
-        RuntimeError: when ``nvidia-smi`` is missing or fails.
+        RuntimeError: when `nvidia-smi` is missing or fails.
     """
     import subprocess
 

@@ -2,7 +2,7 @@
 
 Each loss trains in a fresh child process (`keras_sce.app.harness.run_config`): a loss
 that raises, runs out of memory or crashes becomes a row with its cause, the others
-still run. ``keras_sce.cli`` parses the options and calls `run_train`.
+still run. `keras_sce.cli` parses the options and calls `run_train`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ DEFAULT_EPOCHS_WITH_DATA = 200
 
 
 def load_data(args):
-    """Returns ``(SequenceData, description)`` for the parsed arguments."""
+    """Returns `(SequenceData, description)` for the parsed arguments."""
     from keras_sce import datasets
 
     if not args.data:
@@ -112,7 +112,7 @@ def _train_one(args, method) -> dict:
 
 
 def _train_job(job) -> dict:
-    """`_train_one` of ``(args, method)``: the child's entry point."""
+    """`_train_one` of `(args, method)`: the child's entry point."""
     return _train_one(*job)
 
 
@@ -171,7 +171,7 @@ def _run_loss(args, method, estimate, base_row) -> dict:
 
 
 def run_train(args) -> int:
-    """The ``train`` command; returns the exit status (0 ok, 1 if a loss failed).
+    """The `train` command; returns the exit status (0 ok, 1 if a loss failed).
 
     Raises:
         options.UsageError: for a bad option, data file or output folder (nothing trained).

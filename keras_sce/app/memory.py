@@ -1,7 +1,7 @@
 """Memory on this machine, in this process, and what training with a loss will need.
 
-Measured: `available_bytes` (what the OS can still give: ``MemAvailable`` from
-``/proc/meminfo``, the cgroup limit when one is set, ``os.sysconf`` elsewhere),
+Measured: `available_bytes` (what the OS can still give: `MemAvailable` from
+`/proc/meminfo`, the cgroup limit when one is set, `os.sysconf` elsewhere),
 `rss_bytes` / `peak_rss_bytes` (this process) and `reset_peak_rss` (Linux lets a
 process reset its own high-water mark, so the peak of training can be read apart from
 the peak of loading the data).
@@ -9,12 +9,12 @@ the peak of loading the data).
 Predicted: `predict_training_bytes` adds up the largest tensors that one training step
 of SASRec keeps alive with a given loss, per the shapes each loss materialises:
 
-- full CE: the ``N x C`` logits, their softmax and their gradient (``N`` = non-padding
-  rows of the fullest batch, ``C`` = catalogue rows);
-- sampled softmax: ``N x (k + 1)`` logits and the ``k`` shared negatives;
-- gBCE / BCE: per-row negatives, ``N x k`` embeddings of width ``d`` and their gradient;
-- SCE: the streamed item search ``n_b x (b_y + chunk)``, the bucket logits
-  ``n_b x b_x x b_y`` and the gathered bucket items ``n_b x b_y x d``;
+- full CE: the `N x C` logits, their softmax and their gradient (`N` = non-padding
+  rows of the fullest batch, `C` = catalogue rows);
+- sampled softmax: `N x (k + 1)` logits and the `k` shared negatives;
+- gBCE / BCE: per-row negatives, `N x k` embeddings of width `d` and their gradient;
+- SCE: the streamed item search `n_b x (b_y + chunk)`, the bucket logits
+  `n_b x b_x x b_y` and the gathered bucket items `n_b x b_y x d`;
 
 plus what every loss shares: the item table with its gradient and Adam's two moments
 (Keras Adam makes the table's gradient dense), SASRec's activations, and a runtime
@@ -119,8 +119,8 @@ def child_peak_rss_bytes(pid: int) -> int | None:
 def max_rows_per_batch(train_sequences, batch_size: int, max_length: int) -> int:
     """Non-padding training positions of the fullest possible batch.
 
-    Each user contributes ``min(len - 1, max_length)`` next-item targets; a batch of
-    the ``batch_size`` longest users holds the most (sortish batching builds exactly
+    Each user contributes `min(len - 1, max_length)` next-item targets; a batch of
+    the `batch_size` longest users holds the most (sortish batching builds exactly
     such batches).
     """
     lengths = sorted((min(max(len(s) - 1, 0), max_length) for s in train_sequences), reverse=True)
@@ -166,26 +166,26 @@ def predict_training_bytes(
     bucket_size_y: int = 256,
     chunk_size: int | None = DEFAULT_CHUNK_SIZE,
 ) -> MemoryEstimate:
-    """Predicts the memory one SASRec training run with ``method`` needs above its baseline.
+    """Predicts the memory one SASRec training run with `method` needs above its baseline.
 
     Args:
-        method: ``sce``, ``ce``, ``gbce``, ``bce`` or ``sampled_softmax``.
-        num_items: catalogue rows ``C`` (padding row included).
-        hidden_dim: embedding width ``d``.
-        rows: non-padding rows ``N`` of the fullest batch (see `max_rows_per_batch`).
-        batch_size: sequences per batch ``B``.
-        max_length: sequence length ``L``.
+        method: `sce`, `ce`, `gbce`, `bce` or `sampled_softmax`.
+        num_items: catalogue rows `C` (padding row included).
+        hidden_dim: embedding width `d`.
+        rows: non-padding rows `N` of the fullest batch (see `max_rows_per_batch`).
+        batch_size: sequences per batch `B`.
+        max_length: sequence length `L`.
         num_blocks: transformer blocks.
         num_heads: attention heads.
-        num_negatives: ``k`` of the sampled losses.
-        num_buckets: SCE ``n_b`` (None: ``int(2 * sqrt(N))``).
-        bucket_size_x: SCE ``b_x`` (None: as ``n_b``).
-        bucket_size_y: SCE ``b_y``.
+        num_negatives: `k` of the sampled losses.
+        num_buckets: SCE `n_b` (None: `int(2 * sqrt(N))`).
+        bucket_size_x: SCE `b_x` (None: as `n_b`).
+        bucket_size_y: SCE `b_y`.
         chunk_size: SCE items per chunk of the streamed search (None: whole table).
 
     Returns:
-        A `MemoryEstimate` with the parts ``loss``, ``item table + Adam``,
-        ``activations``, ``evaluation`` and ``runtime``.
+        A `MemoryEstimate` with the parts `loss`, `item table + Adam`,
+        `activations`, `evaluation` and `runtime`.
 
     Raises:
         ValueError: for an unknown method.

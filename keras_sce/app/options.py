@@ -1,7 +1,7 @@
 """Command-line option types and checks: one rule, one place, one clear message.
 
-Each ``type=`` below refuses a bad value while argparse parses, so the message names
-the option (``argument --lr: must be a finite number > 0, got 'nan'``). Rules that
+Each `type=` below refuses a bad value while argparse parses, so the message names
+the option (`argument --lr: must be a finite number > 0, got 'nan'`). Rules that
 involve two options or the data (heads divide the width, negatives fit in the
 catalogue) live in `check_combinations` and `check_against_data`, which raise
 `UsageError` with the option names in the message.
@@ -22,7 +22,7 @@ class UsageError(Exception):
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line, ``keras-sce: error: ...``, exit 2."""
+    """An ArgumentParser whose errors are one line, `keras-sce: error: ...`, exit 2."""
 
     def error(self, message):
         self.exit(2, f"keras-sce: error: {message} (see '{self.prog} --help')\n")
@@ -36,7 +36,7 @@ def _integer(text: str) -> int:
 
 
 def int_at_least(low: int):
-    """argparse type: an integer ``>= low``."""
+    """argparse type: an integer `>= low`."""
 
     def parse(text: str) -> int:
         value = _integer(text)
@@ -60,7 +60,7 @@ def finite_float(text: str) -> float:
 
 
 def positive_float(text: str) -> float:
-    """argparse type: a finite float ``> 0``."""
+    """argparse type: a finite float `> 0`."""
     value = finite_float(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
@@ -68,7 +68,7 @@ def positive_float(text: str) -> float:
 
 
 def unit_interval_float(text: str) -> float:
-    """argparse type: a float in ``[0, 1)`` (a dropout rate)."""
+    """argparse type: a float in `[0, 1)` (a dropout rate)."""
     value = finite_float(text)
     if not 0.0 <= value < 1.0:
         raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text!r}")
@@ -76,7 +76,7 @@ def unit_interval_float(text: str) -> float:
 
 
 def logit_offset(text: str):
-    """argparse type: ``balanced`` or a finite float."""
+    """argparse type: `balanced` or a finite float."""
     if text == "balanced":
         return text
     try:
@@ -88,7 +88,7 @@ def logit_offset(text: str):
 
 
 def seed(text: str) -> int:
-    """argparse type: an integer in ``[0, 2**31)``."""
+    """argparse type: an integer in `[0, 2**31)`."""
     value = _integer(text)
     if not 0 <= value < 2**31:
         raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**31), got {text!r}")
@@ -114,7 +114,7 @@ def loss_list(text: str) -> tuple[str, ...]:
 
 
 def delimiter(text: str) -> str:
-    """argparse type: one character, or ``\\t`` for a tab."""
+    """argparse type: one character, or `\\t` for a tab."""
     value = "\t" if text in ("\\t", "tab") else text
     if len(value) != 1:
         raise argparse.ArgumentTypeError(f"must be one character (or '\\t'), got {text!r}")
@@ -144,7 +144,7 @@ def check_combinations(args) -> None:
 
 
 def check_data_path(path: str | None) -> None:
-    """``--data``: an existing readable file (or a MovieLens folder)."""
+    """`--data`: an existing readable file (or a MovieLens folder)."""
     if path is None:
         return
     if not os.path.exists(path):
@@ -154,7 +154,7 @@ def check_data_path(path: str | None) -> None:
 
 
 def prepare_output_folder(path: str) -> pathlib.Path:
-    """``--out``: creates the folder if needed and checks that files can be written there."""
+    """`--out`: creates the folder if needed and checks that files can be written there."""
     out = pathlib.Path(path)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {path}: exists and is not a folder")
@@ -169,7 +169,7 @@ def prepare_output_folder(path: str) -> pathlib.Path:
 
 
 def check_against_data(args, num_items: int, num_users: int) -> None:
-    """Rules that need the catalogue size (``num_items`` counts the padding row).
+    """Rules that need the catalogue size (`num_items` counts the padding row).
 
     Raises:
         UsageError: naming the option and the largest allowed value.

@@ -36,7 +36,7 @@ class CsvSchema:
         return tuple(self.fields) + tuple(self.added)
 
     def check_row(self, row: dict) -> None:
-        """Raises ``ValueError`` naming missing and unknown columns of ``row``."""
+        """Raises `ValueError` naming missing and unknown columns of `row`."""
         missing = [c for c in self.columns if c not in row]
         unknown = [k for k in row if k not in self.columns]
         if missing or unknown:
@@ -67,14 +67,14 @@ class CsvSchema:
             csv.DictWriter(handle, fieldnames=header, restval="").writerow(row)
 
     def read(self, path) -> list[dict]:
-        """All rows of ``path`` as dicts of strings (columns it lacks are empty)."""
+        """All rows of `path` as dicts of strings (columns it lacks are empty)."""
         with open(path, newline="") as handle:
             return [{**dict.fromkeys(self.columns, ""), **r} for r in csv.DictReader(handle)]
 
     def write(self, path, rows, header=None) -> None:
-        """Writes ``rows`` as the whole file, atomically (a reader never sees half a file).
+        """Writes `rows` as the whole file, atomically (a reader never sees half a file).
 
-        The header is ``header`` (an existing file's) widened by the schema's columns it
+        The header is `header` (an existing file's) widened by the schema's columns it
         lacks, or the schema's columns.
         """
         columns = list(header or ())
@@ -107,11 +107,11 @@ def _format(value, fmt: str) -> str:
 
 
 def markdown_table(rows, columns) -> str:
-    """A Markdown table; ``columns`` are ``(key, title, format)``.
+    """A Markdown table; `columns` are `(key, title, format)`.
 
-    A format is a Python format spec for numbers (right-aligned), ``"s"`` for text
-    (left-aligned) or ``">s"`` for right-aligned text; empty, None and non-finite
-    cells show ``-``.
+    A format is a Python format spec for numbers (right-aligned), `"s"` for text
+    (left-aligned) or `">s"` for right-aligned text; empty, None and non-finite
+    cells show `-`.
     """
     lines = ["| " + " | ".join(title for _, title, _ in columns) + " |",
              "|" + "|".join("---" if fmt == "s" else "---:" for _, _, fmt in columns) + "|"]
@@ -124,10 +124,10 @@ def plot_panels(panels, path, title: str = "", ncols: int | None = None) -> bool
     """Writes a PNG of one or more panels; False (and no file) without matplotlib.
 
     Args:
-        panels: dicts with ``series`` (``{label: (xs, ys)}`` or ``(xs, ys, style)``, a
-            Matplotlib format such as ``"C3x:"``) and/or ``bars`` (``(names, values)`` or
-            ``(names, values, errors)``, horizontal), and optional ``xlabel``,
-            ``ylabel``, ``title``, ``xlog``, ``ylog``.
+        panels: dicts with `series` (`{label: (xs, ys)}` or `(xs, ys, style)`, a
+            Matplotlib format such as `"C3x:"`) and/or `bars` (`(names, values)` or
+            `(names, values, errors)`, horizontal), and optional `xlabel`,
+            `ylabel`, `title`, `xlog`, `ylog`.
         path: the PNG file.
         title: the figure's title.
         ncols: panels per row (default: all in one row).

@@ -1,8 +1,8 @@
-"""Result rows of the main job: the printed table, ``results.csv``, strict JSON, the plot.
+"""Result rows of the main job: the printed table, `results.csv`, strict JSON, the plot.
 
-A row is a dict. Every row has ``method``, ``status`` (``ok``, ``failed`` or
-``skipped``) and ``cause`` (empty when ok); metric cells of a row that did not train
-are empty in the CSV, ``-`` in the table and ``null`` in the JSON.
+A row is a dict. Every row has `method`, `status` (`ok`, `failed` or
+`skipped`) and `cause` (empty when ok); metric cells of a row that did not train
+are empty in the CSV, `-` in the table and `null` in the JSON.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ _FORMATS = {"ndcg@10": ".4f", "hr@10": ".4f", "cov@10": ".3f", "sec_per_epoch": 
 
 
 def to_json_value(value):
-    """``value`` with NumPy scalars made Python and NaN / infinity made None (JSON null)."""
+    """`value` with NumPy scalars made Python and NaN / infinity made None (JSON null)."""
     if isinstance(value, dict):
         return {str(k): to_json_value(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -68,14 +68,14 @@ def to_json_value(value):
 
 
 def write_json(rows, path) -> None:
-    """Writes strict JSON (``allow_nan=False``: no bare NaN / Infinity)."""
+    """Writes strict JSON (`allow_nan=False`: no bare NaN / Infinity)."""
     with open(path, "w") as handle:
         json.dump(to_json_value(rows), handle, indent=1, allow_nan=False)
         handle.write("\n")
 
 
 def write_csv(rows, path) -> None:
-    """Writes ``results.csv`` (`CSV_COLUMNS`; empty cells for what a row lacks)."""
+    """Writes `results.csv` (`CSV_COLUMNS`; empty cells for what a row lacks)."""
     SCHEMA.write(path, [{k: _csv_cell(row.get(k)) for k in CSV_COLUMNS} for row in rows])
 
 

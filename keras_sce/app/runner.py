@@ -4,7 +4,7 @@
 that job's own, and no TensorFlow state leaks between jobs), sends it the function
 and its arguments, and waits for either the result on a pipe or the death of the
 process. A child that raises, is killed by a signal (out-of-memory kills are SIGKILL),
-segfaults, or exits without a result gives a `ChildResult` whose ``cause`` says so;
+segfaults, or exits without a result gives a `ChildResult` whose `cause` says so;
 the parent never blocks on a dead child. Results are plain picklable values.
 
 TensorFlow prints start-up lines on stderr from C++ (oneDNN, CUDA probing, absl)
@@ -12,7 +12,7 @@ while its library loads, before any setting can stop them, and a spawned child
 imports it while unpickling its job. So `quiet_tensorflow_environment` sets the
 variables that silence the later lines (children inherit them), and the child's
 stderr is a pipe that the parent forwards line by line, minus those start-up lines
-(`is_startup_noise`); ``TF_CPP_MIN_LOG_LEVEL=0`` forwards everything.
+(`is_startup_noise`); `TF_CPP_MIN_LOG_LEVEL=0` forwards everything.
 
 Example:
 
@@ -40,7 +40,7 @@ from typing import Any
 
 from keras_sce.app import memory
 
-# Test hook: "name=kind,name=kind" makes the job ``name`` die mid-training (see
+# Test hook: "name=kind,name=kind" makes the job `name` die mid-training (see
 # `inject_fault_if_requested`); kinds: sigkill, sigsegv, raise, exit.
 FAULT_ENV = "KERAS_SCE_INJECT_FAULT"
 FAULT_KINDS = ("sigkill", "sigsegv", "raise", "exit")
@@ -52,9 +52,9 @@ class ChildResult:
 
     Attributes:
         name: the job's name (for messages).
-        value: what the function returned (None unless ``ok``).
-        cause: None on success, else one line: ``exception: ValueError: ...``,
-            ``killed by SIGKILL (likely out of memory)``, ``timed out after 60 s``...
+        value: what the function returned (None unless `ok`).
+        cause: None on success, else one line: `exception: ValueError: ...`,
+            `killed by SIGKILL (likely out of memory)`, `timed out after 60 s`...
         traceback: the child's traceback text when it raised.
         exitcode: the process exit code (negative: killed by that signal).
         peak_rss_bytes: the child's peak RSS as last seen from the parent (Linux),
@@ -95,7 +95,7 @@ def describe_exit(exitcode: int | None) -> str:
 def quiet_tensorflow_environment() -> None:
     """Sets the variables that keep TensorFlow's C++ start-up logging off the terminal.
 
-    Only defaults: a variable the user set is kept (``TF_CPP_MIN_LOG_LEVEL=0`` shows
+    Only defaults: a variable the user set is kept (`TF_CPP_MIN_LOG_LEVEL=0` shows
     everything again). Call before TensorFlow is imported and before spawning.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # also the "failed call to cuInit" line
@@ -124,7 +124,7 @@ def _forward_stderr(fd: int, keep_all: bool) -> None:
 
 
 def _start_with_filtered_stderr(proc) -> threading.Thread:
-    """Starts ``proc`` with its stderr on a pipe, forwarded by a thread; returns the thread."""
+    """Starts `proc` with its stderr on a pipe, forwarded by a thread; returns the thread."""
     read_fd, write_fd = os.pipe()
     sys.stderr.flush()
     saved = os.dup(2)
@@ -159,7 +159,7 @@ def import_tensorflow_quietly() -> None:
 
 
 def inject_fault_if_requested(name: str) -> None:
-    """Test hook: dies as ``$KERAS_SCE_INJECT_FAULT`` asks for job ``name``, if it does."""
+    """Test hook: dies as `$KERAS_SCE_INJECT_FAULT` asks for job `name`, if it does."""
     spec = os.environ.get(FAULT_ENV, "")
     for item in filter(None, spec.split(",")):
         job, _, kind = item.partition("=")
@@ -206,7 +206,7 @@ def _stop(proc, grace: float = 5.0) -> None:
 
 @contextlib.contextmanager
 def _environment(overrides: dict):
-    """Sets ``overrides`` in ``os.environ`` (a spawned child copies it) and restores it."""
+    """Sets `overrides` in `os.environ` (a spawned child copies it) and restores it."""
     saved = {key: os.environ.get(key) for key in overrides}
     os.environ.update({key: str(value) for key, value in overrides.items()})
     try:
@@ -228,20 +228,20 @@ def run_in_child(
     env: dict | None = None,
     **kwargs,
 ) -> ChildResult:
-    """Runs ``fn(*args, **kwargs)`` in a spawned process and returns what happened.
+    """Runs `fn(*args, **kwargs)` in a spawned process and returns what happened.
 
     Args:
         fn: a module-level function (it is pickled by name).
         *args: positional arguments (picklable).
-        name: the job's name in the result (default: ``fn.__name__``).
+        name: the job's name in the result (default: `fn.__name__`).
         timeout: seconds after which the child is killed (None: no limit).
         poll_seconds: how often the parent looks at the child while waiting.
-        env: environment variables set for the child only (e.g. ``XLA_FLAGS``, read
+        env: environment variables set for the child only (e.g. `XLA_FLAGS`, read
             before the child imports anything).
         **kwargs: keyword arguments (picklable).
 
     Returns:
-        A `ChildResult`; ``ok`` is True when ``fn`` returned.
+        A `ChildResult`; `ok` is True when `fn` returned.
 
     Raises:
         KeyboardInterrupt: after stopping the child, when the parent is interrupted.

@@ -23,9 +23,9 @@ def check_exists(path: str, what: str) -> None:
 def open_text(path: str, *, newline: str | None = None):
     """Yields a text handle; gzip is detected by its magic bytes, not the name.
 
-    ``utf-8-sig`` drops the byte-order mark that Excel's "CSV UTF-8" writes (and
+    `utf-8-sig` drops the byte-order mark that Excel's "CSV UTF-8" writes (and
     reads a file without one unchanged). A file that is not UTF-8 raises a
-    ``ValueError`` naming it, whenever the bad bytes are met while reading.
+    `ValueError` naming it, whenever the bad bytes are met while reading.
     """
     with open(path, "rb") as probe:
         compressed = probe.read(2) == _GZIP_MAGIC
@@ -43,7 +43,7 @@ def open_text(path: str, *, newline: str | None = None):
 
 
 def warn_caller(message: str) -> None:
-    """A ``UserWarning`` attributed to the first caller outside this package."""
+    """A `UserWarning` attributed to the first caller outside this package."""
     here = os.path.dirname(os.path.abspath(__file__))
     frame, level = sys._getframe(0), 1
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(here):

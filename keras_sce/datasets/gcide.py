@@ -1,13 +1,13 @@
 """GCIDE (the Collaborative International Dictionary of English) as documents.
 
 The dictd text of GCIDE is a sequence of entries. An entry starts with a
-headword line at column 0, ``headword \\form\\ (pronunciation), pos. [etymology]``
+headword line at column 0, `headword \\form\\ (pronunciation), pos. [etymology]`
 (the dictd key, the headword with its stress marks between backslashes, an
 optional pronunciation in parentheses, then an optional part-of-speech tag), which
 may wrap onto further column-0 lines when several forms share the entry; the
 indented lines under it are the definitions, notes, synonyms and source markers
-(``[1913 Webster]``, ``[WordNet 1.5]``). Entries are separated by a blank line;
-the ``00-database-*`` entries and the licence preamble are metadata, not entries.
+(`[1913 Webster]`, `[WordNet 1.5]`). Entries are separated by a blank line;
+the `00-database-*` entries and the licence preamble are metadata, not entries.
 
 `parse_gcide` yields `GcideEntry` objects (headword, part of speech,
 definition text), shared by the word-level language model (`gcide_documents`
@@ -43,12 +43,12 @@ class GcideEntry:
     """One dictionary entry.
 
     Args:
-        headword: the dictd key of the entry (``"aardvark"``, ``"Aaron's rod"``).
+        headword: the dictd key of the entry (`"aardvark"`, `"Aaron's rod"`).
         pos: the part-of-speech tag after the first form and its pronunciation
-            (``"n."``, ``"a."``, ``"v. t."``, ``"adv."``, ``"a. & n."``), or None
+            (`"n."`, `"a."`, `"v. t."`, `"adv."`, `"a. & n."`), or None
             when the headword line has none.
         definition: the indented body, whitespace collapsed, without the source
-            markers (``[1913 Webster]``, ``[WordNet 1.5]``, ...).
+            markers (`[1913 Webster]`, `[WordNet 1.5]`, ...).
         text: the whole entry as in the file (headword lines and body).
         line: 1-based line number of the headword line.
     """
@@ -108,8 +108,8 @@ def _make_entry(lines: list[str], start: int, next_headword: str | None) -> Gcid
 def parse_gcide(text: str) -> Iterator[GcideEntry]:
     """Yields the entries of GCIDE's dictd text, in file order.
 
-    An entry starts at a column-0 headword line (``key \\form\\ ...``) that follows
-    a blank line; the metadata entries (``00-database-*``) and the licence text are
+    An entry starts at a column-0 headword line (`key \\form\\ ...`) that follows
+    a blank line; the metadata entries (`00-database-*`) and the licence text are
     skipped.
 
     Args:
@@ -145,18 +145,18 @@ def parse_gcide(text: str) -> Iterator[GcideEntry]:
 
 
 def read_gcide(path, *, errors: str = "replace") -> list[GcideEntry]:
-    """Parses a GCIDE dictd text file (plain or compressed, e.g. ``gcide.txt.xz``).
+    """Parses a GCIDE dictd text file (plain or compressed, e.g. `gcide.txt.xz`).
 
-    ``errors="replace"`` by default: GCIDE 0.48 holds three bytes that are not
+    `errors="replace"` by default: GCIDE 0.48 holds three bytes that are not
     UTF-8 (Windows-1252 punctuation and a c-cedilla); they become U+FFFD.
     """
     return list(parse_gcide(decode_text(read_file_bytes(path), str(path), "utf-8", errors)))
 
 
 def gcide_documents(name: str, text: str):
-    """Document splitter for ``load_token_corpus(..., documents=gcide_documents)``.
+    """Document splitter for `load_token_corpus(..., documents=gcide_documents)`.
 
-    One document per entry (its whole text); the key is ``headword:line``, the
+    One document per entry (its whole text); the key is `headword:line`, the
     split group is the lower-cased headword, so every entry of a headword (its
     homographs) lands in the same split.
     """
@@ -170,14 +170,14 @@ gcide_documents.cache_version = 1
 
 
 def load_gcide_corpus(path, max_types: int, **options):
-    """The GCIDE word-level corpus: one document per entry, the ``"words"`` tokenizer.
+    """The GCIDE word-level corpus: one document per entry, the `"words"` tokenizer.
 
     Args:
-        path: the dictd text (``gcide.txt.xz``).
+        path: the dictd text (`gcide.txt.xz`).
         max_types: vocabulary size K (ids 2 .. K + 1).
         **options: forwarded to `load_token_corpus`
-            (``split``, ``seed``, ``cache_dir``, ...); ``errors`` defaults to
-            ``"replace"`` (see `read_gcide`).
+            (`split`, `seed`, `cache_dir`, ...); `errors` defaults to
+            `"replace"` (see `read_gcide`).
 
     Returns:
         A `TokenCorpus`.

@@ -1,15 +1,15 @@
 """GCIDE's "definition -> part of speech": a real text-classification task.
 
-Each GCIDE entry with a part-of-speech tag after its headword (``n.``, ``a.``,
-``v. t.``, ...) is one example: the definition text is the input, the tag's class
-is the label. Tags map to classes through ``labels`` (by default four classes:
+Each GCIDE entry with a part-of-speech tag after its headword (`n.`, `a.`,
+`v. t.`, ...) is one example: the definition text is the input, the tag's class
+is the label. Tags map to classes through `labels` (by default four classes:
 noun, adjective, verb, adverb); entries whose tag is not in the mapping, or whose
 definition is empty, are left out and counted.
 
 The split is fixed and leak-free: every entry of one headword (its homographs,
 often of different parts of speech) lands in one split, chosen by a seeded hash of
 the lower-cased headword (the same rule as the word-level corpus of
-:func:`~keras_sce.datasets.gcide.load_gcide_corpus`). Inside each split a
+`keras_sce.datasets.gcide.load_gcide_corpus`). Inside each split a
 stratified subset of the requested size is drawn (class shares as in that split),
 so a small training set keeps the learning-rate grid of a fine-tuning study
 affordable while validation and test stay large.
@@ -25,7 +25,7 @@ import numpy as np
 from keras_sce.datasets.gcide import GcideEntry, read_gcide
 from keras_sce.datasets.tokens import check_fractions, split_of
 
-#: GCIDE's tags -> class names; Webster's ``a.`` and WordNet's ``adj.`` are one class.
+#: GCIDE's tags -> class names; Webster's `a.` and WordNet's `adj.` are one class.
 DEFAULT_POS_LABELS = {
     "n.": "noun", "n. pl.": "noun",
     "a.": "adjective", "adj.": "adjective",
@@ -41,8 +41,8 @@ class TextClassificationSplit:
 
     Args:
         texts: the definitions.
-        labels: ``int32 [num_examples]`` indices into the task's ``class_names``.
-        keys: ``headword:line`` of each example's entry.
+        labels: `int32 [num_examples]` indices into the task's `class_names`.
+        keys: `headword:line` of each example's entry.
     """
 
     texts: list[str]
@@ -53,7 +53,7 @@ class TextClassificationSplit:
         return len(self.texts)
 
     def class_counts(self, num_classes: int) -> np.ndarray:
-        """Examples per class, ``int64 [num_classes]``."""
+        """Examples per class, `int64 [num_classes]`."""
         return np.bincount(self.labels, minlength=num_classes)
 
 
@@ -100,8 +100,8 @@ def _positive_or_none(name, value):
 
 def _stratified(indices: np.ndarray, labels: np.ndarray, size, rng, split: str,
                 class_names) -> np.ndarray:
-    """``size`` of ``indices`` with the class shares of ``labels[indices]`` (largest
-    remainders), in a seeded order; all of them when ``size`` is None."""
+    """`size` of `indices` with the class shares of `labels[indices]` (largest
+    remainders), in a seeded order; all of them when `size` is None."""
     if size is None:
         return indices[rng.permutation(indices.size)]
     if size > indices.size:
@@ -127,10 +127,10 @@ def load_gcide_pos(path=None, *, entries: list[GcideEntry] | None = None,
     """GCIDE's definition -> part-of-speech task, with a fixed stratified split.
 
     Args:
-        path: the GCIDE dictd text (``gcide.txt.xz``); or pass ``entries``.
+        path: the GCIDE dictd text (`gcide.txt.xz`); or pass `entries`.
         entries: already parsed entries (e.g. from
-            :func:`~keras_sce.datasets.gcide.parse_gcide`), instead of ``path``.
-        labels: tag -> class name (default :data:`DEFAULT_POS_LABELS`). Class
+            `keras_sce.datasets.gcide.parse_gcide`), instead of `path`.
+        labels: tag -> class name (default `DEFAULT_POS_LABELS`). Class
             indices follow the order in which class names first appear here.
         train_size: examples drawn from the training split (stratified); None
             keeps them all.
@@ -140,10 +140,10 @@ def load_gcide_pos(path=None, *, entries: list[GcideEntry] | None = None,
         seed: the headword hash and the stratified draw.
 
     Returns:
-        A :class:`TextClassificationTask`.
+        A `TextClassificationTask`.
 
     Raises:
-        ValueError: on neither or both of ``path`` and ``entries``, an empty or
+        ValueError: on neither or both of `path` and `entries`, an empty or
             non-string mapping, a size that is not a positive int or exceeds what
             its split holds, or a split that ends up without an example of a class.
 

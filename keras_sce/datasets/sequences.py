@@ -15,22 +15,22 @@ PADDING_ID = 0
 
 @dataclasses.dataclass
 class SequenceData:
-    """Per-user item sequences in time order, with dense item ids ``1..C`` (0 = padding).
+    """Per-user item sequences in time order, with dense item ids `1..C` (0 = padding).
 
-    The loaders remap raw item ids to the dense range ``1..C`` so that the size of
+    The loaders remap raw item ids to the dense range `1..C` so that the size of
     the model's item table is the number of items, never the value of a raw id;
-    ``item_ids`` keeps the way back (see `raw_items` and `dense_items`).
+    `item_ids` keeps the way back (see `raw_items` and `dense_items`).
 
     Args:
         sequences: list of 1-D int64 arrays, one per user, items in time order.
         num_items: rows of the item table the model is built for, *including* the
-            padding row 0: valid ids are ``1 .. num_items - 1`` (the catalogue).
-        user_ids: optional raw user ids (same order as ``sequences``). Users are
+            padding row 0: valid ids are `1 .. num_items - 1` (the catalogue).
+        user_ids: optional raw user ids (same order as `sequences`). Users are
             never table rows (the models have no user embedding), so they are not
             remapped.
         name: a short human-readable description of where the data came from.
-        item_ids: optional raw item ids, ``item_ids[i]`` is the raw id of dense id
-            ``i`` (entry 0, the padding row, holds 0 or ""). ``None``: the ids are
+        item_ids: optional raw item ids, `item_ids[i]` is the raw id of dense id
+            `i` (entry 0, the padding row, holds 0 or ""). `None`: the ids are
             their own raw ids (generated data).
         duplicates_dropped: exact duplicate rows (same user, item and timestamp)
             the loader removed.
@@ -72,7 +72,7 @@ class SequenceData:
 
     @property
     def catalogue_size(self) -> int:
-        """Items the model can score: ``num_items - 1`` (the table less its padding row)."""
+        """Items the model can score: `num_items - 1` (the table less its padding row)."""
         return self.num_items - 1
 
     @property
@@ -95,14 +95,14 @@ class SequenceData:
         return int(sum(1 for s in self.sequences if len(s) >= 3 and s[-1] == s[-2]))
 
     def item_counts(self) -> np.ndarray:
-        """Occurrences of every id, shape ``[num_items]`` (entry 0 is 0)."""
+        """Occurrences of every id, shape `[num_items]` (entry 0 is 0)."""
         return np.bincount(np.concatenate(self.sequences), minlength=self.num_items)
 
     def raw_items(self, ids) -> np.ndarray:
         """Translates dense ids (e.g. recommendations) back to the file's own ids.
 
         Args:
-            ids: integer array-like of dense ids in ``1 .. num_items - 1``.
+            ids: integer array-like of dense ids in `1 .. num_items - 1`.
 
         Returns:
             An array of the same shape holding the raw ids.
@@ -195,22 +195,22 @@ def from_user_item_pairs(
 ) -> SequenceData:
     """Groups (user, item[, order key]) triples into per-user sequences.
 
-    Each user's events are sorted by ``order`` (a stable sort, so ties keep file
-    order). Raw item ids of any type are mapped to dense ids ``1..C`` in order of
-    first appearance after that sort; ``SequenceData.item_ids`` keeps the raw ids.
+    Each user's events are sorted by `order` (a stable sort, so ties keep file
+    order). Raw item ids of any type are mapped to dense ids `1..C` in order of
+    first appearance after that sort; `SequenceData.item_ids` keeps the raw ids.
 
     Args:
         users: 1-D raw user ids.
         items: 1-D raw item ids, same length.
-        order: optional 1-D numeric time key; ``None`` means file order.
+        order: optional 1-D numeric time key; `None` means file order.
         name: description stored in the result.
         drop_duplicates: drop rows equal in user, item *and* order key (the copies
             that exports often contain), with a warning saying how many. Without
-            ``order`` nothing is dropped: with no timestamps a repeated item cannot
+            `order` nothing is dropped: with no timestamps a repeated item cannot
             be told from a re-consumption.
 
     Returns:
-        A `SequenceData` with ``duplicates_dropped`` / ``duplicates_kept`` set.
+        A `SequenceData` with `duplicates_dropped` / `duplicates_kept` set.
 
     Examples:
         >>> data = from_user_item_pairs(["u", "u", "v"], ["b", "a", "b"], [2, 1, 5])
@@ -276,13 +276,13 @@ def _exact_duplicates(users, items, keys) -> np.ndarray:
 
 
 def load_sequences_txt(path: str | os.PathLike, *, name: str | None = None) -> SequenceData:
-    """Loads the SASRec / S3-Rec text format: ``user_id item_1 ... item_n`` per line.
+    """Loads the SASRec / S3-Rec text format: `user_id item_1 ... item_n` per line.
 
     Items are integers already in time order (the convention of the SASRec, S3-Rec
-    and SCE benchmark files). Item ids are remapped to the dense range ``1..C`` in
-    increasing raw-id order, so a file whose ids are already ``1..C`` (Beauty,
+    and SCE benchmark files). Item ids are remapped to the dense range `1..C` in
+    increasing raw-id order, so a file whose ids are already `1..C` (Beauty,
     Sports, Toys, Yelp) keeps every id unchanged, and a stray id of 10^12 costs one
-    table row, not 10^12; ``SequenceData.item_ids`` maps dense ids back to raw ids.
+    table row, not 10^12; `SequenceData.item_ids` maps dense ids back to raw ids.
     Raw ids must be positive (0 is the padding id of these files). User ids are kept
     as they are (any integer, one line per user).
 
@@ -293,7 +293,7 @@ def load_sequences_txt(path: str | os.PathLike, *, name: str | None = None) -> S
 
     The file may be UTF-8 with or without a byte-order mark, with LF or CRLF line
     ends, or gzip-compressed. Blank lines are skipped; anything else that is
-    malformed raises a ``ValueError`` that names the file and the line.
+    malformed raises a `ValueError` that names the file and the line.
 
     Args:
         path: the text file.

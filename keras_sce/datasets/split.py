@@ -1,4 +1,4 @@
-"""Leave-one-out split and padded arrays / ``tf.data`` pipelines for SASRec-style models."""
+"""Leave-one-out split and padded arrays / `tf.data` pipelines for SASRec-style models."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ class LeaveOneOutSplit:
     Attributes:
         train: training history per user (all users, same order as the data).
         valid_users / test_users: indices of the evaluated users.
-        valid_targets / test_targets: ``[n]`` target ids for those users.
+        valid_targets / test_targets: `[n]` target ids for those users.
         num_items: size of the id space including padding (from the data).
     """
 
@@ -36,7 +36,7 @@ class LeaveOneOutSplit:
         return self.data.num_items
 
     def history(self, stage: str) -> list[np.ndarray]:
-        """Per evaluated user, the items seen before the ``stage`` target."""
+        """Per evaluated user, the items seen before the `stage` target."""
         _check_stage(stage)
         if stage == "valid":
             return [self.train[u] for u in self.eval_users]
@@ -56,7 +56,7 @@ def _check_stage(stage):
 
 
 def leave_one_out(data: SequenceData) -> LeaveOneOutSplit:
-    """Splits every user's sequence: ``[...train..., valid target, test target]``.
+    """Splits every user's sequence: `[...train..., valid target, test target]`.
 
     Args:
         data: a `SequenceData` (items in time order).
@@ -94,10 +94,10 @@ def leave_one_out(data: SequenceData) -> LeaveOneOutSplit:
 
 
 def pad_sequences(sequences: list[np.ndarray], maxlen: int, *, padding: str = "left") -> np.ndarray:
-    """Keeps the last ``maxlen`` items of each sequence and pads with 0.
+    """Keeps the last `maxlen` items of each sequence and pads with 0.
 
-    ``padding="left"`` right-aligns the items (the most recent item is always at
-    position ``maxlen - 1``, the SASRec convention); ``"right"`` left-aligns them.
+    `padding="left"` right-aligns the items (the most recent item is always at
+    position `maxlen - 1`, the SASRec convention); `"right"` left-aligns them.
     """
     if padding not in ("left", "right"):
         raise ValueError(f"padding must be 'left' or 'right', got {padding!r}.")
@@ -120,12 +120,12 @@ def training_arrays(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Next-item training pairs on every position.
 
-    For a history ``[i1, ..., in]`` the input is ``[i1, ..., i(n-1)]`` and the
-    target ``[i2, ..., in]`` (both cut to their last ``maxlen`` items and padded
+    For a history `[i1, ..., in]` the input is `[i1, ..., i(n-1)]` and the
+    target `[i2, ..., in]` (both cut to their last `maxlen` items and padded
     with 0, whose targets the losses ignore). Histories shorter than 2 are dropped.
 
     Returns:
-        ``(inputs, targets)``, both ``int64 [num_sequences, maxlen]``.
+        `(inputs, targets)`, both `int64 [num_sequences, maxlen]`.
     """
     kept = [s for s in train if len(s) >= 2]
     if not kept:
@@ -146,18 +146,18 @@ def training_dataset(
     drop_remainder: bool = True,
     length_buckets: int | None = None,
 ):
-    """A ``tf.data.Dataset`` of ``(inputs, targets)`` batches, reshuffled every epoch.
+    """A `tf.data.Dataset` of `(inputs, targets)` batches, reshuffled every epoch.
 
     Args:
         split_or_train: a `LeaveOneOutSplit` or a list of training histories.
         maxlen: sequence length L.
         batch_size: users per batch.
-        padding: ``"left"`` or ``"right"`` (see `pad_sequences`).
+        padding: `"left"` or `"right"` (see `pad_sequences`).
         shuffle: reshuffle the users at each iteration.
         seed: shuffle seed.
-        drop_remainder: keep every batch at ``batch_size`` (static shapes).
+        drop_remainder: keep every batch at `batch_size` (static shapes).
         length_buckets: if set (e.g. 50), "sortish" batching: each epoch the
-            shuffled users are cut into pools of ``length_buckets * batch_size``,
+            shuffled users are cut into pools of `length_buckets * batch_size`,
             sorted by length inside a pool, cut into batches, and the batches are
             shuffled; every batch is trimmed to its longest sequence, so padded
             positions cost (almost) nothing. With left padding and SASRec's
@@ -165,8 +165,8 @@ def training_dataset(
             full-length batches; only which users share a batch changes.
 
     Returns:
-        A dataset yielding ``int32 [batch, L]`` inputs and targets (``[batch, None]``
-        with ``length_buckets``).
+        A dataset yielding `int32 [batch, L]` inputs and targets (`[batch, None]`
+        with `length_buckets`).
     """
     import tensorflow as tf
 
@@ -190,8 +190,8 @@ def evaluation_arrays(
     """Inputs, targets and padded history for full-ranking evaluation.
 
     Returns:
-        ``(inputs [n, maxlen], targets [n], history [n, H])``; the history holds
-        every item the user saw before the target (not cut to ``maxlen``), padded
+        `(inputs [n, maxlen], targets [n], history [n, H])`; the history holds
+        every item the user saw before the target (not cut to `maxlen`), padded
         with 0, for exclusion from the ranking.
     """
     history = split.history(stage)

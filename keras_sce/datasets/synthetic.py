@@ -30,29 +30,29 @@ def synthetic_sequences(
     """Generates user sequences with power-law popularity and sequential structure.
 
     Each user's first item, and every "jump" later on, is drawn from a power-law
-    popularity (item of popularity rank r has probability ~ ``r^-a`` with
-    ``a = popularity_exponent < 1``, sampled by inverse CDF, so 10^7 items cost no
-    table). With probability ``transition_prob`` the next item is instead the
+    popularity (item of popularity rank r has probability ~ `r^-a` with
+    `a = popularity_exponent < 1`, sampled by inverse CDF, so 10^7 items cost no
+    table). With probability `transition_prob` the next item is instead the
     current item's fixed *successor* (a pseudo-random bijection of the catalogue),
     plus a small random step among the next 3 successors, which gives a sequential
     pattern that a sequence model can learn and a popularity model cannot. Rank to
     id and the successor map are affine bijections modulo the catalogue size, so
     memory is O(interactions) for any catalogue from 10^3 to 10^7 items. Lengths
     follow a shifted geometric law with the given mean, clipped to
-    ``[min_length, max_length]``. The output is deterministic under ``seed``.
+    `[min_length, max_length]`. The output is deterministic under `seed`.
 
     Args:
         num_users: number of users.
-        num_items: number of real items; ids are ``1..num_items`` (0 = padding).
+        num_items: number of real items; ids are `1..num_items` (0 = padding).
         mean_length: mean interactions per user (before clipping).
         min_length: minimum interactions per user (3 allows leave-one-out).
         max_length: maximum interactions per user.
-        popularity_exponent: power-law exponent ``a`` in ``[0, 1)``.
+        popularity_exponent: power-law exponent `a` in `[0, 1)`.
         transition_prob: probability to follow the successor chain.
         seed: random seed.
 
     Returns:
-        A `SequenceData` with ``num_items + 1`` ids.
+        A `SequenceData` with `num_items + 1` ids.
 
     Examples:
         >>> data = synthetic_sequences(num_users=100, num_items=1000, seed=1)

@@ -14,7 +14,7 @@ from keras_sce.datasets._files import check_exists, open_text
 from keras_sce.datasets.sequences import SequenceData, from_user_item_pairs
 
 # MovieLens archives published by GroupLens (https://grouplens.org/datasets/movielens/),
-# with the MD5 sums GroupLens publishes beside them (``<name>.zip.md5``). The ml-1m sum
+# with the MD5 sums GroupLens publishes beside them (`<name>.zip.md5`). The ml-1m sum
 # was cross-checked offline against several independent public projects that pin the
 # same archive (no download was possible on the development machines).
 MOVIELENS_ARCHIVES = {
@@ -39,40 +39,40 @@ def load_interactions_csv(
     name: str | None = None,
     drop_duplicates: bool = True,
 ) -> SequenceData:
-    """Loads a ``user,item,timestamp`` table into per-user sequences.
+    """Loads a `user,item,timestamp` table into per-user sequences.
 
     Each user's events are sorted by the time column (a stable sort, so ties and
     a missing time column keep file order). Timestamps are numbers (e.g. Unix
-    seconds) or ISO-8601 dates / date-times (``2021-03-21``, ``2021-03-21 10:00:00``,
-    ``2021-03-21T10:00:00Z``; a time without a zone is read as UTC); one file may
+    seconds) or ISO-8601 dates / date-times (`2021-03-21`, `2021-03-21 10:00:00`,
+    `2021-03-21T10:00:00Z`; a time without a zone is read as UTC); one file may
     not mix the two kinds. User and item ids may be any strings; items are mapped
-    to dense ids ``1..C`` in order of first appearance (0 = padding; the raw ids
-    are kept in ``SequenceData.item_ids``).
+    to dense ids `1..C` in order of first appearance (0 = padding; the raw ids
+    are kept in `SequenceData.item_ids`).
 
     Rows equal in user, item and timestamp are exact duplicates (exports often
     repeat rows); they are dropped by default, counted in
-    ``SequenceData.duplicates_dropped`` and the summary, and reported by a
-    ``UserWarning``. Without a time column nothing is dropped.
+    `SequenceData.duplicates_dropped` and the summary, and reported by a
+    `UserWarning`. Without a time column nothing is dropped.
 
     The file may be UTF-8 with or without a byte-order mark (Excel's "CSV UTF-8"),
     with LF or CRLF line ends, or gzip-compressed. Malformed rows raise
-    ``ValueError`` naming the file and line.
+    `ValueError` naming the file and line.
 
     Args:
         path: the file.
-        user_col: the user column: its name (with ``header=True``) or 0-based index.
+        user_col: the user column: its name (with `header=True`) or 0-based index.
         item_col: the item column, named or indexed the same way.
         time_col: the timestamp column, named or indexed the same way.
-            ``None``: file order is time order.
-        delimiter: field separator (``"::"`` and other multi-character
-            separators are accepted). ``None``: a tab for ``.tsv`` / ``.tsv.gz``
-            files, otherwise whichever of ``,`` tab ``;`` ``|`` occurs most in the
+            `None`: file order is time order.
+        delimiter: field separator (`"::"` and other multi-character
+            separators are accepted). `None`: a tab for `.tsv` / `.tsv.gz`
+            files, otherwise whichever of `,` tab `;` `|` occurs most in the
             first line (a comma if none does). An explicit value always wins.
         header: whether the first line names the columns.
-        min_rating: keep only rows whose ``rating_col`` is ``>= min_rating``.
-        rating_col: rating column (needed with ``min_rating``).
+        min_rating: keep only rows whose `rating_col` is `>= min_rating`.
+        rating_col: rating column (needed with `min_rating`).
         name: description; defaults to the file name.
-        drop_duplicates: drop exact duplicate rows (``False`` keeps them, and the
+        drop_duplicates: drop exact duplicate rows (`False` keeps them, and the
             summary counts them as kept).
 
     Returns:
@@ -240,16 +240,16 @@ def load_movielens(
 ) -> SequenceData:
     """Loads MovieLens ratings as implicit-feedback sequences ordered by time.
 
-    Reads ``ratings.dat`` (``UserID::MovieID::Rating::Timestamp``, ML-1M/10M) or
-    ``ratings.csv`` (``userId,movieId,rating,timestamp`` with a header, ML-20M,
-    ML-25M, ml-latest). With ``path=None`` the archive of ``variant`` is
-    downloaded with ``keras.utils.get_file`` and checked against GroupLens' MD5
+    Reads `ratings.dat` (`UserID::MovieID::Rating::Timestamp`, ML-1M/10M) or
+    `ratings.csv` (`userId,movieId,rating,timestamp` with a header, ML-20M,
+    ML-25M, ml-latest). With `path=None` the archive of `variant` is
+    downloaded with `keras.utils.get_file` and checked against GroupLens' MD5
     (needs the network; offline, pass the local file or the folder holding it).
 
     Args:
-        path: ``ratings.dat``, ``ratings.csv`` or a folder containing one.
-        variant: archive to download when ``path`` is None (``"ml-1m"``).
-        min_rating: keep only ratings ``>= min_rating`` (e.g. 4 for "liked").
+        path: `ratings.dat`, `ratings.csv` or a folder containing one.
+        variant: archive to download when `path` is None (`"ml-1m"`).
+        min_rating: keep only ratings `>= min_rating` (e.g. 4 for "liked").
         drop_duplicates: drop rows equal in user, movie and timestamp (see
             `load_interactions_csv`).
 

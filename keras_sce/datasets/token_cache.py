@@ -1,7 +1,7 @@
 """On-disk cache of built token corpora, outside the repository.
 
-A corpus is stored under ``<cache_dir>/token_corpora/<key>/`` as ``meta.json``
-(vocabulary, document keys, counts of types) and ``arrays.npz`` (ids, offsets,
+A corpus is stored under `<cache_dir>/token_corpora/<key>/` as `meta.json`
+(vocabulary, document keys, counts of types) and `arrays.npz` (ids, offsets,
 training counts). The key hashes the source's identity (resolved path, size,
 modification time; per file for a directory) and every option that changes the
 result, plus a format version, so a changed file or option is a cache miss, never
@@ -26,7 +26,7 @@ FORMAT_VERSION = 1
 
 
 def default_cache_dir() -> pathlib.Path:
-    """``$KERAS_SCE_CACHE`` if set, else ``~/.cache/keras_sce``."""
+    """`$KERAS_SCE_CACHE` if set, else `~/.cache/keras_sce`."""
     env = os.environ.get("KERAS_SCE_CACHE")
     return pathlib.Path(env) if env else pathlib.Path.home() / ".cache" / "keras_sce"
 
@@ -46,7 +46,7 @@ def _entry(key: str, cache_dir) -> pathlib.Path:
 
 
 def load(key: str, cache_dir=None) -> TokenCorpus | None:
-    """The cached corpus for ``key``, or None (absent or unreadable: rebuilt)."""
+    """The cached corpus for `key`, or None (absent or unreadable: rebuilt)."""
     folder = _entry(key, cache_dir)
     try:
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
@@ -68,7 +68,7 @@ def load(key: str, cache_dir=None) -> TokenCorpus | None:
 
 
 def save(corpus: TokenCorpus, key: str, cache_dir=None) -> pathlib.Path:
-    """Writes ``corpus`` under ``key``; returns its folder."""
+    """Writes `corpus` under `key`; returns its folder."""
     folder = _entry(key, cache_dir)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{key}-", dir=folder.parent))

@@ -1,4 +1,4 @@
-"""Token corpora as dense ids: a split's documents, next-token windows, ``tf.data``.
+"""Token corpora as dense ids: a split's documents, next-token windows, `tf.data`.
 
 A `TokenCorpus` holds a vocabulary (id 0 = padding, id 1 = out of
 vocabulary, ids 2.. the top-K types of the training split) and three
@@ -24,9 +24,9 @@ class TokenSplit:
     """The documents of one split as ids.
 
     Args:
-        ids: ``int32 [num_tokens]`` every document's ids, end to end.
-        offsets: ``int64 [num_documents + 1]``; document ``i`` is
-            ``ids[offsets[i]:offsets[i + 1]]``.
+        ids: `int32 [num_tokens]` every document's ids, end to end.
+        offsets: `int64 [num_documents + 1]`; document `i` is
+            `ids[offsets[i]:offsets[i + 1]]`.
         keys: one key per document (a file or member name, or what the document
             splitter gave it).
         num_types: distinct token types in this split before the top-K cut.
@@ -71,10 +71,10 @@ class TokenSplit:
         return self.ids[self.offsets[index] : self.offsets[index + 1]]
 
     def window_bounds(self, sequence_length: int) -> tuple[np.ndarray, np.ndarray]:
-        """Start and length (in ``ids``) of every next-token window.
+        """Start and length (in `ids`) of every next-token window.
 
-        A document of ``n`` tokens has ``n - 1`` targets (its first token has no
-        context). They are cut into consecutive blocks of ``sequence_length``
+        A document of `n` tokens has `n - 1` targets (its first token has no
+        context). They are cut into consecutive blocks of `sequence_length`
         targets; a window holds its block's targets and the token before them,
         so windows share one token at each cut and every target appears exactly
         once. Documents with fewer than two tokens give no window.
@@ -91,9 +91,9 @@ class TokenSplit:
         return starts, np.minimum(remaining, sequence_length) + 1
 
     def windows(self, sequence_length: int) -> np.ndarray:
-        """``int32 [num_windows, sequence_length + 1]`` windows, right-padded with 0.
+        """`int32 [num_windows, sequence_length + 1]` windows, right-padded with 0.
 
-        ``windows[:, :-1]`` are the inputs and ``windows[:, 1:]`` the targets; a
+        `windows[:, :-1]` are the inputs and `windows[:, 1:]` the targets; a
         target 0 is padding (its input position is to be ignored; `dataset`
         also zeroes that input). See `window_bounds`.
         """
@@ -115,14 +115,14 @@ class TokenSplit:
         drop_remainder: bool = False,
         with_weights: bool = False,
     ):
-        """A ``tf.data`` pipeline of next-token batches.
+        """A `tf.data` pipeline of next-token batches.
 
-        Yields ``(inputs, targets)``, both ``int32 [batch, sequence_length]``,
-        ``targets[:, t]`` being the token after ``inputs[:, t]``; the tail of a
-        short window is padding (0) in both. With ``with_weights`` it yields
-        ``(inputs, targets, weights)``, ``weights = float32(targets != 0)``.
+        Yields `(inputs, targets)`, both `int32 [batch, sequence_length]`,
+        `targets[:, t]` being the token after `inputs[:, t]`; the tail of a
+        short window is padding (0) in both. With `with_weights` it yields
+        `(inputs, targets, weights)`, `weights = float32(targets != 0)`.
         Windows are gathered from the flat ids on the fly (no window matrix is
-        stored); ``shuffle`` reshuffles the windows every epoch from ``seed``.
+        stored); `shuffle` reshuffles the windows every epoch from `seed`.
 
         Args:
             sequence_length: positions per example.
@@ -133,7 +133,7 @@ class TokenSplit:
             with_weights: also yield padding-aware sample weights.
 
         Returns:
-            A ``tf.data.Dataset``.
+            A `tf.data.Dataset`.
 
         Examples:
             >>> split = TokenSplit(np.array([5, 6, 7, 8], "int32"), np.array([0, 4]), ["d"])
@@ -189,13 +189,13 @@ class TokenCorpus:
     """A vocabulary and the train / validation / test splits of a corpus.
 
     Args:
-        vocabulary: ``vocabulary[i]`` is the token of id ``i``; ``vocabulary[0]``
-            is ``"<pad>"``, ``vocabulary[1]`` is ``"<unk>"`` (every type outside
+        vocabulary: `vocabulary[i]` is the token of id `i`; `vocabulary[0]`
+            is `"<pad>"`, `vocabulary[1]` is `"<unk>"` (every type outside
             the top-K), then the K most frequent training types, by decreasing
             count, ties by increasing token string.
-        counts: ``int64 [vocabulary_size]`` training occurrences per id (the OOV
+        counts: `int64 [vocabulary_size]` training occurrences per id (the OOV
             id counts all training tokens outside the vocabulary).
-        splits: ``{"train": TokenSplit, "validation": ..., "test": ...}``.
+        splits: `{"train": TokenSplit, "validation": ..., "test": ...}`.
         source: where the text came from (for reports and error messages).
         num_train_types: distinct types in the training split before the cut.
     """
@@ -224,7 +224,7 @@ class TokenCorpus:
         return self.splits["test"]
 
     def token_to_id(self) -> dict[str, int]:
-        """The inverse of ``vocabulary`` (the special tokens included)."""
+        """The inverse of `vocabulary` (the special tokens included)."""
         return {token: index for index, token in enumerate(self.vocabulary)}
 
     def report(self) -> dict[str, dict[str, float]]:

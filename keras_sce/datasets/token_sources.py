@@ -2,14 +2,14 @@
 
 A source is one of
 
-- a file, plain or compressed by its suffix (``.xz``, ``.gz``, ``.bz2``);
+- a file, plain or compressed by its suffix (`.xz`, `.gz`, `.bz2`);
 - a directory, its files in sorted order of their relative paths (regular files
   only; symbolic links are skipped, as in tarballs, so the corpus is what the
   directory holds);
-- a tarball (``.tar``, ``.tar.xz``/``.txz``, ``.tar.gz``/``.tgz``, ``.tar.bz2``),
+- a tarball (`.tar`, `.tar.xz`/`.txz`, `.tar.gz`/`.tgz`, `.tar.bz2`),
   read member by member with `tarfile` in streaming mode. A member's name is
   only ever used as a document key, never as a path on disk, so a hostile archive
-  (``../../x``, absolute names, links) cannot write anywhere; links, devices and
+  (`../../x`, absolute names, links) cannot write anywhere; links, devices and
   directories are skipped.
 
 Every problem is reported with the file (and member) it concerns.
@@ -33,12 +33,12 @@ _CORRUPT = (lzma.LZMAError, EOFError, gzip.BadGzipFile, tarfile.TarError, OSErro
 
 
 def is_tarball(path) -> bool:
-    """Whether ``path`` names a tarball by its suffix."""
+    """Whether `path` names a tarball by its suffix."""
     return str(path).lower().endswith(TAR_SUFFIXES)
 
 
 def _plain_name(name: str) -> str:
-    """``name`` without a compression suffix (``a.c.xz`` -> ``a.c``)."""
+    """`name` without a compression suffix (`a.c.xz` -> `a.c`)."""
     for suffix in _COMPRESSED:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
@@ -108,21 +108,21 @@ def _iter_tarball(path: pathlib.Path, suffixes) -> Iterator[tuple[str, bytes]]:
 
 
 def iter_source_files(source, *, suffixes: Iterable[str] | None = None):
-    """Yields ``(name, bytes)`` for every file of a source, in a deterministic order.
+    """Yields `(name, bytes)` for every file of a source, in a deterministic order.
 
     Args:
         source: a file, a directory or a tarball (see the module docstring).
         suffixes: keep only files (members) whose name, less a compression suffix,
-            ends with one of these, e.g. ``(".c", ".h")``; None keeps all.
+            ends with one of these, e.g. `(".c", ".h")`; None keeps all.
 
     Returns:
-        An iterator of ``(name, data)``: the file's name (relative to a directory,
+        An iterator of `(name, data)`: the file's name (relative to a directory,
         the member name in a tarball) and its decompressed bytes.
 
     Raises:
-        FileNotFoundError: ``source`` does not exist.
+        FileNotFoundError: `source` does not exist.
         PermissionError: a file cannot be read.
-        ValueError: a file or tarball is corrupt, or ``suffixes`` is malformed.
+        ValueError: a file or tarball is corrupt, or `suffixes` is malformed.
     """
     suffixes = _check_suffixes(suffixes)
     path = pathlib.Path(source)
@@ -136,10 +136,10 @@ def iter_source_files(source, *, suffixes: Iterable[str] | None = None):
 
 
 def decode_text(data: bytes, name: str, encoding: str = "utf-8", errors: str = "strict") -> str:
-    """Decodes ``data``; an undecodable byte raises an error naming the file.
+    """Decodes `data`; an undecodable byte raises an error naming the file.
 
-    With ``errors="strict"`` (the default) a bad byte is an error; ``"replace"``
-    substitutes U+FFFD (the tokenizers then split the word there), ``"ignore"``
+    With `errors="strict"` (the default) a bad byte is an error; `"replace"`
+    substitutes U+FFFD (the tokenizers then split the word there), `"ignore"`
     drops it. Any codec error handler of `bytes.decode` is accepted.
     """
     try:

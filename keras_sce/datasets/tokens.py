@@ -43,7 +43,7 @@ DOCUMENT_MODES = ("file", "lines", "paragraphs")
 
 
 def regex_tokenizer(pattern: str, lowercase: bool = False) -> Callable[[str], list[str]]:
-    """A tokenizer returning every match of ``pattern`` (lower-cased on request).
+    """A tokenizer returning every match of `pattern` (lower-cased on request).
 
     Examples:
         >>> regex_tokenizer(WORD_PATTERN, lowercase=True)("Don't re-run it, Bob!")
@@ -73,7 +73,7 @@ def _resolve_tokenizer(tokenizer):
 def _callable_key(fn) -> str | None:
     """A stable cache identity for a module-level function; None for lambdas/closures.
 
-    The function's ``cache_version`` attribute, if any, is part of it: bump it when
+    The function's `cache_version` attribute, if any, is part of it: bump it when
     the function's output changes, or the cache would return the old corpus.
     """
     name = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', '')}"
@@ -83,7 +83,7 @@ def _callable_key(fn) -> str | None:
 
 
 def _split_documents(mode, name: str, text: str):
-    """Yields ``(key, group, text)`` documents of one file."""
+    """Yields `(key, group, text)` documents of one file."""
     if mode == "file":
         yield name, name, text
     elif mode == "lines":
@@ -116,7 +116,7 @@ def split_of(group: str, fractions, seed: int) -> int:
 
 
 def check_fractions(split):
-    """``split`` as three floats (train, validation, test) summing to 1; ValueError if not."""
+    """`split` as three floats (train, validation, test) summing to 1; ValueError if not."""
     try:
         fractions = tuple(float(f) for f in split)
     except TypeError:
@@ -149,42 +149,42 @@ def load_token_corpus(
     """Reads a text source into a top-K vocabulary and three id splits.
 
     Args:
-        source: a file (plain, ``.xz``, ``.gz``, ``.bz2``), a directory, or a
-            tarball (``.tar``, ``.tar.xz``, ``.tar.gz``, ...), read without
+        source: a file (plain, `.xz`, `.gz`, `.bz2`), a directory, or a
+            tarball (`.tar`, `.tar.xz`, `.tar.gz`, ...), read without
             extracting it.
-        max_types: K, the number of training types kept; ids ``2 .. K + 1``.
-        tokenizer: ``"words"`` (``[A-Za-z]+(?:['-][A-Za-z]+)*``, lower-cased),
-            ``"code"`` (``[A-Za-z_][A-Za-z0-9_]*|[0-9]+|\\S``, case kept) or a
-            callable ``str -> iterable of str``.
-        documents: ``"file"`` (each file or member is a document), ``"lines"``,
-            ``"paragraphs"`` (blank-line separated), or a callable
-            ``(name, text) -> iterable of (key, text) or (key, group, text)``;
+        max_types: K, the number of training types kept; ids `2 .. K + 1`.
+        tokenizer: `"words"` (`[A-Za-z]+(?:['-][A-Za-z]+)*`, lower-cased),
+            `"code"` (`[A-Za-z_][A-Za-z0-9_]*|[0-9]+|\\S`, case kept) or a
+            callable `str -> iterable of str`.
+        documents: `"file"` (each file or member is a document), `"lines"`,
+            `"paragraphs"` (blank-line separated), or a callable
+            `(name, text) -> iterable of (key, text) or (key, group, text)`;
             documents of one group always land in the same split.
         suffixes: keep only files / members with these name endings, e.g.
-            ``(".c", ".h")``.
+            `(".c", ".h")`.
         split: train / validation / test fractions of the document groups.
         seed: seed of the split's hash.
         encoding: text encoding of every file.
-        errors: ``"strict"`` (an undecodable byte is an error naming the file),
-            ``"replace"`` (U+FFFD) or ``"ignore"``.
+        errors: `"strict"` (an undecodable byte is an error naming the file),
+            `"replace"` (U+FFFD) or `"ignore"`.
         cache: read / write the cache. Callables defined at module level are
-            keyed by their qualified name and ``cache_version`` attribute (bump it
+            keyed by their qualified name and `cache_version` attribute (bump it
             when their output changes); a lambda or closure turns the cache off.
-        cache_dir: cache folder; default ``$KERAS_SCE_CACHE`` or
-            ``~/.cache/keras_sce``.
+        cache_dir: cache folder; default `$KERAS_SCE_CACHE` or
+            `~/.cache/keras_sce`.
 
     Returns:
         A `TokenCorpus`.
 
     Raises:
-        FileNotFoundError: ``source`` does not exist.
-        ValueError: an empty corpus or training split, ``max_types`` above the
+        FileNotFoundError: `source` does not exist.
+        ValueError: an empty corpus or training split, `max_types` above the
             training types available, an undecodable or corrupt file (named), or a
             bad option.
 
     Examples:
-        A folder of sources, each ``.c``/``.h`` file a document, the top 5 types (a
-        kernel tarball reads the same way, with ``max_types=1_000_000``):
+        A folder of sources, each `.c`/`.h` file a document, the top 5 types (a
+        kernel tarball reads the same way, with `max_types=1_000_000`):
 
         >>> import os, tempfile
         >>> folder = tempfile.mkdtemp()

@@ -16,47 +16,47 @@ _RANKING_METRICS = ("hr", "ndcg", "mrr")
 class RankingEvaluation(keras.callbacks.Callback):
     """Evaluates full-ranking metrics on validation users and stops early.
 
-    Every ``every`` epochs it ranks each validation user's target against the
+    Every `every` epochs it ranks each validation user's target against the
     whole catalogue (history excluded; see `keras_sce.evaluation.evaluate_ranking`)
-    and writes ``val_<metric>`` entries (``val_ndcg@10``, ...) into the epoch logs,
-    so that Keras' progress bar, ``History``, ``CSVLogger``, ``TensorBoard`` and any
+    and writes `val_<metric>` entries (`val_ndcg@10`, ...) into the epoch logs,
+    so that Keras' progress bar, `History`, `CSVLogger`, `TensorBoard` and any
     callback placed after this one in the list read them. Early stopping is Keras'
-    own: with ``patience`` set, a ``keras.callbacks.EarlyStopping(monitor="val_" +
-    monitor, mode="max", patience=patience, restore_best_weights=True)`` sees each
-    evaluation, stops after ``patience`` evaluations without improvement and
+    own: with `patience` set, a `keras.callbacks.EarlyStopping(monitor="val_" +
+    monitor, mode="max", patience=patience, restore_best_weights=True)` sees each
+    evaluation, stops after `patience` evaluations without improvement and
     restores the best weights at the end of training. Time spent here is kept out
-    of ``train_seconds`` (pure training time per epoch).
+    of `train_seconds` (pure training time per epoch).
 
-    A run that stops being finite stops at once, with ``stopped_by =
-    "non_finite"``: when the epoch's training loss is NaN or infinite, or the
+    A run that stops being finite stops at once, with `stopped_by =
+    "non_finite"`: when the epoch's training loss is NaN or infinite, or the
     model's outputs or item table are (`NonFiniteScoresError`), the epoch's
     metrics are logged and recorded as NaN and the early stopping never sees
     them, so they never count as an improvement and the best *finite* weights
     seen so far are restored at the end (none: the weights are left as they are,
-    and ``best_epoch`` stays 0). A separate ``EarlyStopping`` placed after this
+    and `best_epoch` stays 0). A separate `EarlyStopping` placed after this
     callback would take a NaN of the first evaluation for its best value: let
-    ``patience`` do the stopping when a run may diverge.
+    `patience` do the stopping when a run may diverge.
 
     Args:
-        inputs: ``int [n, L]`` padded validation sequences.
-        targets: ``int [n]`` validation targets.
-        history: ``int [n, H]`` items to exclude per user (0-padded).
-        monitor: metric to track, ``"<hr|ndcg|mrr>@<k>"`` with ``k`` in ``ks``.
-            Defaults to ``"ndcg@10"``.
+        inputs: `int [n, L]` padded validation sequences.
+        targets: `int [n]` validation targets.
+        history: `int [n, H]` items to exclude per user (0-padded).
+        monitor: metric to track, `"<hr|ndcg|mrr>@<k>"` with `k` in `ks`.
+            Defaults to `"ndcg@10"`.
         patience: evaluations without improvement before stopping (0: stop at the
             first one). None: no early stopping and no restoring, only the logs.
             Defaults to 10.
         every: evaluate every this many epochs. Defaults to 1.
-        ks: cut-offs to report. Defaults to ``(10,)``.
+        ks: cut-offs to report. Defaults to `(10,)`.
         chunk_size: catalogue chunk of the streamed ranking. Defaults to 8192.
         max_seconds: stop once this much time has passed since the start of
-            training (``stopped_by = "time_budget"``); None: no limit.
+            training (`stopped_by = "time_budget"`); None: no limit.
         verbose: 1 prints Keras' early-stopping messages and why a run that
             stopped being finite stopped; 0 is silent.
 
     Raises:
-        ValueError: a ``monitor`` that is not one of the reported metrics, or a
-            non-positive ``every`` / ``chunk_size`` / cut-off.
+        ValueError: a `monitor` that is not one of the reported metrics, or a
+            non-positive `every` / `chunk_size` / cut-off.
 
     Example:
 
@@ -123,13 +123,13 @@ class RankingEvaluation(keras.callbacks.Callback):
 
     @property
     def best(self) -> float:
-        """The best finite value of ``monitor`` so far (``-inf`` before any)."""
+        """The best finite value of `monitor` so far (`-inf` before any)."""
         record = self._best_record()
         return -np.inf if record is None else record[self.monitor]
 
     @property
     def best_epoch(self) -> int:
-        """The (1-based) epoch of :attr:`best`; 0 before any finite evaluation."""
+        """The (1-based) epoch of `best`; 0 before any finite evaluation."""
         record = self._best_record()
         return 0 if record is None else record["epoch"]
 

@@ -1,11 +1,11 @@
 """Full-catalogue log-likelihood of ranking targets, streamed over the item table.
 
 The scores of a retrieval or recommendation model are read as logits of a softmax
-over the whole catalogue: ``log p(y | q) = <q, w_y> - logsumexp_j <q, w_j>``. The
+over the whole catalogue: `log p(y | q) = <q, w_y> - logsumexp_j <q, w_j>`. The
 log-sum-exp runs over catalogue chunks (running maximum and rescaled sum), so the
-largest live tensor is ``[batch_size, chunk_size]``; no ``[users, items]`` matrix
+largest live tensor is `[batch_size, chunk_size]`; no `[users, items]` matrix
 is built. The candidate set is the one the ranking metrics use
-(:func:`keras_sce.evaluation.streamed_top_k`): every item except the padding id and
+(`keras_sce.evaluation.streamed_top_k`): every item except the padding id and
 the row's excluded ids (its history), the row's own target always included.
 """
 
@@ -25,24 +25,24 @@ def catalogue_log_likelihood(queries, item_table, targets, *, exclude=None,
     """Per-row log-softmax of each target's score over the whole catalogue (nats).
 
     Args:
-        queries: ``float [n, d]`` user (query) representations.
-        item_table: ``float [C, d]`` item embeddings.
-        targets: ``int [n]`` target ids (none may be the padding id).
-        exclude: optional ``int [n, H]`` ids left out of row n's softmax, e.g. the
-            items the user has already seen; negative or ``padding_id`` entries mean
+        queries: `float [n, d]` user (query) representations.
+        item_table: `float [C, d]` item embeddings.
+        targets: `int [n]` target ids (none may be the padding id).
+        exclude: optional `int [n, H]` ids left out of row n's softmax, e.g. the
+            items the user has already seen; negative or `padding_id` entries mean
             "nothing". A row's own target is never left out, even if listed.
         chunk_size: catalogue rows scored at once.
         batch_size: query rows scored at once.
         padding_id: id that is never a candidate (None: every row of the table is).
 
     Returns:
-        ``float64 [n]``: ``log p(target | query)``, each ``<= 0``; its mean is the
+        `float64 [n]`: `log p(target | query)`, each `<= 0`; its mean is the
         mean log-likelihood per target, its negative the cross-entropy.
 
     Raises:
         ValueError: shapes that do not fit, target ids outside the table or equal
             to the padding id.
-        NonFiniteScoresError: a NaN or infinite score (a ``ValueError``).
+        NonFiniteScoresError: a NaN or infinite score (a `ValueError`).
 
     Example:
 

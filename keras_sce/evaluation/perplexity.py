@@ -1,9 +1,9 @@
 """Exact next-token metrics over the whole vocabulary, streamed over its chunks.
 
 For every target position the full softmax over the vocabulary is evaluated
-exactly: ``log p(y | h) = <h, w_y> + b_y - logsumexp_j(<h, w_j> + b_j)``, the
+exactly: `log p(y | h) = <h, w_y> + b_y - logsumexp_j(<h, w_j> + b_j)`, the
 logsumexp running over vocabulary chunks (running max and rescaled sum), so the
-largest live tensor is ``[batch_size, chunk_size]`` and no ``[tokens, vocabulary]``
+largest live tensor is `[batch_size, chunk_size]` and no `[tokens, vocabulary]`
 matrix is ever built. In the same pass each target's rank is counted (the
 candidates scoring at least as high as the target, ties against it), which gives
 accuracy@k and NDCG@k over the full vocabulary. Padding targets are dropped and
@@ -11,7 +11,7 @@ the padding row is never a candidate; an out-of-vocabulary id is an ordinary
 class. A NaN or infinite score raises instead of yielding a silently perfect or
 empty metric.
 
-This is the evaluation counterpart of :func:`keras_sce.ops.cross_entropy.chunked_cross_entropy`
+This is the evaluation counterpart of `keras_sce.ops.cross_entropy.chunked_cross_entropy`
 (no gradient; adds a bias and the ranks).
 """
 
@@ -32,14 +32,14 @@ DEFAULT_KS = (1, 10)
 def _stream(hidden, table, bias, targets, chunk_size, padding_id):
     """Per-row log-likelihood, rank and an all-finite flag, one vocabulary pass.
 
-    ``targets`` hold no padding id; ``padding_id`` is -1 when there is none.
+    `targets` hold no padding id; `padding_id` is -1 when there is none.
     """
     return _scan(hidden, table, bias, targets, chunk_size, padding_id, None)
 
 
 def _stream_excluding(hidden, table, bias, targets, chunk_size, padding_id, exclude):
-    """:func:`_stream` with ``exclude [n, H]``: ids left out of row n's softmax and
-    rank (``-1`` = nothing; a row's own target is never left out)."""
+    """`_stream` with `exclude [n, H]`: ids left out of row n's softmax and
+    rank (`-1` = nothing; a row's own target is never left out)."""
     exclude = tf.where(exclude == targets[:, tf.newaxis], -1, exclude)  # the target stays
     return _scan(hidden, table, bias, targets, chunk_size, padding_id, exclude)
 
@@ -102,13 +102,13 @@ class NextTokenMetrics:
     """Accumulates exact full-vocabulary next-token metrics batch by batch.
 
     Args:
-        output_table: ``float [V, d]`` output embeddings (a tensor, array or
-            variable); row ``padding_id`` is never a candidate.
-        bias: optional ``float [V]`` output bias.
+        output_table: `float [V, d]` output embeddings (a tensor, array or
+            variable); row `padding_id` is never a candidate.
+        bias: optional `float [V]` output bias.
         padding_id: target id that is skipped (None: every target counts).
         chunk_size: vocabulary rows scored at once.
         batch_size: target positions scored at once.
-        ks: cut-offs of ``acc@k`` and ``ndcg@k``.
+        ks: cut-offs of `acc@k` and `ndcg@k`.
         oov_id: optional out-of-vocabulary id, to report the share of such targets.
 
     Example:
@@ -151,7 +151,7 @@ class NextTokenMetrics:
         self.ndcg = dict.fromkeys(self.ks, 0.0)
 
     def update(self, hidden, targets):
-        """Adds positions: ``hidden [..., d]`` and their next tokens ``targets [...]``."""
+        """Adds positions: `hidden [..., d]` and their next tokens `targets [...]`."""
         hidden = tf.convert_to_tensor(hidden)
         if not hidden.dtype.is_floating:
             raise TypeError(f"`hidden` must be floating point, got {hidden.dtype.name}.")
@@ -198,8 +198,8 @@ class NextTokenMetrics:
                 self.oov += int(np.count_nonzero(y == self.oov_id))
 
     def result(self) -> dict[str, float]:
-        """``tokens``, ``log_likelihood`` (nats, summed), ``cross_entropy`` (mean
-        nats), ``perplexity``, ``acc@k``, ``ndcg@k`` (and ``oov_rate``)."""
+        """`tokens`, `log_likelihood` (nats, summed), `cross_entropy` (mean
+        nats), `perplexity`, `acc@k`, `ndcg@k` (and `oov_rate`)."""
         if self.count == 0:
             raise ValueError("no non-padding target was seen: nothing to evaluate.")
         cross_entropy = -self.log_likelihood / self.count
@@ -221,19 +221,19 @@ def next_token_metrics(hidden, output_table, targets, **options) -> dict[str, fl
     """Exact perplexity, acc@k and NDCG@k of hidden states over the full vocabulary.
 
     Args:
-        hidden: ``float [..., d]`` hidden states (the model output before the
+        hidden: `float [..., d]` hidden states (the model output before the
             output layer).
-        output_table: ``float [V, d]`` output embeddings.
-        targets: ``int [...]`` next-token ids; ``padding_id`` entries are skipped.
-        **options: ``bias``, ``padding_id`` (0), ``chunk_size``, ``batch_size``,
-            ``ks`` ((1, 10)), ``oov_id`` of :class:`NextTokenMetrics`.
+        output_table: `float [V, d]` output embeddings.
+        targets: `int [...]` next-token ids; `padding_id` entries are skipped.
+        **options: `bias`, `padding_id` (0), `chunk_size`, `batch_size`,
+            `ks` ((1, 10)), `oov_id` of `NextTokenMetrics`.
 
     Returns:
-        See :meth:`NextTokenMetrics.result`.
+        See `NextTokenMetrics.result`.
 
     Raises:
         ValueError: no target left, ids outside the table, mismatched shapes.
-        NonFiniteScoresError: a non-finite score (a ``ValueError``, as the ranking
+        NonFiniteScoresError: a non-finite score (a `ValueError`, as the ranking
             metrics raise).
 
     Example:
@@ -249,19 +249,19 @@ def next_token_metrics(hidden, output_table, targets, **options) -> dict[str, fl
 
 
 def evaluate_next_token(model, dataset, output_table, **options) -> dict[str, float]:
-    """:func:`next_token_metrics` over a ``tf.data`` pipeline and a hidden-state model.
+    """`next_token_metrics` over a `tf.data` pipeline and a hidden-state model.
 
     Args:
         model: a callable (e.g. a Keras model) mapping a batch of inputs to
-            hidden states ``[batch, length, d]``.
-        dataset: yields ``(inputs, targets)`` or ``(inputs, targets, weights)``
-            (as :meth:`~keras_sce.datasets.token_corpus.TokenSplit.dataset`); the
+            hidden states `[batch, length, d]`.
+        dataset: yields `(inputs, targets)` or `(inputs, targets, weights)`
+            (as `keras_sce.datasets.token_corpus.TokenSplit.dataset`); the
             weights are not used, padding targets are skipped.
-        output_table: ``float [V, d]`` output embeddings.
-        **options: as in :func:`next_token_metrics`.
+        output_table: `float [V, d]` output embeddings.
+        **options: as in `next_token_metrics`.
 
     Returns:
-        See :meth:`NextTokenMetrics.result`.
+        See `NextTokenMetrics.result`.
     """
     metrics = NextTokenMetrics(output_table, **options)
     for batch in dataset:

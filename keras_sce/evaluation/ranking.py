@@ -2,8 +2,8 @@
 
 Every user's target is ranked against the whole catalogue (no sampled metrics).
 Scores are computed chunk by chunk over the item table, so the largest live tensor
-is ``[query_batch, chunk_size + k]``; no ``[users, items]`` matrix is ever built.
-The search is the core's (:mod:`keras_sce.ops.top_k`), the one SCE's loss uses to
+is `[query_batch, chunk_size + k]`; no `[users, items]` matrix is ever built.
+The search is the core's (`keras_sce.ops.top_k`), the one SCE's loss uses to
 find each bucket's items.
 """
 
@@ -23,13 +23,13 @@ class NonFiniteScoresError(ValueError):
 
     Every comparison with NaN is false: counted naively, a NaN query would rank
     each target first and report perfect metrics. The ranking functions raise
-    this instead (a ``ValueError``); the early-stopping callback catches it and
+    this instead (a `ValueError`); the early-stopping callback catches it and
     stops the run.
     """
 
 
 def _non_finite_rows(values) -> np.ndarray:
-    """Indices of the rows of a ``[n, d]`` tensor that hold a NaN or an infinity."""
+    """Indices of the rows of a `[n, d]` tensor that hold a NaN or an infinity."""
     finite = tf.reduce_all(tf.math.is_finite(values), axis=1)
     return np.flatnonzero(~finite.numpy())
 
@@ -70,38 +70,38 @@ def streamed_top_k(
 ):
     """Top-k items by inner product, streamed over catalogue chunks.
 
-    For each query row, scores ``queries @ item_table^T`` one catalogue chunk at a
+    For each query row, scores `queries @ item_table^T` one catalogue chunk at a
     time, sets the padding id and the row's excluded ids (its history) to -inf,
     and merges the chunk into a running top-k: the search of
-    :func:`keras_sce.ops.bucket_top_k` (SCE's item search), run per query batch.
-    When ``targets`` are given it also counts, per row, the non-excluded items
+    `keras_sce.ops.bucket_top_k` (SCE's item search), run per query batch.
+    When `targets` are given it also counts, per row, the non-excluded items
     scoring at least as high as the target (the target's 0-based rank, ties
     counted against it); a row's own target is never excluded even if it is in
     its history.
 
     Args:
-        queries: ``float [n, d]`` user representations.
-        item_table: ``float [C, d]`` item embeddings (row ``padding_id`` is skipped).
-        k: number of items to return per row (``k <= C - 1``).
-        exclude: optional ``int [n, H]`` ids to exclude per row; ``padding_id`` or
+        queries: `float [n, d]` user representations.
+        item_table: `float [C, d]` item embeddings (row `padding_id` is skipped).
+        k: number of items to return per row (`k <= C - 1`).
+        exclude: optional `int [n, H]` ids to exclude per row; `padding_id` or
             negative entries mean "nothing".
-        targets: optional ``int [n]`` target ids whose rank is returned.
+        targets: optional `int [n]` target ids whose rank is returned.
         chunk_size: catalogue rows scored at once.
         batch_size: query rows processed at once.
         padding_id: id that is never recommended.
 
     Returns:
-        ``(scores [n, k], ids [n, k])`` as NumPy arrays, plus ``ranks [n]`` when
-        ``targets`` is given.
+        `(scores [n, k], ids [n, k])` as NumPy arrays, plus `ranks [n]` when
+        `targets` is given.
 
     Raises:
         NonFiniteScoresError: a query row or a (non-padding) table row holds NaN
             or infinity, or a score overflows to a non-finite value. Comparisons
             with NaN are false, so such a query would otherwise rank its target
             first.
-        ValueError: shapes, ``k``, targets or ids that do not fit.
-        TypeError: a non-integer ``k``, ``chunk_size``, ``batch_size`` or
-            ``padding_id``.
+        ValueError: shapes, `k`, targets or ids that do not fit.
+        TypeError: a non-integer `k`, `chunk_size`, `batch_size` or
+            `padding_id`.
 
     Example:
 
@@ -176,19 +176,19 @@ def ranking_metrics(
 ) -> dict[str, float]:
     """HR@K, NDCG@K, MRR@K (and COV@K) from 0-based target ranks.
 
-    With one relevant item per user: ``HR@K = [rank < K]``,
-    ``NDCG@K = [rank < K] / log2(rank + 2)``, ``MRR@K = [rank < K] / (rank + 1)``,
-    averaged over users. ``COV@K`` is the share of the catalogue (padding
-    excluded, ``num_items - 1`` items) that appears in at least one user's top-K.
+    With one relevant item per user: `HR@K = [rank < K]`,
+    `NDCG@K = [rank < K] / log2(rank + 2)`, `MRR@K = [rank < K] / (rank + 1)`,
+    averaged over users. `COV@K` is the share of the catalogue (padding
+    excluded, `num_items - 1` items) that appears in at least one user's top-K.
 
     Args:
-        ranks: ``int [n]`` 0-based rank of each user's target.
-        top_ids: optional ``int [n, >= max(ks)]`` recommended ids (for coverage).
-        num_items: id-space size including padding (needed with ``top_ids``).
+        ranks: `int [n]` 0-based rank of each user's target.
+        top_ids: optional `int [n, >= max(ks)]` recommended ids (for coverage).
+        num_items: id-space size including padding (needed with `top_ids`).
         ks: cut-offs.
 
     Returns:
-        A dict such as ``{"ndcg@10": ..., "hr@10": ..., "mrr@10": ..., "cov@10": ...}``.
+        A dict such as `{"ndcg@10": ..., "hr@10": ..., "mrr@10": ..., "cov@10": ...}`.
 
     Example:
 

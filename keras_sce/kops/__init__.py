@@ -1,15 +1,15 @@
-"""SCE in ``keras.ops``: the backend-neutral core (JAX, and any Keras 3 backend).
+"""SCE in `keras.ops`: the backend-neutral core (JAX, and any Keras 3 backend).
 
-- :func:`scalable_cross_entropy` — SCE (arXiv 2409.18721), as :mod:`keras_sce.ops`
+- `scalable_cross_entropy` — SCE (arXiv 2409.18721), as `keras_sce.ops`
   computes it on TensorFlow.
-- :func:`bucket_top_k` — the per-bucket top-k item search, streamed over chunks.
-- :func:`full_cross_entropy` — the exact softmax cross-entropy over the catalogue.
-- :func:`batch_fingerprint` — a per-batch int for fresh, jit-friendly seeds.
-- :mod:`keras_sce.kops.sharded` — the search and table reads of a table split by rows
-  over devices (JAX, ``jax.shard_map``).
+- `bucket_top_k` — the per-bucket top-k item search, streamed over chunks.
+- `full_cross_entropy` — the exact softmax cross-entropy over the catalogue.
+- `batch_fingerprint` — a per-batch int for fresh, jit-friendly seeds.
+- `keras_sce.kops.sharded` — the search and table reads of a table split by rows
+  over devices (JAX, `jax.shard_map`).
 
-These functions import no TensorFlow. :mod:`keras_sce.kops.loss` (the Keras loss that
-``keras_sce.SCELoss`` becomes off TensorFlow) builds on ``SCELoss``, which does.
+These functions import no TensorFlow. `keras_sce.kops.loss` (the Keras loss that
+`keras_sce.SCELoss` becomes off TensorFlow) builds on `SCELoss`, which does.
 """
 
 from keras_sce.kops._tensors import batch_fingerprint

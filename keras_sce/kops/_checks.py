@@ -1,6 +1,6 @@
 """Input checks of the backend-neutral SCE, in plain Python (no TensorFlow import).
 
-The wording mirrors :mod:`keras_sce.ops.checks` (which imports TensorFlow at module
+The wording mirrors `keras_sce.ops.checks` (which imports TensorFlow at module
 level, so it cannot be imported by a JAX-only program): the same mistake gives the
 same message on every backend.
 """
@@ -15,7 +15,7 @@ import numpy as np
 
 
 def as_int(value, name: str, *, minimum=None, allow_none: bool = False):
-    """``value`` as a Python int (Python or NumPy integer, never a bool)."""
+    """`value` as a Python int (Python or NumPy integer, never a bool)."""
     if value is None and allow_none:
         return None
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
@@ -28,7 +28,7 @@ def as_int(value, name: str, *, minimum=None, allow_none: bool = False):
 
 
 def positive_int(value, name: str, allow_none: bool = False):
-    """``value`` as a Python int >= 1; ValueError otherwise."""
+    """`value` as a Python int >= 1; ValueError otherwise."""
     try:
         return as_int(value, name, minimum=1, allow_none=allow_none)
     except TypeError as err:
@@ -46,7 +46,7 @@ def sce_options(num_buckets, bucket_size_x, bucket_size_y, chunk_size) -> tuple:
 
 
 def padding_row(padding_id, num_items):
-    """``padding_id`` is None or a row of the table; returns it as a Python int."""
+    """`padding_id` is None or a row of the table; returns it as a Python int."""
     padding_id = as_int(padding_id, "padding_id", allow_none=True)
     if padding_id is not None and (
         padding_id < 0 or (num_items is not None and padding_id >= num_items)
@@ -74,7 +74,7 @@ def clamp(requested: int, available: int, name: str, what: str) -> int:
 
 
 def authors_rule(num_rows: int) -> int:
-    """``int(2 * sqrt(T))`` for ``T`` rows per batch (at least 1)."""
+    """`int(2 * sqrt(T))` for `T` rows per batch (at least 1)."""
     return max(1, int(2 * math.sqrt(max(int(num_rows), 1))))
 
 

@@ -15,7 +15,7 @@ def dtype_of(x) -> str:
 
 
 def concrete(flag):
-    """``flag`` as a Python bool, or None while it is traced (jit, tf.function)."""
+    """`flag` as a Python bool, or None while it is traced (jit, tf.function)."""
     backend = keras.backend.backend()
     if backend == "jax":
         import jax
@@ -31,7 +31,7 @@ def concrete(flag):
 
 
 def require(flag, message):
-    """Raises ``ValueError(message)`` when ``flag`` is concretely False."""
+    """Raises `ValueError(message)` when `flag` is concretely False."""
     if concrete(flag) is False:
         raise ValueError(message)
 
@@ -40,7 +40,7 @@ def batch_fingerprint(labels):
     """An int32 scalar that depends on every label and its position (wraps around).
 
     Lets a jitted training step draw fresh, reproducible centres without a stateful
-    generator: ``seed=[base, batch_fingerprint(labels)]``.
+    generator: `seed=[base, batch_fingerprint(labels)]`.
     """
     y = ops.reshape(ops.cast(labels, "int32"), (-1,))
     weights = 2 * ops.arange(y.shape[0], dtype="int32") + 1
@@ -71,7 +71,7 @@ def noise(shape, seed, dtype, labels):
 
 
 def draw_centers(x, valid, num_buckets, mix_x, seed, labels):
-    """Bucket centres ``[n_b, d]``: Gaussian, or random mixtures of the valid rows."""
+    """Bucket centres `[n_b, d]`: Gaussian, or random mixtures of the valid rows."""
     if not mix_x:
         return noise((num_buckets, x.shape[1]), seed, x.dtype, labels)
     omega = noise((x.shape[0], num_buckets), seed, x.dtype, labels)
@@ -119,7 +119,7 @@ def all_finite(values, where=None):
 
 
 def safe_ratio(num, den):
-    """``num / den``, 0 where ``den`` is 0 (with a finite gradient everywhere)."""
+    """`num / den`, 0 where `den` is 0 (with a finite gradient everywhere)."""
     ok = den > 0
     return ops.where(ok, num / ops.where(ok, den, ops.ones_like(den)), ops.zeros_like(num))
 

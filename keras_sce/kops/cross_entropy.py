@@ -1,6 +1,6 @@
-"""Exact softmax cross-entropy over the whole catalogue, in ``keras.ops``.
+"""Exact softmax cross-entropy over the whole catalogue, in `keras.ops`.
 
-The reference that SCE approximates: it materialises the ``N x C`` logits, so it is
+The reference that SCE approximates: it materialises the `N x C` logits, so it is
 meant for tests and small catalogues (the oracle of the backend-neutral SCE).
 """
 
@@ -14,19 +14,19 @@ from keras_sce.kops._tensors import prepare_rows, safe_ratio
 def full_cross_entropy(
     hidden, labels, item_table, *, padding_id=0, sample_weight=None, check_ids=True
 ):
-    """Full softmax cross-entropy of hidden states against every item (``keras.ops``).
+    """Full softmax cross-entropy of hidden states against every item (`keras.ops`).
 
-    The counterpart of :func:`keras_sce.ops.full_cross_entropy`: ``hidden @ table^T``
+    The counterpart of `keras_sce.ops.full_cross_entropy`: `hidden @ table^T`
     over the catalogue (the padding row excluded from the softmax), mean over rows
-    whose label is not ``padding_id`` (weighted with ``sample_weight``).
+    whose label is not `padding_id` (weighted with `sample_weight`).
 
     Args:
-        hidden: float ``[..., d]`` hidden states.
-        labels: integer ``[...]`` target ids.
-        item_table: float ``[C, d]`` table.
+        hidden: float `[..., d]` hidden states.
+        labels: integer `[...]` target ids.
+        item_table: float `[C, d]` table.
         padding_id: ignored label and excluded item (None: none).
-        sample_weight: optional non-negative weights broadcastable to ``labels``.
-        check_ids: labels must lie in ``[0, C)`` (raises when concrete, NaN when traced).
+        sample_weight: optional non-negative weights broadcastable to `labels`.
+        check_ids: labels must lie in `[0, C)` (raises when concrete, NaN when traced).
 
     Returns:
         A float scalar: 0 when no row counts; NaN for out-of-range ids or non-finite

@@ -1,18 +1,18 @@
-"""``SCELoss`` on the Keras backends other than TensorFlow (JAX), over ``keras.ops``.
+"""`SCELoss` on the Keras backends other than TensorFlow (JAX), over `keras.ops`.
 
-``keras_sce.SCELoss(...)`` returns an instance of :class:`KerasOpsSCELoss` when
+`keras_sce.SCELoss(...)` returns an instance of `KerasOpsSCELoss` when
 Keras runs on another backend: the same arguments, the same configuration (a model
 saved on one backend loads on the other) and the same method, computed by
-:func:`keras_sce.kops.scalable_cross_entropy`. What differs:
+`keras_sce.kops.scalable_cross_entropy`. What differs:
 
 - Centres: a training step compiled by JAX cannot advance a stateful generator
-  from inside a loss, so each step seeds its centres from ``(seed, batch)``:
-  ``[seed, batch_fingerprint(labels)]``. Distinct batches draw distinct centres
-  and a run is reproducible for a given ``seed``; the same batch seen twice gets
-  the same centres. ``seed=None`` picks a random ``seed`` once, at construction
-  (not saved). ``seed_position`` is accepted and has no effect.
-- ``calibration`` is not available (NotImplementedError).
-- The table gradient is a dense ``[C, d]`` scatter-add (no ``IndexedSlices``).
+  from inside a loss, so each step seeds its centres from `(seed, batch)`:
+  `[seed, batch_fingerprint(labels)]`. Distinct batches draw distinct centres
+  and a run is reproducible for a given `seed`; the same batch seen twice gets
+  the same centres. `seed=None` picks a random `seed` once, at construction
+  (not saved). `seed_position` is accepted and has no effect.
+- `calibration` is not available (NotImplementedError).
+- The table gradient is a dense `[C, d]` scatter-add (no `IndexedSlices`).
 """
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ _SCE_DEFAULTS = {
 
 
 class KerasOpsSCELoss(SCELoss):
-    """:class:`keras_sce.SCELoss` computed with ``keras.ops`` (JAX and other backends).
+    """`keras_sce.SCELoss` computed with `keras.ops` (JAX and other backends).
 
-    Made by ``keras_sce.SCELoss(...)`` itself when the Keras backend is not
-    TensorFlow; see :class:`keras_sce.SCELoss` for the arguments and the module
+    Made by `keras_sce.SCELoss(...)` itself when the Keras backend is not
+    TensorFlow; see `keras_sce.SCELoss` for the arguments and the module
     docstring for what differs from the TensorFlow version.
 
     Example:
@@ -120,7 +120,7 @@ class KerasOpsSCELoss(SCELoss):
             return self.call(y_true, y_pred, sample_weight)
 
     def diagnostics(self, y_true, y_pred):
-        """Bucket statistics for one batch; see :meth:`keras_sce.SCELoss.diagnostics`."""
+        """Bucket statistics for one batch; see `keras_sce.SCELoss.diagnostics`."""
         loss, details = scalable_cross_entropy(
             y_pred, y_true, self._table(), seed=(self._base_seed, -1), return_details=True,
             **self._kwargs(),

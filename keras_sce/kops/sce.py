@@ -1,14 +1,14 @@
-"""Scalable Cross-Entropy (arXiv 2409.18721) in ``keras.ops``, for every Keras backend.
+"""Scalable Cross-Entropy (arXiv 2409.18721) in `keras.ops`, for every Keras backend.
 
-The same method and contract as the TensorFlow core (:func:`keras_sce.ops.scalable_cross_entropy`),
-written with ``keras.ops`` so that it runs on JAX: under JAX the centres come from
-``jax.random`` and the streamed item search is a ``jax.lax.scan`` over catalogue
-chunks (see :mod:`keras_sce.kops.search`); ``keras.ops.top_k`` and
-``keras.ops.segment_max`` map to ``jax.lax.top_k`` and ``jax.ops.segment_max``.
-Differences from the TensorFlow core: the table gradient is a dense ``[C, d]``
-scatter-add (JAX has no ``IndexedSlices``); bad ids and bad weights raise a
-``ValueError`` when the values are concrete and turn the loss NaN when traced;
-``calibration`` is not available; ``seed=None`` gives centres derived from the batch.
+The same method and contract as the TensorFlow core (`keras_sce.ops.scalable_cross_entropy`),
+written with `keras.ops` so that it runs on JAX: under JAX the centres come from
+`jax.random` and the streamed item search is a `jax.lax.scan` over catalogue
+chunks (see `keras_sce.kops.search`); `keras.ops.top_k` and
+`keras.ops.segment_max` map to `jax.lax.top_k` and `jax.ops.segment_max`.
+Differences from the TensorFlow core: the table gradient is a dense `[C, d]`
+scatter-add (JAX has no `IndexedSlices`); bad ids and bad weights raise a
+`ValueError` when the values are concrete and turn the loss NaN when traced;
+`calibration` is not available; `seed=None` gives centres derived from the batch.
 """
 
 from __future__ import annotations
@@ -42,52 +42,52 @@ def scalable_cross_entropy(
     return_details=False,
     item_sharding=None,
 ):
-    """Scalable Cross-Entropy of hidden states against an item table, in ``keras.ops``.
+    """Scalable Cross-Entropy of hidden states against an item table, in `keras.ops`.
 
-    The algorithm and the arguments of :func:`keras_sce.ops.scalable_cross_entropy`
-    (arXiv 2409.18721): buckets of the ``b_x`` rows and ``b_y`` items closest to
+    The algorithm and the arguments of `keras_sce.ops.scalable_cross_entropy`
+    (arXiv 2409.18721): buckets of the `b_x` rows and `b_y` items closest to
     random centres, a softmax per row over its positive and its bucket's items (its
     own target masked), the largest bucket loss per row, the mean over covered
     valid rows. Each covered row's loss is a lower bound of its full CE; with one
     bucket holding every row and every item it is the full CE.
 
     Args:
-        hidden: float ``[..., d]`` hidden states.
-        labels: integer ``[...]`` target ids.
-        item_table: float ``[C, d]`` table (a Keras variable or a tensor; under JAX
-            its gradient is a dense scatter-add into ``[C, d]``).
-        num_buckets: ``n_b``; None -> ``int(2 * sqrt(N))``, ``N`` the number of rows.
-        bucket_size_x: ``b_x`` rows per bucket; None -> the same rule; clamped to ``N``.
-        bucket_size_y: ``b_y`` items per bucket; clamped to the non-padding items.
+        hidden: float `[..., d]` hidden states.
+        labels: integer `[...]` target ids.
+        item_table: float `[C, d]` table (a Keras variable or a tensor; under JAX
+            its gradient is a dense scatter-add into `[C, d]`).
+        num_buckets: `n_b`; None -> `int(2 * sqrt(N))`, `N` the number of rows.
+        bucket_size_x: `b_x` rows per bucket; None -> the same rule; clamped to `N`.
+        bucket_size_y: `b_y` items per bucket; clamped to the non-padding items.
         mix_x: centres as random mixtures of the batch's rows instead of Gaussian noise.
         padding_id: label of ignored rows and table row never used as a negative
             (None: no padding row).
         chunk_size: stream the item search over chunks of this many items
-            (peak ``n_b * (b_y + chunk)`` scores); None computes ``n_b x C`` at once.
-        seed: a Python int (the same centres at every call), an int pair or ``[2]``
-            tensor (a stateless seed, e.g. ``[seed, step]``), or None (JAX: centres
+            (peak `n_b * (b_y + chunk)` scores); None computes `n_b x C` at once.
+        seed: a Python int (the same centres at every call), an int pair or `[2]`
+            tensor (a stateless seed, e.g. `[seed, step]`), or None (JAX: centres
             derived from the batch's labels; other backends: Keras' global generator).
-        centers: optional fixed ``[n_b, d]`` centres (overrides ``num_buckets``,
-            ``mix_x`` and ``seed``).
+        centers: optional fixed `[n_b, d]` centres (overrides `num_buckets`,
+            `mix_x` and `seed`).
         calibration: must be None (calibrated SCE runs on the TensorFlow core only).
-        sample_weight: optional non-negative weights broadcastable to ``labels``.
-        check_ids: check that labels lie in ``[0, C)``: a concrete violation raises,
+        sample_weight: optional non-negative weights broadcastable to `labels`.
+        check_ids: check that labels lie in `[0, C)`: a concrete violation raises,
             a traced one turns the loss NaN.
         return_details: also return a dict of bucket statistics and per-row losses.
-        item_sharding: JAX only: ``(mesh, axis_name)`` when the table's rows are split
-            over that mesh axis (``SCELoss`` finds it from the Keras distribution).
+        item_sharding: JAX only: `(mesh, axis_name)` when the table's rows are split
+            over that mesh axis (`SCELoss` finds it from the Keras distribution).
             The item search and the table reads then run shard by shard
-            (:mod:`keras_sce.kops.sharded`): no device holds the whole table.
+            (`keras_sce.kops.sharded`): no device holds the whole table.
 
     Returns:
         A scalar (float32, or float64 for float64 inputs): 0 when no valid row is
         covered; NaN when a counted input is non-finite or ids are out of range.
-        With ``return_details``, ``(loss, details)``.
+        With `return_details`, `(loss, details)`.
 
     Raises:
         TypeError: non-float hidden states or table, non-integer labels.
         ValueError: mismatched shapes, bad options, bad ids or weights (concrete).
-        NotImplementedError: ``calibration`` is not None.
+        NotImplementedError: `calibration` is not None.
 
     Example:
 

@@ -1,10 +1,10 @@
-"""Per-bucket top-k by inner product (the item search of SCE) in ``keras.ops``.
+"""Per-bucket top-k by inner product (the item search of SCE) in `keras.ops`.
 
-For every bucket centre ``c_b`` it returns the ``k`` rows ``v_j`` with the largest
-``<c_b, v_j>``. With ``chunk_size`` the rows are visited in chunks and each chunk's
-candidates are merged into a running top-k, so no ``n_b x M`` score matrix exists:
-the largest intermediate is ``n_b x (k + chunk_size)``. Under JAX the chunks are a
-``jax.lax.scan`` (one compiled loop); on other backends ``keras.ops.fori_loop``.
+For every bucket centre `c_b` it returns the `k` rows `v_j` with the largest
+`<c_b, v_j>`. With `chunk_size` the rows are visited in chunks and each chunk's
+candidates are merged into a running top-k, so no `n_b x M` score matrix exists:
+the largest intermediate is `n_b x (k + chunk_size)`. Under JAX the chunks are a
+`jax.lax.scan` (one compiled loop); on other backends `keras.ops.fori_loop`.
 No gradient flows through the search (callers pass detached inputs).
 """
 
@@ -31,7 +31,7 @@ def _dense(centers, vectors, k, exclude_id):
 
 
 def _merge_chunk(centers, vectors, k, chunk_size, exclude_id, i, best_scores, best_index):
-    """One step of the streamed search: chunk ``i`` merged into the running top-k."""
+    """One step of the streamed search: chunk `i` merged into the running top-k."""
     num_vectors = vectors.shape[0]
     start = i * chunk_size
     # The last chunk is shifted back to stay inside the table (no padded copy of
@@ -77,22 +77,22 @@ def _streamed(centers, vectors, k, chunk_size, exclude_id):
 
 
 def bucket_top_k(centers, vectors, k, *, chunk_size=None, exclude_id=None):
-    """Top-``k`` rows of ``vectors`` by inner product with each centre, in ``keras.ops``.
+    """Top-`k` rows of `vectors` by inner product with each centre, in `keras.ops`.
 
-    The backend-neutral counterpart of :func:`keras_sce.ops.bucket_top_k` (same
+    The backend-neutral counterpart of `keras_sce.ops.bucket_top_k` (same
     result up to ties: lower row indices win). Static shapes are required.
 
     Args:
-        centers: float tensor ``[n_buckets, d]``.
-        vectors: float tensor ``[M, d]`` (an item table, or hidden states).
-        k: Python int, ``1 <= k <= M``.
-        chunk_size: optional Python int; visit ``vectors`` in chunks of this many
-            rows (need not divide ``M``). None computes the projection at once.
+        centers: float tensor `[n_buckets, d]`.
+        vectors: float tensor `[M, d]` (an item table, or hidden states).
+        k: Python int, `1 <= k <= M`.
+        chunk_size: optional Python int; visit `vectors` in chunks of this many
+            rows (need not divide `M`). None computes the projection at once.
         exclude_id: optional Python int, a row never selected (the padding item).
 
     Returns:
-        ``(scores, indices)``: float ``[n_buckets, k]`` in decreasing order and int32
-        ``[n_buckets, k]`` row indices (slots beyond the eligible rows score ``-inf``).
+        `(scores, indices)`: float `[n_buckets, k]` in decreasing order and int32
+        `[n_buckets, k]` row indices (slots beyond the eligible rows score `-inf`).
 
     Example:
 

@@ -1,12 +1,12 @@
 """SCE's item-table reads shard by shard, for a table whose rows are split over devices.
 
 Under JAX, when the table's rows are sharded over one axis of a device mesh (e.g. a
-``keras.distribution.ModelParallel`` layout ``("model", None)`` for the embeddings),
-the item search and the row gathers run inside ``jax.shard_map``: each device scores
+`keras.distribution.ModelParallel` layout `("model", None)` for the embeddings),
+the item search and the row gathers run inside `jax.shard_map`: each device scores
 its own rows (streamed in chunks if asked), the per-device top-k candidates
-(``n_b x k`` each) are all-gathered and merged, and gathered rows are summed across
+(`n_b x k` each) are all-gathered and merged, and gathered rows are summed across
 devices from the device that holds them. No device holds the whole table, its whole
-gradient, or an ``n_b x C`` score matrix.
+gradient, or an `n_b x C` score matrix.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from keras_sce.kops.search import bucket_top_k
 
 
 def table_sharding(variable):
-    """``(jax_mesh, axis_name)`` when Keras' distribution splits ``variable``'s rows.
+    """`(jax_mesh, axis_name)` when Keras' distribution splits `variable`'s rows.
 
     Returns None without a distribution, off JAX, or when the first axis of the
     variable's layout is not sharded.
@@ -45,19 +45,19 @@ def _local_rows(table, mesh, axis):
 
 
 def sharded_bucket_top_k(centers, table, k, *, mesh, axis, chunk_size=None, exclude_id=None):
-    """:func:`keras_sce.kops.bucket_top_k` over a table whose rows are split on ``axis``.
+    """`keras_sce.kops.bucket_top_k` over a table whose rows are split on `axis`.
 
     Args:
-        centers: float ``[n_b, d]`` (replicated).
-        table: float ``[C, d]``, rows sharded over mesh axis ``axis`` (C divisible).
+        centers: float `[n_b, d]` (replicated).
+        table: float `[C, d]`, rows sharded over mesh axis `axis` (C divisible).
         k: items per bucket.
-        mesh: a ``jax.sharding.Mesh``.
+        mesh: a `jax.sharding.Mesh`.
         axis: the mesh axis name that splits the rows.
         chunk_size: stream each device's rows in chunks of this many.
         exclude_id: a (global) row never selected.
 
     Returns:
-        ``(scores, indices)`` ``[n_b, k]``, replicated, as the unsharded search.
+        `(scores, indices)` `[n_b, k]`, replicated, as the unsharded search.
     """
     import jax
     from jax.sharding import PartitionSpec
@@ -84,7 +84,7 @@ def sharded_bucket_top_k(centers, table, k, *, mesh, axis, chunk_size=None, excl
 
 
 def sharded_take(table, ids, *, mesh, axis):
-    """``table[ids]`` (any shape of ids) with the rows read on the device holding them."""
+    """`table[ids]` (any shape of ids) with the rows read on the device holding them."""
     import jax
     import jax.numpy as jnp
     from jax.sharding import PartitionSpec

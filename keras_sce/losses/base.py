@@ -1,10 +1,10 @@
-"""``ItemTableLoss``: the common door of every keras_sce loss onto the TensorFlow core.
+"""`ItemTableLoss`: the common door of every keras_sce loss onto the TensorFlow core.
 
 A loss of (hidden states, item ids) against an item table that it reads at every
 call, so the table is trained. This base class owns what all of them share:
 binding to the table (a layer, a variable, or — after loading a model — the saved
 variable path), Keras' calling conventions (integer ids are never cast to float;
-the op's own reduction; the per-replica scaling of ``tf.distribute``; Keras'
+the op's own reduction; the per-replica scaling of `tf.distribute`; Keras'
 shape-inference pass) and serialization.
 """
 
@@ -22,11 +22,11 @@ from keras_sce.utils import require_tensorflow_backend, resolve_table, table_val
 
 
 def _match_path(variables, path):
-    """The variables whose path is ``path``, up to the leading scopes.
+    """The variables whose path is `path`, up to the leading scopes.
 
     A variable's path depends on where it was built: a Sequential or subclassed
-    model's layers are saved as ``<model>/<layer>/embeddings`` but a loaded model
-    may build them as ``<layer>/embeddings`` (or under a renamed model). The
+    model's layers are saved as `<model>/<layer>/embeddings` but a loaded model
+    may build them as `<layer>/embeddings` (or under a renamed model). The
     exact path wins; otherwise the paths that share the longest common ending
     (at least the layer and the variable name) do.
     """
@@ -55,13 +55,13 @@ def _match_path(variables, path):
 class ItemTableLoss(keras.losses.Loss):
     """Base class: a loss of (hidden states, item ids) against a bound item table.
 
-    Subclasses implement ``_compute(y_true, y_pred, table, sample_weight)`` (one
-    call of a :mod:`keras_sce.ops` function returning a scalar) and list their extra
-    hyper-parameters in ``_config_keys``.
+    Subclasses implement `_compute(y_true, y_pred, table, sample_weight)` (one
+    call of a `keras_sce.ops` function returning a scalar) and list their extra
+    hyper-parameters in `_config_keys`.
 
     Args:
-        item_embeddings: an Embedding-like layer (anything with ``.embeddings``), a
-            ``[C, d]`` variable, or None (bind later with :meth:`bind`).
+        item_embeddings: an Embedding-like layer (anything with `.embeddings`), a
+            `[C, d]` variable, or None (bind later with `bind`).
         padding_id: ignored target id and never-negative table row (None: none).
         name: loss name.
         dtype: accepted for Keras compatibility; losses are computed in float32.
@@ -82,9 +82,9 @@ class ItemTableLoss(keras.losses.Loss):
 
     # -- the item table -------------------------------------------------------------
     def bind(self, item_embeddings):
-        """Points the loss at its item table and returns ``self``.
+        """Points the loss at its item table and returns `self`.
 
-        ``item_embeddings``: an Embedding-like layer, a variable, a Keras model (the
+        `item_embeddings`: an Embedding-like layer, a variable, a Keras model (the
         table is then found by the variable path saved with the loss), a variable
         path string, or None (unbound).
         """
@@ -134,9 +134,9 @@ class ItemTableLoss(keras.losses.Loss):
 
     # -- the stream of seeds -----------------------------------------------------------
     def _init_seed(self, seed, seed_position=0):
-        """A reproducible stream of stateless seeds from ``seed`` (None: no stream).
+        """A reproducible stream of stateless seeds from `seed` (None: no stream).
 
-        ``seed_position`` is where the stream starts; :meth:`get_config` saves the
+        `seed_position` is where the stream starts; `get_config` saves the
         current position, so a model saved and loaded again continues the stream
         instead of replaying the seeds it has already used.
         """

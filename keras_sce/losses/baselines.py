@@ -1,7 +1,7 @@
-"""Keras 3 wrappers of the baseline losses in :mod:`keras_sce.ops.sampled`.
+"""Keras 3 wrappers of the baseline losses in `keras_sce.ops.sampled`.
 
 They share `SCELoss`'s calling convention: the model outputs hidden states
-``[B, d]`` or ``[B, L, d]``, ``y_true`` holds item ids, and the loss reads the
+`[B, d]` or `[B, L, d]`, `y_true` holds item ids, and the loss reads the
 item table (an Embedding-like layer or a variable) at every call, so the table
 is trained. They are meant to be compared with `keras_sce.SCELoss` on equal terms.
 """
@@ -20,17 +20,17 @@ class FullCrossEntropyLoss(ItemTableLoss):
     """Exact softmax cross-entropy over the whole catalogue, on valid rows only.
 
     The non-padding positions are gathered first, then scored against every item
-    (``M x C`` logits for ``M`` real positions): the full-CE baseline SCE is
-    compared with. See :func:`keras_sce.ops.full_cross_entropy`.
+    (`M x C` logits for `M` real positions): the full-CE baseline SCE is
+    compared with. See `keras_sce.ops.full_cross_entropy`.
 
     Args:
-        item_embeddings: Embedding-like layer or ``[C, d]`` variable.
+        item_embeddings: Embedding-like layer or `[C, d]` variable.
         padding_id: ignored label / excluded item (None: no padding row).
         name: loss name.
 
     Call arguments:
-        y_true: int ``[B]`` or ``[B, L]`` item ids.
-        y_pred: float ``[B, d]`` or ``[B, L, d]`` hidden states.
+        y_true: int `[B]` or `[B, L]` item ids.
+        y_pred: float `[B, d]` or `[B, L, d]` hidden states.
 
     Example:
 
@@ -51,17 +51,17 @@ class FullCrossEntropyLoss(ItemTableLoss):
 
 @keras.saving.register_keras_serializable(package="keras_sce")
 class SampledSoftmaxLoss(ItemTableLoss):
-    """Sampled softmax with logQ correction (``tf.nn.sampled_softmax_loss``).
+    """Sampled softmax with logQ correction (`tf.nn.sampled_softmax_loss`).
 
-    ``num_sampled`` negatives shared by the batch, uniform or by popularity
-    (``sampler="unigram"`` with ``item_counts``), logits corrected by the log of
-    the sampling probability. See :func:`keras_sce.ops.sampled.sampled_softmax`.
+    `num_sampled` negatives shared by the batch, uniform or by popularity
+    (`sampler="unigram"` with `item_counts`), logits corrected by the log of
+    the sampling probability. See `keras_sce.ops.sampled.sampled_softmax`.
 
     Args:
-        item_embeddings: Embedding-like layer or ``[C, d]`` variable.
+        item_embeddings: Embedding-like layer or `[C, d]` variable.
         num_sampled: negatives per step. Defaults to 256.
-        sampler: ``"uniform"`` or ``"unigram"``.
-        item_counts: per-id counts (a list/array of length C) for ``"unigram"``.
+        sampler: `"uniform"` or `"unigram"`.
+        item_counts: per-id counts (a list/array of length C) for `"unigram"`.
         distortion: exponent on the counts. Defaults to 1.0.
         padding_id: ignored label / never a negative.
         seed: optional int; the stream of negatives is then reproducible (fresh
@@ -116,23 +116,23 @@ class SampledSoftmaxLoss(ItemTableLoss):
 
 @keras.saving.register_keras_serializable(package="keras_sce")
 class SampledBCELoss(ItemTableLoss):
-    """Binary cross-entropy with ``num_negatives`` uniform negatives per position.
+    """Binary cross-entropy with `num_negatives` uniform negatives per position.
 
-    ``num_negatives=1`` is the original SASRec loss. Negatives are fresh at every
-    step (reproducible with ``seed``). See :func:`keras_sce.ops.sampled.sampled_bce`.
+    `num_negatives=1` is the original SASRec loss. Negatives are fresh at every
+    step (reproducible with `seed`). See `keras_sce.ops.sampled.sampled_bce`.
 
     Args:
-        item_embeddings: Embedding-like layer or ``[C, d]`` variable.
+        item_embeddings: Embedding-like layer or `[C, d]` variable.
         num_negatives: negatives per position. Defaults to 1.
         padding_id: ignored label / never a negative.
         seed: optional int; the stream of negatives is then reproducible.
         seed_position: where the stream of seeds starts (saved with the model,
             so a reloaded model continues it). Defaults to 0.
         logit_offset: constant added to every score before the sigmoid:
-            ``"balanced"`` (default, ``-log(num_negatives)``, 0 for one negative) or
+            `"balanced"` (default, `-log(num_negatives)`, 0 for one negative) or
             a float (0.0: the textbook loss). The offset lives in the loss only (for
             given weights no ranking changes) but it changes what is learned; see
-            :func:`keras_sce.ops.sampled.balanced_logit_offset`.
+            `keras_sce.ops.sampled.balanced_logit_offset`.
 
     References:
         Kang & McAuley, "Self-Attentive Sequential Recommendation", arXiv 1808.09781.
@@ -175,24 +175,24 @@ class SampledBCELoss(ItemTableLoss):
 
 @keras.saving.register_keras_serializable(package="keras_sce")
 class GBCELoss(SampledBCELoss):
-    """gBCE: BCE with the positive's probability raised to ``beta`` (gSASRec).
+    """gBCE: BCE with the positive's probability raised to `beta` (gSASRec).
 
-    ``beta = alpha * (t * (1 - 1/alpha) + 1/alpha)`` with the sampling rate
-    ``alpha = num_negatives / (C - 1)`` counters the over-confidence that negative
-    sampling causes. See :func:`keras_sce.ops.sampled.gbce`.
+    `beta = alpha * (t * (1 - 1/alpha) + 1/alpha)` with the sampling rate
+    `alpha = num_negatives / (C - 1)` counters the over-confidence that negative
+    sampling causes. See `keras_sce.ops.sampled.gbce`.
 
     Args:
-        item_embeddings: Embedding-like layer or ``[C, d]`` variable.
+        item_embeddings: Embedding-like layer or `[C, d]` variable.
         num_negatives: uniform negatives per position. Defaults to 256.
-        t: calibration in ``[0, 1]``. Defaults to 0.75.
+        t: calibration in `[0, 1]`. Defaults to 0.75.
         padding_id: ignored label / never a negative.
         seed: optional int (a reproducible stream of negatives).
         seed_position: where the stream of seeds starts. Defaults to 0.
-        logit_offset: ``"balanced"`` (default, ``log(beta / num_negatives)``) or a
+        logit_offset: `"balanced"` (default, `log(beta / num_negatives)`) or a
             float (0.0: the loss as published). The offset lives in the loss only
             (for given weights no ranking changes); without it SASRec on Amazon
             Beauty sits on a popularity plateau for tens of epochs (see
-            :func:`keras_sce.ops.sampled.balanced_logit_offset`).
+            `keras_sce.ops.sampled.balanced_logit_offset`).
 
     References:
         Petrov & Macdonald, "gSASRec: Reducing Overconfidence in Sequential

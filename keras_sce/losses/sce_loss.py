@@ -1,4 +1,4 @@
-"""``SCELoss``: Scalable Cross-Entropy as a Keras 3 loss (TensorFlow backend)."""
+"""`SCELoss`: Scalable Cross-Entropy as a Keras 3 loss (TensorFlow backend)."""
 
 from __future__ import annotations
 
@@ -14,41 +14,41 @@ from keras_sce.ops import checks
 class SCELoss(ItemTableLoss):
     """Scalable Cross-Entropy loss for models that output hidden states.
 
-    Full softmax cross-entropy over a catalogue of ``C`` items costs an ``N x C``
+    Full softmax cross-entropy over a catalogue of `C` items costs an `N x C`
     logits tensor. SCE (arXiv 2409.18721) draws random bucket centres; each bucket
-    collects the ``bucket_size_x`` rows and ``bucket_size_y`` items closest to its
+    collects the `bucket_size_x` rows and `bucket_size_y` items closest to its
     centre by inner product (a streamed, XLA-compiled top-k over the catalogue), and
     each row's softmax runs over its positive and the hard negatives of its bucket.
     The model's output is compared with the item table *inside* the loss, so the
-    model outputs hidden states ``[B, d]`` or ``[B, L, d]`` and the targets are
+    model outputs hidden states `[B, d]` or `[B, L, d]` and the targets are
     item ids. The table is read at every call, so it is trained (its gradient is a
-    sparse ``tf.IndexedSlices`` over the rows actually used).
+    sparse `tf.IndexedSlices` over the rows actually used).
 
     Args:
         item_embeddings: where the item table lives: an Embedding-like layer
-            (anything with ``.embeddings``, e.g. ``keras.layers.Embedding`` or
-            keras-hub's ``ReversibleEmbedding``), or a ``[C, d]`` variable. It is
+            (anything with `.embeddings`, e.g. `keras.layers.Embedding` or
+            keras-hub's `ReversibleEmbedding`), or a `[C, d]` variable. It is
             usually tied with the model's input item embedding.
-        num_buckets: number of buckets ``n_b``; None: ``int(2 * sqrt(N))`` with
-            ``N = batch x length``, the authors' rule.
-        bucket_size_x: rows per bucket ``b_x``; None: the same rule.
-        bucket_size_y: items per bucket ``b_y`` (hard negatives per row). Defaults
+        num_buckets: number of buckets `n_b`; None: `int(2 * sqrt(N))` with
+            `N = batch x length`, the authors' rule.
+        bucket_size_x: rows per bucket `b_x`; None: the same rule.
+        bucket_size_y: items per bucket `b_y` (hard negatives per row). Defaults
             to 256.
         mix_x: draw centres as random mixtures of the batch's hidden states instead
             of Gaussian noise. Defaults to False.
         padding_id: target id of padding positions (ignored) and table row never
             used as a negative; None if the table has no padding row. Defaults to 0.
         chunk_size: items per chunk of the streamed item search (None: the
-            whole ``n_b x C`` projection at once). Defaults to 65,536.
-            ``catalog_chunk_size``, its former name, still works for one release
-            (with a ``DeprecationWarning``).
+            whole `n_b x C` projection at once). Defaults to 65,536.
+            `catalog_chunk_size`, its former name, still works for one release
+            (with a `DeprecationWarning`).
         seed: None for fresh centres from TensorFlow's global generator; an int
             for a reproducible stream of centres.
         calibration: None (SCE as published) or calibrated SCE, whose row losses
             estimate the full-softmax cross-entropy: True, a dict of options or a
-            ``keras_sce.ops.calibration.Calibration``. Use it when scores must be
+            `keras_sce.ops.calibration.Calibration`. Use it when scores must be
             log-probabilities (perplexity, blending or thresholding scores).
-        check_ids: check that targets lie in ``[0, C)`` (raises outside XLA; turns
+        check_ids: check that targets lie in `[0, C)` (raises outside XLA; turns
             the loss NaN under XLA, where assertions are dropped). Defaults to True.
         seed_position: where the stream of centres starts. Saved with the model
             (the current position), so a reloaded model continues the stream
@@ -58,14 +58,14 @@ class SCELoss(ItemTableLoss):
             (float64 inputs stay float64).
 
     Call arguments:
-        y_true: integer ids ``[B]`` or ``[B, L]`` (int32 or int64).
-        y_pred: hidden states ``[B, d]`` or ``[B, L, d]``, any float dtype.
-        sample_weight: optional weights ``[B]`` or ``[B, L]``; the loss is then
+        y_true: integer ids `[B]` or `[B, L]` (int32 or int64).
+        y_pred: hidden states `[B, d]` or `[B, L, d]`, any float dtype.
+        sample_weight: optional weights `[B]` or `[B, L]`; the loss is then
             the weighted mean over covered non-padding positions.
 
-    The options from ``num_buckets`` to ``check_ids`` are those of
-    :class:`keras_sce.losses.SCEOptions` (which documents them in full), with its
-    defaults, the same as :class:`keras_sce.tfrs.SCERetrieval`'s.
+    The options from `num_buckets` to `check_ids` are those of
+    `keras_sce.losses.SCEOptions` (which documents them in full), with its
+    defaults, the same as `keras_sce.tfrs.SCERetrieval`'s.
 
     Returns a float32 scalar: the mean over non-padding positions covered by at
     least one bucket (0 when none is). A NaN or infinity in a non-padding hidden
@@ -73,9 +73,9 @@ class SCELoss(ItemTableLoss):
 
     Saving: the loss's hyper-parameters, the position of its seed stream and the
     *path* of the table variable are saved with a compiled model.
-    ``keras.saving.load_model`` gives back an unbound loss (Keras cannot hand a
-    loss its model); use :func:`keras_sce.load_model`, or call
-    ``model.loss.bind(model)``, before training the loaded model again.
+    `keras.saving.load_model` gives back an unbound loss (Keras cannot hand a
+    loss its model); use `keras_sce.load_model`, or call
+    `model.loss.bind(model)`, before training the loaded model again.
 
     Example:
 
@@ -151,11 +151,11 @@ class SCELoss(ItemTableLoss):
     def diagnostics(self, y_true, y_pred):
         """Bucket statistics for one batch (draws its own centres).
 
-        Returns a dict of scalars: ``loss``, ``covered_fraction`` (share of
+        Returns a dict of scalars: `loss`, `covered_fraction` (share of
         non-padding positions that fall in at least one bucket) and
-        ``buckets_per_covered_row``. Use it to tune ``num_buckets`` and
-        ``bucket_size_x``: low coverage means many positions get no loss at all.
-        It does not advance the training stream of centres; with a ``seed`` its
+        `buckets_per_covered_row`. Use it to tune `num_buckets` and
+        `bucket_size_x`: low coverage means many positions get no loss at all.
+        It does not advance the training stream of centres; with a `seed` its
         centres are reproducible (a fixed stateless seed of their own).
         """
         seed = None if self.seed is None else [self.seed, -1]

@@ -16,21 +16,21 @@ from keras_sce.ops import checks
 class SASRecBlock(keras.layers.Layer):
     """One SASRec block: causal self-attention then a position-wise feed-forward.
 
-    Pre-layer-norm residual form: ``x + Dropout(Attn(LN(x)))`` then
-    ``x + Dropout(FFN(LN(x)))``, where attention is causal (position t sees
+    Pre-layer-norm residual form: `x + Dropout(Attn(LN(x)))` then
+    `x + Dropout(FFN(LN(x)))`, where attention is causal (position t sees
     positions <= t) and never attends to padding keys. Padding positions are
     zeroed after each sub-layer.
 
     Args:
         hidden_dim: int, model width d.
-        num_heads: int, attention heads (``hidden_dim`` must be divisible by it).
+        num_heads: int, attention heads (`hidden_dim` must be divisible by it).
         intermediate_dim: int, feed-forward width.
         dropout: float, dropout rate on attention weights and residual branches.
         layer_norm_epsilon: float.
 
     Call arguments:
-        x: ``float [B, L, d]``.
-        padding_mask: ``bool [B, L]``, True at real (non-padding) positions.
+        x: `float [B, L, d]`.
+        padding_mask: `bool [B, L]`, True at real (non-padding) positions.
         training: bool.
     """
 
@@ -112,15 +112,15 @@ class SASRec(keras.Model):
     embeddings are added, and a stack of causal self-attention blocks
     (`SASRecBlock`) with dropout produces one hidden state per position; a final
     layer norm closes the stack. The model's output is the hidden states
-    ``[B, L, d]``, not logits: the score of item i at position t is
-    ``<h_t, E_i>`` with ``E`` the *same* item embedding table used at the input
-    (tied weights, exposed as ``item_embedding_layer``), so any loss that takes
+    `[B, L, d]`, not logits: the score of item i at position t is
+    `<h_t, E_i>` with `E` the *same* item embedding table used at the input
+    (tied weights, exposed as `item_embedding_layer`), so any loss that takes
     hidden states, labels and an item table — `keras_sce.SCELoss` or a baseline
     in `keras_sce.losses` — trains it. Position t only sees items <= t, so the
     model trains on every position of a sequence at once.
 
-    Sequences are left-padded with ``padding_id`` by default (most recent item in
-    the last position, the SASRec convention); ``padding="right"`` is supported
+    Sequences are left-padded with `padding_id` by default (most recent item in
+    the last position, the SASRec convention); `padding="right"` is supported
     by `last_hidden` and `recommend`.
 
     Args:
@@ -129,22 +129,22 @@ class SASRec(keras.Model):
         hidden_dim: int, model width d. Defaults to 64.
         num_blocks: int, number of self-attention blocks. Defaults to 2.
         num_heads: int, attention heads. Defaults to 1.
-        intermediate_dim: int, feed-forward width; defaults to ``hidden_dim``.
+        intermediate_dim: int, feed-forward width; defaults to `hidden_dim`.
         dropout: float, dropout rate. Defaults to 0.2.
         padding_id: int, the padding id. Defaults to 0.
-        padding: ``"left"`` or ``"right"``, where sequences are padded.
+        padding: `"left"` or `"right"`, where sequences are padded.
         **kwargs: forwarded to `keras.Model`.
 
     Call arguments:
-        inputs: ``int [B, L]`` item ids (``L <= max_length``). Longer sequences are
-            refused (a ``ValueError`` when ``L`` is known while tracing, an
-            ``InvalidArgumentError`` at run time, NaN outputs under XLA where
-            assertions are dropped): position ``k + max_length`` would otherwise
-            share the embedding of position ``k``.
+        inputs: `int [B, L]` item ids (`L <= max_length`). Longer sequences are
+            refused (a `ValueError` when `L` is known while tracing, an
+            `InvalidArgumentError` at run time, NaN outputs under XLA where
+            assertions are dropped): position `k + max_length` would otherwise
+            share the embedding of position `k`.
         training: bool.
 
     Returns:
-        ``float [B, L, hidden_dim]`` hidden states (zero at padding positions).
+        `float [B, L, hidden_dim]` hidden states (zero at padding positions).
 
     Example:
 
@@ -222,7 +222,7 @@ class SASRec(keras.Model):
 
     @property
     def item_embedding_layer(self) -> keras.layers.Embedding:
-        """The item table, shared by the input and the output (``[num_items, d]``)."""
+        """The item table, shared by the input and the output (`[num_items, d]`)."""
         return self.item_embedding
 
     def _check_length(self, length):
@@ -305,7 +305,7 @@ class SASRec(keras.Model):
         return ops.cast(tf.gather(variable, ids), layer.compute_dtype)
 
     def last_hidden(self, inputs, batch_size: int = 1024) -> np.ndarray:
-        """Hidden state of each sequence's most recent item, ``[B, d]`` (NumPy)."""
+        """Hidden state of each sequence's most recent item, `[B, d]` (NumPy)."""
         inputs = np.asarray(inputs)
         outputs = []
         for start in range(0, inputs.shape[0], batch_size):
@@ -331,17 +331,17 @@ class SASRec(keras.Model):
         """Top-k items over the full catalogue, streamed over catalogue chunks.
 
         Args:
-            inputs: ``int [B, L]`` padded item sequences.
+            inputs: `int [B, L]` padded item sequences.
             k: number of items per user.
             exclude_history: drop the items of the user's history from the ranking.
-            history: optional ``int [B, H]`` history to exclude (0-padded); defaults to
-                the items in ``inputs``.
+            history: optional `int [B, H]` history to exclude (0-padded); defaults to
+                the items in `inputs`.
             chunk_size: catalogue rows scored at once (peak memory
-                ``batch_size x (chunk_size + k)`` scores).
+                `batch_size x (chunk_size + k)` scores).
             batch_size: users scored at once.
 
         Returns:
-            ``(scores [B, k], item_ids [B, k])`` NumPy arrays.
+            `(scores [B, k], item_ids [B, k])` NumPy arrays.
         """
         from keras_sce.evaluation import streamed_top_k
 

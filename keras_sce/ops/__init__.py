@@ -1,13 +1,13 @@
 """The core of keras_sce: pure TensorFlow (no Keras imported here).
 
-- :func:`bucket_top_k` — the XLA-compiled, optionally streamed top-k by inner
+- `bucket_top_k` — the XLA-compiled, optionally streamed top-k by inner
   product (SCE's item search; the full-ranking evaluation runs the same search).
-- :func:`scalable_cross_entropy` — SCE (arXiv 2409.18721).
-- :func:`full_cross_entropy` — the exact reference over the whole catalogue.
-- :func:`chunked_cross_entropy` — the same exact loss, streamed over catalogue chunks.
-- :class:`SeedStream` — reproducible, fresh-at-every-call seeds for the centres.
-- :func:`default_num_buckets`, ``DEFAULT_CHUNK_SIZE``, ``DEFAULT_BUCKET_SIZE_Y`` —
-  the rules and defaults (:mod:`keras_sce.ops.defaults`, which loads no TensorFlow,
+- `scalable_cross_entropy` — SCE (arXiv 2409.18721).
+- `full_cross_entropy` — the exact reference over the whole catalogue.
+- `chunked_cross_entropy` — the same exact loss, streamed over catalogue chunks.
+- `SeedStream` — reproducible, fresh-at-every-call seeds for the centres.
+- `default_num_buckets`, `DEFAULT_CHUNK_SIZE`, `DEFAULT_BUCKET_SIZE_Y` —
+  the rules and defaults (`keras_sce.ops.defaults`, which loads no TensorFlow,
   so the command line and the memory model can use them).
 
 The names load their module (and TensorFlow) on first use (PEP 562).

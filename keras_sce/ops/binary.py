@@ -1,25 +1,25 @@
 """Binary losses with per-row negatives: BCE and gBCE, SCE's calling convention.
 
-- :func:`sampled_bce` — binary cross-entropy, one positive against ``k`` uniformly
-  sampled negatives per row (SASRec's original loss with ``k = 1``).
-- :func:`gbce` — generalised BCE (Petrov & Macdonald, RecSys 2023, arXiv
-  2308.07192): the positive's probability is raised to a power ``beta`` that undoes
+- `sampled_bce` — binary cross-entropy, one positive against `k` uniformly
+  sampled negatives per row (SASRec's original loss with `k = 1`).
+- `gbce` — generalised BCE (Petrov & Macdonald, RecSys 2023, arXiv
+  2308.07192): the positive's probability is raised to a power `beta` that undoes
   the over-confidence caused by negative sampling.
 
-The binary losses add a constant ``logit_offset`` ``o`` to every score inside the
-loss, ``sigma(s + o)`` (default: the balance point :func:`balanced_logit_offset`).
+The binary losses add a constant `logit_offset` `o` to every score inside the
+loss, `sigma(s + o)` (default: the balance point `balanced_logit_offset`).
 The offset is not part of the model's scores: for given weights it changes no
 ranking, but it changes what is learned. With hundreds of negatives per positive
 and no offset, the first steps push every score down through one direction shared
 by all item embeddings, and a tied-embedding model such as SASRec then sits on a
 popularity-only plateau (on Amazon Beauty: validation NDCG@10 below 0.01 for the
-first 24 epochs, ``benchmarks/results/beauty_gbce_offset0_seed0.json``). Starting
+first 24 epochs, `benchmarks/results/beauty_gbce_offset0_seed0.json`). Starting
 at the balance point is the prior-probability initialisation of the output bias
 used for detectors trained with many negatives (Lin et al., "Focal Loss for Dense
 Object Detection", ICCV 2017). The calibrated probability of gSASRec is then
-``sigma(score + o)``.
+`sigma(score + o)`.
 
-Like the sampled softmax (:mod:`keras_sce.ops.sampled`) they ignore padding rows
+Like the sampled softmax (`keras_sce.ops.sampled`) they ignore padding rows
 (gathered out of the batch outside XLA, zero weight under XLA) and return 0, not
 NaN, for a batch without valid rows. Negatives are drawn for every row in both
 cases (stateless with a seed), so the two paths give the same value for the same
@@ -38,7 +38,7 @@ from keras_sce.ops.sampling import random_uniform, to_real_ids
 
 
 def _per_row_negatives(x, item_table, num_negatives, padding_id, seed):
-    """Uniform negative ids ``[N, k]`` for every row of ``x`` (never the padding id)."""
+    """Uniform negative ids `[N, k]` for every row of `x` (never the padding id)."""
     num_items = item_table.shape[0]
     num_items = tf.shape(item_table)[0] if num_items is None else num_items
     num_real = num_items - (0 if padding_id is None else 1)
@@ -55,13 +55,13 @@ def _negative_logits(x, item_table, neg):
 
 
 def balanced_logit_offset(num_negatives: int, beta: float = 1.0) -> float:
-    """``log(beta / k)``: the score at which the binary loss has no pull on a shared shift.
+    """`log(beta / k)`: the score at which the binary loss has no pull on a shared shift.
 
-    With every score equal to ``s``, the derivative of
-    ``beta * softplus(-s) + k * softplus(s)`` is zero at ``s = log(beta / k)``:
-    the positive's pull up and the ``k`` negatives' pull down cancel. Adding this
+    With every score equal to `s`, the derivative of
+    `beta * softplus(-s) + k * softplus(s)` is zero at `s = log(beta / k)`:
+    the positive's pull up and the `k` negatives' pull down cancel. Adding this
     offset to the scores starts training there, so the model does not have to
-    learn the offset itself. ``k = 1``, ``beta = 1`` (SASRec's BCE) gives 0.
+    learn the offset itself. `k = 1`, `beta = 1` (SASRec's BCE) gives 0.
     """
     num_negatives = checks.check_positive_int(num_negatives, "num_negatives")
     if not beta > 0.0:
@@ -70,7 +70,7 @@ def balanced_logit_offset(num_negatives: int, beta: float = 1.0) -> float:
 
 
 def resolve_logit_offset(logit_offset, num_negatives, beta=1.0) -> float:
-    """The float offset for ``logit_offset`` (``"balanced"`` or a finite real); validates it."""
+    """The float offset for `logit_offset` (`"balanced"` or a finite real); validates it."""
     if isinstance(logit_offset, str):
         if logit_offset != "balanced":
             raise ValueError(
@@ -119,22 +119,22 @@ def sampled_bce(
     check_ids=True,
     logit_offset="balanced",
 ):
-    """Binary cross-entropy: each row's positive against ``k`` uniform negatives.
+    """Binary cross-entropy: each row's positive against `k` uniform negatives.
 
-    Per valid row: ``-log sigma(s+ + o) - sum_j log(1 - sigma(s_j + o))`` with ``o``
-    the ``logit_offset`` and ``s_j`` the
-    logits of ``num_negatives`` items drawn uniformly (never the padding id; a
-    negative equal to the positive is ignored). ``num_negatives=1`` is the loss of
+    Per valid row: `-log sigma(s+ + o) - sum_j log(1 - sigma(s_j + o))` with `o`
+    the `logit_offset` and `s_j` the
+    logits of `num_negatives` items drawn uniformly (never the padding id; a
+    negative equal to the positive is ignored). `num_negatives=1` is the loss of
     the original SASRec (Kang & McAuley, arXiv 1808.09781).
 
     Args:
         hidden, labels, item_table, padding_id, check_ids: see
-            :func:`keras_sce.ops.full_cross_entropy`.
+            `keras_sce.ops.full_cross_entropy`.
         num_negatives: negatives per row.
         seed: optional int (stateless sampling; the same negatives at every call)
-            or ``[2]`` seed tensor.
+            or `[2]` seed tensor.
         logit_offset: constant added to every score before the sigmoid:
-            ``"balanced"`` (default, :func:`balanced_logit_offset`, ``-log k``; 0
+            `"balanced"` (default, `balanced_logit_offset`, `-log k`; 0
             for one negative) or a float (0.0: the textbook loss). It is not part of
             the model's scores (for given weights no ranking changes), but it changes
             what is learned.
@@ -149,10 +149,10 @@ def sampled_bce(
 
 
 def gbce_beta(num_negatives: int, num_items: int, t: float) -> float:
-    """gBCE's power ``beta = alpha * (t * (1 - 1/alpha) + 1/alpha)``, ``alpha = k / (C - 1)``.
+    """gBCE's power `beta = alpha * (t * (1 - 1/alpha) + 1/alpha)`, `alpha = k / (C - 1)`.
 
-    ``num_items`` counts real items (padding excluded). ``t = 0`` gives BCE
-    (``beta = 1``); ``t = 1`` gives ``beta = alpha``.
+    `num_items` counts real items (padding excluded). `t = 0` gives BCE
+    (`beta = 1`); `t = 1` gives `beta = alpha`.
     """
     if not 0.0 <= t <= 1.0:
         raise ValueError(f"gBCE calibration t must be in [0, 1], got {t}.")
@@ -176,21 +176,21 @@ def gbce(
 ):
     """Generalised binary cross-entropy (gBCE) with uniform negatives.
 
-    Sampling ``k`` of ``C`` items makes BCE over-confident. gBCE raises the
-    positive's sigmoid to the power ``beta`` (:func:`gbce_beta`, with the sampling
-    rate ``alpha = k / (C - 1)`` and calibration ``t``):
-    ``-beta * log sigma(s+ + o) - sum_j log(1 - sigma(s_j + o))``, ``o`` the
-    ``logit_offset``.
+    Sampling `k` of `C` items makes BCE over-confident. gBCE raises the
+    positive's sigmoid to the power `beta` (`gbce_beta`, with the sampling
+    rate `alpha = k / (C - 1)` and calibration `t`):
+    `-beta * log sigma(s+ + o) - sum_j log(1 - sigma(s_j + o))`, `o` the
+    `logit_offset`.
 
     Args:
         hidden, labels, item_table, padding_id, check_ids: see
-            :func:`keras_sce.ops.full_cross_entropy`.
+            `keras_sce.ops.full_cross_entropy`.
         num_negatives: uniform negatives per row (gSASRec uses 256).
-        t: calibration in ``[0, 1]`` (gSASRec's default 0.75).
-        seed: optional int or ``[2]`` seed tensor.
+        t: calibration in `[0, 1]` (gSASRec's default 0.75).
+        seed: optional int or `[2]` seed tensor.
         logit_offset: constant added to every score before the sigmoid:
-            ``"balanced"`` (default, ``log(beta / k)``, see
-            :func:`balanced_logit_offset`) or a float (0.0: the loss as published).
+            `"balanced"` (default, `log(beta / k)`, see
+            `balanced_logit_offset`) or a float (0.0: the loss as published).
             It is not part of the model's scores (for given weights no ranking
             changes); without it SASRec on Amazon Beauty stays on a popularity
             plateau for tens of epochs.

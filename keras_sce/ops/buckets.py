@@ -1,9 +1,9 @@
 """How SCE forms its buckets: size options, centres, rows and items per bucket.
 
-The pieces of :func:`keras_sce.ops.scalable_cross_entropy` that carry no gradient
+The pieces of `keras_sce.ops.scalable_cross_entropy` that carry no gradient
 (arXiv 2409.18721, steps 2-4): the centres are drawn afresh at every call, and the
 rows and items of each bucket are the ones with the largest inner product with its
-centre (:mod:`keras_sce.ops.top_k`).
+centre (`keras_sce.ops.top_k`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from keras_sce.ops.top_k import top_k_xla
 
 
 def check_options(num_buckets, bucket_size_x, bucket_size_y, chunk_size) -> tuple:
-    """Validates SCE's size options (shared by the op, ``SCELoss`` and ``SCERetrieval``).
+    """Validates SCE's size options (shared by the op, `SCELoss` and `SCERetrieval`).
 
     Returns them as Python ints (NumPy integers accepted), in the order given.
     """
@@ -33,7 +33,7 @@ def check_options(num_buckets, bucket_size_x, bucket_size_y, chunk_size) -> tupl
 
 
 def draw_centers(x_detached, row_weight, num_buckets, mix_x, seed):
-    """Bucket centres ``[n_b, d]``; no gradient."""
+    """Bucket centres `[n_b, d]`; no gradient."""
     d = tf.shape(x_detached)[1]
     if mix_x:
         shape = tf.stack([tf.shape(x_detached)[0], num_buckets])
@@ -70,18 +70,18 @@ def resolve_row_sizes(num_rows_static, num_rows, num_buckets, bucket_size_x):
 
 
 def search_items(centers, item_table, k, chunk_size, padding_id):
-    """The ``k`` items with the largest inner product with each centre, no gradient.
+    """The `k` items with the largest inner product with each centre, no gradient.
 
     The table goes in as stored; the search casts it chunk by chunk. A variable
     is handed to the compiled search itself, not read first: after a sparse update
     TensorFlow would copy the whole table on a dense read outside XLA (copy-on-read
-    mode), at every step. Tapes are paused instead of ``tf.stop_gradient`` (which
+    mode), at every step. Tapes are paused instead of `tf.stop_gradient` (which
     has no XLA kernel for a resource): no gradient flows through the search anyway.
     The handle (not the variable object) is passed, so the compiled search never
     holds on to a particular variable between calls.
 
     Returns:
-        ``(scores [n_b, k], items [n_b, k])`` as :func:`keras_sce.ops.bucket_top_k`.
+        `(scores [n_b, k], items [n_b, k])` as `keras_sce.ops.bucket_top_k`.
     """
     pause = compat.pause_gradient_tapes()
     if (

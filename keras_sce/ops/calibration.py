@@ -1,23 +1,23 @@
 """Calibrated SCE: an importance-sampled estimate of the softmax mass SCE leaves out.
 
-SCE's softmax for a row runs over its positive and the ``b_y`` items of one bucket,
-``S``. Its scores rank well but are not probabilities: nothing pushes down the rest
+SCE's softmax for a row runs over its positive and the `b_y` items of one bucket,
+`S`. Its scores rank well but are not probabilities: nothing pushes down the rest
 of the catalogue, which under the full softmax keeps most of the mass. Calibration
 adds to each row's normaliser an estimate of that unseen mass,
 
     Z = exp(s_y) + sum_{k in S} exp(s_k) + R,   R = sum_{k not in S + {y}} exp(s_k),
 
-from ``m`` items ``j_1..j_m`` drawn per batch (shared by every row) with replacement
-from a proposal ``q`` over the non-padding items:
+from `m` items `j_1..j_m` drawn per batch (shared by every row) with replacement
+from a proposal `q` over the non-padding items:
 
     R_hat = (1/m) sum_t [j_t not in S + {y}] exp(s_{j_t}) / q_{j_t}.
 
-Each term has expectation ``sum_k q_k [k unseen] exp(s_k) / q_k = R`` when ``q_k > 0``
-for every item, so ``R_hat`` is unbiased given ``S`` (the bucket depends on the data
+Each term has expectation `sum_k q_k [k unseen] exp(s_k) / q_k = R` when `q_k > 0`
+for every item, so `R_hat` is unbiased given `S` (the bucket depends on the data
 and the centres, never on the samples). In log space each sampled logit enters the
-log-sum-exp with the importance weight ``log(1 / (m q_j))`` (the logQ correction).
-``log(Z_hat)`` is a low estimate of ``log Z`` (Jensen); to second order the gap is
-``Var(R_hat) / (2 Z^2)``, which shrinks as ``1/m``. See docs/calibrated-sce.md.
+log-sum-exp with the importance weight `log(1 / (m q_j))` (the logQ correction).
+`log(Z_hat)` is a low estimate of `log Z` (Jensen); to second order the gap is
+`Var(R_hat) / (2 Z^2)`, which shrinks as `1/m`. See docs/calibrated-sce.md.
 """
 
 from __future__ import annotations
@@ -44,27 +44,27 @@ def _real(value, name, low, high=None):
 
 
 class Calibration:
-    """Options of calibrated SCE (pass to ``scalable_cross_entropy(calibration=...)``).
+    """Options of calibrated SCE (pass to `scalable_cross_entropy(calibration=...)`).
 
     Args:
-        num_samples: ``m``, items drawn per batch with replacement and shared by all
-            rows (extra memory ``N x m``). More samples, less variance and less
-            downward bias of the log-normaliser (both ``O(1/m)``).
-        proposal: ``"uniform"`` over the non-padding items; ``"unigram"``
-            proportional to ``item_counts ** power``; or ``"cover"``: every
+        num_samples: `m`, items drawn per batch with replacement and shared by all
+            rows (extra memory `N x m`). More samples, less variance and less
+            downward bias of the log-normaliser (both `O(1/m)`).
+        proposal: `"uniform"` over the non-padding items; `"unigram"`
+            proportional to `item_counts ** power`; or `"cover"`: every
             non-padding item exactly once with weight 1, i.e. the exact full softmax
-            at the cost of the full ``N x C`` logits (tests, exact evaluation).
-        item_counts: ``[C]`` non-negative counts per item id (``"unigram"`` only;
+            at the cost of the full `N x C` logits (tests, exact evaluation).
+        item_counts: `[C]` non-negative counts per item id (`"unigram"` only;
             the padding id's entry is ignored).
         power: exponent of the counts (0.75 flattens popularity, as in word2vec).
         uniform_mix: share of the uniform proposal mixed into the unigram one.
             Items with zero count are never drawn, which would bias the estimate;
             a positive mix gives every item mass and caps each weight at
-            ``C / (m * uniform_mix)``.
+            `C / (m * uniform_mix)`.
 
     Raises:
         ValueError: on an unknown proposal, or counts that are missing, negative,
-            non-finite, or leave an item without mass while ``uniform_mix == 0``.
+            non-finite, or leave an item without mass while `uniform_mix == 0`.
 
     Example:
 
@@ -114,7 +114,7 @@ class Calibration:
                 f"power={self.power}, uniform_mix={self.uniform_mix})")
 
     def proposal_probabilities(self, num_items: int, padding_id) -> np.ndarray:
-        """``q`` over all ``num_items`` ids as float64 (0 at the padding id)."""
+        """`q` over all `num_items` ids as float64 (0 at the padding id)."""
         real = np.ones(num_items, np.float64)
         if padding_id is not None:
             real[padding_id] = 0.0
@@ -138,7 +138,7 @@ class Calibration:
 
 
 def resolve_calibration(calibration):
-    """``None``/``False`` -> None; ``True`` -> defaults; a dict or ``Calibration`` -> one."""
+    """`None`/`False` -> None; `True` -> defaults; a dict or `Calibration` -> one."""
     if calibration is None or calibration is False:
         return None
     if calibration is True:
@@ -167,11 +167,11 @@ def _sample_seed(seed):
 
 
 def _count_below(sorted_values, probes, inclusive=False):
-    """Per row, how many of ``sorted_values [B, L]`` are ``<`` (``<=``) each probe ``[B, M]``.
+    """Per row, how many of `sorted_values [B, L]` are `<` (`<=`) each probe `[B, M]`.
 
-    A binary search by gathers (``log2 L`` steps, memory ``B x M``). ``tf.searchsorted``
+    A binary search by gathers (`log2 L` steps, memory `B x M`). `tf.searchsorted`
     would do, but XLA lowers it to a comparison of every probe with every value,
-    a ``B x M x L`` tensor (``m x C`` for the proposal's CDF).
+    a `B x M x L` tensor (`m x C` for the proposal's CDF).
     """
     length = sorted_values.shape[-1]
     below = tf.zeros(tf.shape(probes), tf.int32)
@@ -186,7 +186,7 @@ def _count_below(sorted_values, probes, inclusive=False):
 
 
 def draw_samples(calibration, num_items: int, padding_id, seed, dtype):
-    """The shared sample ``ids [m]`` (int32) and their log weights ``-log(m q_j)``."""
+    """The shared sample `ids [m]` (int32) and their log weights `-log(m q_j)`."""
     if calibration.proposal == "cover":
         ids = np.arange(num_items, dtype=np.int32)
         if padding_id is not None:
@@ -223,10 +223,10 @@ def draw_samples(calibration, num_items: int, padding_id, seed, dtype):
 
 
 def samples_in_buckets(bucket_items, item_ok, samples):
-    """``[n_b, m]``: whether each sample is one of the bucket's items.
+    """`[n_b, m]`: whether each sample is one of the bucket's items.
 
-    A sorted copy of each bucket's ``b_y`` ids and a binary search per sample: memory
-    ``n_b x (b_y + m)``, not the ``n_b x b_y x m`` of a pairwise comparison.
+    A sorted copy of each bucket's `b_y` ids and a binary search per sample: memory
+    `n_b x (b_y + m)`, not the `n_b x b_y x m` of a pairwise comparison.
     """
     items = tf.sort(tf.where(item_ok, bucket_items, -1), axis=-1)
     probe = tf.broadcast_to(samples[tf.newaxis, :], [tf.shape(items)[0], tf.shape(samples)[0]])
@@ -235,7 +235,7 @@ def samples_in_buckets(bucket_items, item_ok, samples):
 
 
 def kept_bucket(bucket_rows, flat_loss, num_rows):
-    """``[N]`` index of the bucket with each row's largest loss (the first on a tie).
+    """`[N]` index of the bucket with each row's largest loss (the first on a tie).
 
     One segment maximum over int64 keys that pack the loss (as an order-preserving
     int32 image of its float32 value) above the bucket index, so the argmax needs no
@@ -255,7 +255,7 @@ def kept_bucket(bucket_rows, flat_loss, num_rows):
 
 def calibrated_row_loss(calibration, *, x, y, item_table, positives, row_loss, kept,
                         bucket_rows, flat_loss, bucket_items, item_ok, padding_id, seed):
-    """Per-row calibrated loss ``log(Z_hat) - s_y`` for the bucket each row keeps.
+    """Per-row calibrated loss `log(Z_hat) - s_y` for the bucket each row keeps.
 
     The kept bucket is the one raw SCE keeps (largest exact mass). It is chosen
     before and independently of the samples, so the estimate stays unbiased given
@@ -264,18 +264,18 @@ def calibrated_row_loss(calibration, *, x, y, item_table, positives, row_loss, k
     least mass to estimate, hence the smallest variance.
 
     Args:
-        calibration: a resolved :class:`Calibration`.
-        x, y, item_table, positives: flat hidden ``[N, d]``, ids ``[N]``, the table
-            and the positive logits ``[N]``.
-        row_loss: ``[N]`` raw SCE loss of each row's kept bucket (before masking).
-        kept: ``[N]`` bool, rows that get a loss.
-        bucket_rows, flat_loss: ``[n_b, b_x]`` rows per bucket and their flattened
-            bucket losses (``-inf`` for non-members).
-        bucket_items, item_ok: ``[n_b, b_y]`` items per bucket and which are real.
-        padding_id, seed: as in ``scalable_cross_entropy``.
+        calibration: a resolved `Calibration`.
+        x, y, item_table, positives: flat hidden `[N, d]`, ids `[N]`, the table
+            and the positive logits `[N]`.
+        row_loss: `[N]` raw SCE loss of each row's kept bucket (before masking).
+        kept: `[N]` bool, rows that get a loss.
+        bucket_rows, flat_loss: `[n_b, b_x]` rows per bucket and their flattened
+            bucket losses (`-inf` for non-members).
+        bucket_items, item_ok: `[n_b, b_y]` items per bucket and which are real.
+        padding_id, seed: as in `scalable_cross_entropy`.
 
     Returns:
-        ``[N]`` calibrated losses (meaningful where ``kept``).
+        `[N]` calibrated losses (meaningful where `kept`).
     """
     num_items = item_table.shape[0]
     if num_items is None:

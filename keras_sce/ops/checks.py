@@ -3,10 +3,10 @@
 Static problems (wrong dtype, mismatched widths, impossible hyper-parameters) raise
 Python exceptions while the graph is traced, before any heavy work. Value problems
 (ids outside the catalogue) are checked at run time: outside XLA with an assertion
-that raises ``tf.errors.InvalidArgumentError``; inside XLA, where assertions are
+that raises `tf.errors.InvalidArgumentError`; inside XLA, where assertions are
 dropped by the compiler, the loss is turned into NaN on purpose (see
-:func:`poison_if_invalid`), so the misuse stays loud instead of silently reading
-zeros from ``tf.gather`` on a GPU.
+`poison_if_invalid`), so the misuse stays loud instead of silently reading
+zeros from `tf.gather` on a GPU.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ from keras_sce import compat
 
 
 def as_int(value, name: str, *, minimum=None, allow_none: bool = False):
-    """``value`` as a Python int: Python and NumPy integers alike, never a bool.
+    """`value` as a Python int: Python and NumPy integers alike, never a bool.
 
     The one integer check of the package: options such as bucket sizes, seeds,
-    ``padding_id`` or ``k`` may come from NumPy (``np.int64`` from a config array)
+    `padding_id` or `k` may come from NumPy (`np.int64` from a config array)
     and are accepted like Python ints; they are returned as Python ints so that
     configs stay JSON-serializable and compiled functions do not retrace. Bools
-    (``True`` is an ``int`` in Python), floats (even ``3.0``) and strings raise.
+    (`True` is an `int` in Python), floats (even `3.0`) and strings raise.
 
     Args:
         value: the candidate.
@@ -36,11 +36,11 @@ def as_int(value, name: str, *, minimum=None, allow_none: bool = False):
         allow_none: pass None through.
 
     Returns:
-        A Python ``int`` (or None when allowed).
+        A Python `int` (or None when allowed).
 
     Raises:
         TypeError: not an integer (or a bool).
-        ValueError: below ``minimum``.
+        ValueError: below `minimum`.
     """
     if value is None and allow_none:
         return None
@@ -54,16 +54,16 @@ def as_int(value, name: str, *, minimum=None, allow_none: bool = False):
 
 
 def in_xla_context() -> bool:
-    """True while tracing a function that XLA compiles (``jit_compile=True``)."""
+    """True while tracing a function that XLA compiles (`jit_compile=True`)."""
     return compat.in_xla_context()
 
 
 def take_renamed(kwargs: dict, old: str, new: str, value, default, where: str):
-    """The value of argument ``new``, or of its deprecated name ``old`` in ``kwargs``.
+    """The value of argument `new`, or of its deprecated name `old` in `kwargs`.
 
     A renamed argument keeps working for one release under its old name, with a
-    ``DeprecationWarning`` that names the new one; ``old`` is removed from
-    ``kwargs``. Passing both names (with different values) raises ``TypeError``.
+    `DeprecationWarning` that names the new one; `old` is removed from
+    `kwargs`. Passing both names (with different values) raises `TypeError`.
     """
     if old not in kwargs:
         return value
@@ -80,13 +80,13 @@ def take_renamed(kwargs: dict, old: str, new: str, value, default, where: str):
 
 
 def refuse_unknown(kwargs: dict, where: str) -> None:
-    """Raises ``TypeError`` naming the keyword arguments ``where`` does not take."""
+    """Raises `TypeError` naming the keyword arguments `where` does not take."""
     if kwargs:
         raise TypeError(f"{where} got unexpected keyword arguments {sorted(kwargs)}.")
 
 
 def as_float_tensor(x, name: str) -> tf.Tensor:
-    """Converts ``x`` to a floating tensor (variables are read, not copied)."""
+    """Converts `x` to a floating tensor (variables are read, not copied)."""
     x = tf.convert_to_tensor(x, name=name)
     if not x.dtype.is_floating:
         raise TypeError(f"`{name}` must be a floating-point tensor, got dtype {x.dtype.name}.")
@@ -117,7 +117,7 @@ def as_table(item_table):
     """Variables pass through (so they get gradients); anything else becomes a tensor.
 
     Lets NumPy arrays and lists be used as tables (the checks read
-    ``item_table.shape.rank``, which a NumPy shape tuple lacks).
+    `item_table.shape.rank`, which a NumPy shape tuple lacks).
     """
     if isinstance(item_table, tf.Variable):
         return item_table
@@ -128,9 +128,9 @@ def as_table(item_table):
 
 
 def row_weights(sample_weight, labels: tf.Tensor, dtype) -> tf.Tensor:
-    """Flat per-row weights ``[N]`` for ``labels`` of shape ``[...]``.
+    """Flat per-row weights `[N]` for `labels` of shape `[...]`.
 
-    Weights of lower rank get trailing axes (``[B]`` weights for ``[B, L]`` targets
+    Weights of lower rank get trailing axes (`[B]` weights for `[B, L]` targets
     weigh every position of a sequence), then are broadcast. Incompatible shapes
     raise; negative weights raise at run time (outside XLA).
     """
@@ -158,7 +158,7 @@ def row_weights(sample_weight, labels: tf.Tensor, dtype) -> tf.Tensor:
 
 
 def static_dim(x: tf.Tensor, axis: int):
-    """The static size of ``axis`` or None."""
+    """The static size of `axis` or None."""
     return x.shape[axis] if x.shape.rank is not None else None
 
 
@@ -179,7 +179,7 @@ def check_table(hidden: tf.Tensor, item_table: tf.Tensor) -> None:
 
 
 def check_labels_match(hidden: tf.Tensor, labels: tf.Tensor) -> None:
-    """``labels`` has the shape of ``hidden`` without its last axis."""
+    """`labels` has the shape of `hidden` without its last axis."""
     if hidden.shape.rank is None or labels.shape.rank is None:
         return
     if hidden.shape.rank < 2:
@@ -192,7 +192,7 @@ def check_labels_match(hidden: tf.Tensor, labels: tf.Tensor) -> None:
 
 
 def check_padding_id(padding_id, num_items):
-    """``padding_id`` is None or a row of the table; returns it as a Python int."""
+    """`padding_id` is None or a row of the table; returns it as a Python int."""
     padding_id = as_int(padding_id, "padding_id", allow_none=True)
     if padding_id is None:
         return None
@@ -205,7 +205,7 @@ def check_padding_id(padding_id, num_items):
 
 
 def check_positive_int(value, name: str, allow_none: bool = False):
-    """``value`` as a Python int >= 1 (see :func:`as_int`); raises ValueError otherwise."""
+    """`value` as a Python int >= 1 (see `as_int`); raises ValueError otherwise."""
     try:
         return as_int(value, name, minimum=1, allow_none=allow_none)
     except TypeError as err:
@@ -233,7 +233,7 @@ def clamp_bucket_size(requested: int, available: int, name: str, what: str) -> i
 
 
 def id_range_checks(labels: tf.Tensor, num_items: tf.Tensor, name: str = "labels"):
-    """Returns (assert_op, all_valid) for ids that must lie in ``[0, num_items)``."""
+    """Returns (assert_op, all_valid) for ids that must lie in `[0, num_items)`."""
     num_items = tf.cast(num_items, labels.dtype)
     in_range = tf.logical_and(labels >= 0, labels < num_items)
     all_valid = tf.reduce_all(in_range)
@@ -253,11 +253,11 @@ def id_range_checks(labels: tf.Tensor, num_items: tf.Tensor, name: str = "labels
 
 
 def all_finite(values: tf.Tensor, where=None) -> tf.Tensor:
-    """Scalar bool: every entry of ``values`` is finite (only rows where ``where``).
+    """Scalar bool: every entry of `values` is finite (only rows where `where`).
 
-    ``where`` is an optional bool tensor over the leading axes of ``values``
-    (e.g. ``[N]`` for ``[N, d]`` values); entries outside it are ignored. One
-    reduction, so it costs ``O(size)`` and works under XLA.
+    `where` is an optional bool tensor over the leading axes of `values`
+    (e.g. `[N]` for `[N, d]` values); entries outside it are ignored. One
+    reduction, so it costs `O(size)` and works under XLA.
     """
     finite = tf.math.is_finite(values)
     if where is not None:
@@ -269,12 +269,12 @@ def all_finite(values: tf.Tensor, where=None) -> tf.Tensor:
 
 
 def poison_if_invalid(loss: tf.Tensor, all_valid: tf.Tensor) -> tf.Tensor:
-    """NaN loss when ``all_valid`` is False: bad ids, or non-finite inputs.
+    """NaN loss when `all_valid` is False: bad ids, or non-finite inputs.
 
     For ids outside XLA the assertion already raised. Inside XLA assertions are
     no-ops, so this is what keeps bad ids loud: the loss reads NaN and its
     gradient through this op is zero (optimizers with momentum may still move
-    weights along their history). For non-finite inputs (see :func:`all_finite`)
+    weights along their history). For non-finite inputs (see `all_finite`)
     it is the policy everywhere: the loss of the step that saw a NaN or an
     infinity in a row that counts is NaN, even when the approximate loss would
     have left that row out; the gradient may hold NaN as well.

@@ -2,9 +2,9 @@
 
 Two implementations of the same loss:
 
-- :func:`full_cross_entropy` materialises the ``N x C`` logits (simple, the oracle);
-- :func:`chunked_cross_entropy` streams over the catalogue in chunks with a running
-  logsumexp and recomputes each chunk's logits in the backward pass, so no ``N x C``
+- `full_cross_entropy` materialises the `N x C` logits (simple, the oracle);
+- `chunked_cross_entropy` streams over the catalogue in chunks with a running
+  logsumexp and recomputes each chunk's logits in the backward pass, so no `N x C`
   tensor ever exists (the portable TensorFlow/XLA form of the "Cut Cross-Entropy"
   idea, arXiv 2411.09009): the fair *exact* baseline for SCE's memory claims.
 """
@@ -21,22 +21,22 @@ def full_cross_entropy(
 ):
     """Full softmax cross-entropy of hidden states against every item.
 
-    ``logits = hidden @ item_table^T`` over the whole catalogue (the padding row
-    excluded from the softmax), sparse softmax cross-entropy against ``labels``,
-    mean over rows whose label is not ``padding_id`` (weighted mean with
-    ``sample_weight``). Outside XLA the rows that count are gathered first, so the
-    ``M x C`` logits cover only the ``M`` real positions (padding costs nothing);
+    `logits = hidden @ item_table^T` over the whole catalogue (the padding row
+    excluded from the softmax), sparse softmax cross-entropy against `labels`,
+    mean over rows whose label is not `padding_id` (weighted mean with
+    `sample_weight`). Outside XLA the rows that count are gathered first, so the
+    `M x C` logits cover only the `M` real positions (padding costs nothing);
     under XLA, which needs static shapes, every row is scored and the others get
     zero weight. Materialises those logits: this is the exact reference that
-    :func:`scalable_cross_entropy` approximates, not a loss for huge catalogues.
+    `scalable_cross_entropy` approximates, not a loss for huge catalogues.
 
     Args:
-        hidden: float ``[..., d]``.
-        labels: integer ``[...]`` item ids.
-        item_table: float ``[C, d]`` tensor or variable.
+        hidden: float `[..., d]`.
+        labels: integer `[...]` item ids.
+        item_table: float `[C, d]` tensor or variable.
         padding_id: ignored label and excluded item; None for no padding row.
-        sample_weight: optional weights broadcastable to ``labels``.
-        check_ids: verify ids lie in ``[0, C)`` (see :func:`scalable_cross_entropy`).
+        sample_weight: optional weights broadcastable to `labels`.
+        check_ids: verify ids lie in `[0, C)` (see `scalable_cross_entropy`).
 
     Returns:
         Float scalar; 0 when no row is valid.
@@ -61,10 +61,10 @@ _AUTO_CHUNK_UNKNOWN_ROWS = 4096
 
 
 def auto_chunk_size(num_rows, num_items) -> int:
-    """The default catalogue chunk of :func:`chunked_cross_entropy`.
+    """The default catalogue chunk of `chunked_cross_entropy`.
 
-    ``clip(2**24 // N, 128, 65536)`` items (so an ``[N, chunk]`` float32 buffer is
-    about 64 MB whatever ``N``), capped by the catalogue size; 4096 when ``N`` is
+    `clip(2**24 // N, 128, 65536)` items (so an `[N, chunk]` float32 buffer is
+    about 64 MB whatever `N`), capped by the catalogue size; 4096 when `N` is
     not known statically.
     """
     if num_rows is None:
@@ -78,11 +78,11 @@ def auto_chunk_size(num_rows, num_items) -> int:
 
 
 def _chunk_logits(x, table, start, chunk_size, num_items, padding_id):
-    """Logits of ``x`` against items ``[start, start + chunk)``, ineligible ones -inf.
+    """Logits of `x` against items `[start, start + chunk)`, ineligible ones -inf.
 
     Item indices past the end of the table are clamped for the gather (so every
     chunk has the same static shape, for XLA) and their logits masked; returns
-    ``(logits [N, chunk], item_ids [chunk], eligible [chunk])``.
+    `(logits [N, chunk], item_ids [chunk], eligible [chunk])`.
     """
     item_ids = start + tf.range(chunk_size, dtype=tf.int32)
     eligible = item_ids < num_items
@@ -95,11 +95,11 @@ def _chunk_logits(x, table, start, chunk_size, num_items, padding_id):
 
 
 def _streamed_row_loss(x, table, y, chunk_size, padding_id):
-    """Per-row exact softmax CE ``lse(x W^T) - <x, w_y>`` without an ``N x C`` tensor.
+    """Per-row exact softmax CE `lse(x W^T) - <x, w_y>` without an `N x C` tensor.
 
-    ``y`` must hold eligible item ids (never the padding id). Custom gradient: the
-    backward pass recomputes each chunk's logits, so only ``[N, chunk]`` buffers and
-    the (dense) ``[C, d]`` table gradient are ever allocated.
+    `y` must hold eligible item ids (never the padding id). Custom gradient: the
+    backward pass recomputes each chunk's logits, so only `[N, chunk]` buffers and
+    the (dense) `[C, d]` table gradient are ever allocated.
     """
     num_items = tf.shape(table)[0]
     num_chunks = (num_items + chunk_size - 1) // chunk_size
@@ -177,33 +177,33 @@ def chunked_cross_entropy(
 ):
     """Exact full-catalogue softmax cross-entropy, computed in catalogue chunks.
 
-    The same loss as :func:`full_cross_entropy` (softmax over every item except the
-    padding row, mean over valid rows), but the ``N x C`` logits never exist. The
-    forward pass visits the catalogue ``chunk_size`` items at a time and keeps a
+    The same loss as `full_cross_entropy` (softmax over every item except the
+    padding row, mean over valid rows), but the `N x C` logits never exist. The
+    forward pass visits the catalogue `chunk_size` items at a time and keeps a
     running maximum and running sum per row (a streamed logsumexp); only the
-    per-row logsumexp ``[N]`` is kept for the backward pass, which recomputes each
-    chunk's logits, forms ``softmax - onehot(label)`` for that chunk and
+    per-row logsumexp `[N]` is kept for the backward pass, which recomputes each
+    chunk's logits, forms `softmax - onehot(label)` for that chunk and
     accumulates the gradients of the hidden states and of the chunk's table rows
-    (a custom gradient). Peak memory is a few ``[N, chunk]`` buffers plus the
+    (a custom gradient). Peak memory is a few `[N, chunk]` buffers plus the
     table gradient; the time is about 4/3 of the full version's matrix products.
 
-    The table gradient is **dense** (``[C, d]``, not ``tf.IndexedSlices``): in the
+    The table gradient is **dense** (`[C, d]`, not `tf.IndexedSlices`): in the
     exact softmax every item receives gradient, so there is nothing sparse to keep.
-    Prefer :func:`scalable_cross_entropy` when the catalogue is large; this function
+    Prefer `scalable_cross_entropy` when the catalogue is large; this function
     is the exact, memory-light reference (and benchmark baseline).
 
     Args:
-        hidden: float ``[..., d]`` hidden states.
-        labels: integer ``[...]`` item ids (int32 or int64).
-        item_table: float ``[C, d]`` tensor or variable.
+        hidden: float `[..., d]` hidden states.
+        labels: integer `[...]` item ids (int32 or int64).
+        item_table: float `[C, d]` tensor or variable.
         padding_id: ignored label and excluded item; None for no padding row.
-        chunk_size: items per chunk (a Python int; need not divide ``C``). None ->
-            ``clip(2**24 // N, 128, 65536)`` so each ``[N, chunk]`` buffer is about
-            64 MB (:func:`auto_chunk_size`).
-        sample_weight: optional weights broadcastable to ``labels``; the result is
-            ``sum(w * loss) / sum(w)`` over non-padding rows.
-        check_ids: verify ids lie in ``[0, C)``: outside XLA a violation raises
-            ``InvalidArgumentError``; inside XLA the loss becomes NaN.
+        chunk_size: items per chunk (a Python int; need not divide `C`). None ->
+            `clip(2**24 // N, 128, 65536)` so each `[N, chunk]` buffer is about
+            64 MB (`auto_chunk_size`).
+        sample_weight: optional weights broadcastable to `labels`; the result is
+            `sum(w * loss) / sum(w)` over non-padding rows.
+        check_ids: verify ids lie in `[0, C)`: outside XLA a violation raises
+            `InvalidArgumentError`; inside XLA the loss becomes NaN.
 
     Returns:
         Float scalar; 0 (with zero gradient) when no row is valid.

@@ -1,11 +1,11 @@
-"""The one input front end of the losses in :mod:`keras_sce.ops`.
+"""The one input front end of the losses in `keras_sce.ops`.
 
-Every loss takes ``(hidden [..., d], labels [...], item_table [C, d])`` and needs the
+Every loss takes `(hidden [..., d], labels [...], item_table [C, d])` and needs the
 same preparation before its own algorithm starts: conversion and validation (with
-the error policy of :mod:`keras_sce.ops.checks`), flattening to ``[N, d]`` rows in
+the error policy of `keras_sce.ops.checks`), flattening to `[N, d]` rows in
 the compute dtype, the rows that count (non-padding, non-zero weight), and the
-run-time check that the ids are rows of the table. :func:`prepare_rows` does all of
-it once; :func:`counted_rows` and :func:`weighted_mean` are the two steps the
+run-time check that the ids are rows of the table. `prepare_rows` does all of
+it once; `counted_rows` and `weighted_mean` are the two steps the
 exact and sampled losses share after their logits.
 """
 
@@ -19,19 +19,19 @@ from keras_sce.ops import checks
 
 
 class Rows(NamedTuple):
-    """A flattened, validated batch (see :func:`prepare_rows`).
+    """A flattened, validated batch (see `prepare_rows`).
 
     Attributes:
-        x: ``[N, d]`` hidden states in the compute dtype; rows that do not count
+        x: `[N, d]` hidden states in the compute dtype; rows that do not count
             are zero (they may hold anything, even NaN from fully masked attention).
-        y: ``[N]`` int32 target ids.
-        valid: ``[N]`` bool, the rows that count: target is not the padding id
+        y: `[N]` int32 target ids.
+        valid: `[N]` bool, the rows that count: target is not the padding id
             and (with sample weights) the weight is not 0.
-        weight: ``[N]`` sample weights in the compute dtype, or None.
-        ids_ok: scalar bool, every id lies in ``[0, C)``; None without the check.
+        weight: `[N]` sample weights in the compute dtype, or None.
+        ids_ok: scalar bool, every id lies in `[0, C)`; None without the check.
         padding_id: the validated padding id (a Python int) or None.
         table: the item table (a variable stays a variable, so it trains).
-        num_items: ``C`` as a Python int when static, else a scalar tensor.
+        num_items: `C` as a Python int when static, else a scalar tensor.
         labels: the int32 labels in their original shape (to reshape per-row output).
     """
 
@@ -47,7 +47,7 @@ class Rows(NamedTuple):
 
     @property
     def num_items_static(self):
-        """``C`` as a Python int, or None when the table's row count is dynamic."""
+        """`C` as a Python int, or None when the table's row count is dynamic."""
         return self.num_items if isinstance(self.num_items, int) else None
 
     def num_real_items(self):
@@ -55,7 +55,7 @@ class Rows(NamedTuple):
         return self.num_items - (0 if self.padding_id is None else 1)
 
     def safe_y(self) -> tf.Tensor:
-        """``y`` with the rows that do not count pointed at a real item.
+        """`y` with the rows that do not count pointed at a real item.
 
         Their loss is ignored, but it must stay finite and its gather in range.
         """
@@ -75,17 +75,17 @@ def prepare_rows(hidden, labels, item_table, *, padding_id=0, sample_weight=None
     """Validates and flattens one batch for a loss of the SCE calling convention.
 
     Args:
-        hidden: float ``[..., d]`` hidden states.
-        labels: integer ``[...]`` target ids (int32, int64 or unsigned).
-        item_table: float ``[C, d]`` tensor, variable, NumPy array or list.
+        hidden: float `[..., d]` hidden states.
+        labels: integer `[...]` target ids (int32, int64 or unsigned).
+        item_table: float `[C, d]` tensor, variable, NumPy array or list.
         padding_id: ignored label and never-scored table row; None for none.
-        sample_weight: optional non-negative weights broadcastable to ``labels``.
-        check_ids: add the run-time check that ids lie in ``[0, C)``: outside XLA
-            an assertion (``InvalidArgumentError``), under XLA the ``ids_ok`` flag
-            that the caller turns into a NaN loss (:func:`checks.poison_if_invalid`).
+        sample_weight: optional non-negative weights broadcastable to `labels`.
+        check_ids: add the run-time check that ids lie in `[0, C)`: outside XLA
+            an assertion (`InvalidArgumentError`), under XLA the `ids_ok` flag
+            that the caller turns into a NaN loss (`checks.poison_if_invalid`).
 
     Returns:
-        A :class:`Rows`.
+        A `Rows`.
 
     Raises:
         TypeError: non-float hidden states or table, non-integer labels.
@@ -128,11 +128,11 @@ def prepare_rows(hidden, labels, item_table, *, padding_id=0, sample_weight=None
 def counted_rows(rows: Rows, *per_row):
     """The rows that count, for losses that score every row against its own items.
 
-    Returns ``(x, y, weight, *per_row)``. Outside XLA the rows that do not count are
-    dropped (``tf.boolean_mask``: no product with the table is spent on padding)
-    and ``weight`` holds the remaining sample weights (None without them). Under
+    Returns `(x, y, weight, *per_row)`. Outside XLA the rows that do not count are
+    dropped (`tf.boolean_mask`: no product with the table is spent on padding)
+    and `weight` holds the remaining sample weights (None without them). Under
     XLA, which needs static shapes, every row stays, its label points at a real
-    item (:meth:`Rows.safe_y`) and ``weight`` is 0 on the rows that do not count.
+    item (`Rows.safe_y`) and `weight` is 0 on the rows that do not count.
     """
     if rows.padding_id is None and rows.weight is None:
         return (rows.x, rows.y, None, *per_row)
@@ -152,10 +152,10 @@ def counted_rows(rows: Rows, *per_row):
 
 
 def weighted_mean(per_row, weight=None, ids_ok=None):
-    """``sum(w * loss) / sum(w)`` over the rows with ``w > 0`` (all rows when None).
+    """`sum(w * loss) / sum(w)` over the rows with `w > 0` (all rows when None).
 
     0 (with zero gradient) when no row counts; NaN when a row that counts has a
-    non-finite loss, or when ``ids_ok`` is False (ids outside the table under XLA).
+    non-finite loss, or when `ids_ok` is False (ids outside the table under XLA).
     """
     if weight is None:
         n = tf.cast(tf.size(per_row), per_row.dtype)
@@ -173,7 +173,7 @@ def weighted_mean(per_row, weight=None, ids_ok=None):
 
 
 def mask_item(logits, item_id):
-    """``logits [N, C]`` with column ``item_id`` (e.g. the padding row) set to -inf."""
+    """`logits [N, C]` with column `item_id` (e.g. the padding row) set to -inf."""
     if item_id is None:
         return logits
     column = tf.one_hot(item_id, tf.shape(logits)[1], on_value=True, off_value=False)

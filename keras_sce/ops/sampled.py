@@ -1,20 +1,20 @@
-"""Sampled baselines with the SCE calling convention: ``(hidden, labels, item_table)``.
+"""Sampled baselines with the SCE calling convention: `(hidden, labels, item_table)`.
 
-- :func:`sampled_softmax` — sampled softmax with ``num_sampled`` negatives shared
+- `sampled_softmax` — sampled softmax with `num_sampled` negatives shared
   by every row of the batch, drawn without replacement, and logQ correction
   (Bengio & Senecal 2008; Yi et al., RecSys 2019).
-- :func:`sampled_bce`, :func:`gbce` — the binary losses with ``num_negatives``
-  negatives drawn for each row (defined in :mod:`keras_sce.ops.binary`, also
+- `sampled_bce`, `gbce` — the binary losses with `num_negatives`
+  negatives drawn for each row (defined in `keras_sce.ops.binary`, also
   reachable here). Shared and per-row negatives are different concepts, hence
   the two names.
-- ``gathered_cross_entropy`` — the former name of
-  :func:`keras_sce.ops.full_cross_entropy` (deprecated).
+- `gathered_cross_entropy` — the former name of
+  `keras_sce.ops.full_cross_entropy` (deprecated).
 
-All of them ignore rows whose label is ``padding_id``, never use the padding
+All of them ignore rows whose label is `padding_id`, never use the padding
 row as a negative, return the mean over valid rows, and return 0 (not NaN) for a
 batch without valid rows; a NaN or infinity in a valid row makes the loss NaN.
-Outside XLA the valid rows are gathered first (``tf.boolean_mask``: no product
-with the table is spent on padding); under XLA (``jit_compile=True``), which needs
+Outside XLA the valid rows are gathered first (`tf.boolean_mask`: no product
+with the table is spent on padding); under XLA (`jit_compile=True`), which needs
 static shapes, every row is kept and padding rows get zero weight. Negatives are
 drawn for every row in both cases (stateless with a seed), so the two paths give
 the same value for the same seed.
@@ -47,11 +47,11 @@ _SAMPLERS = ("uniform", "unigram")
 
 
 def gathered_cross_entropy(hidden, labels, item_table, *, padding_id=0, check_ids=True):
-    """Deprecated name of :func:`keras_sce.ops.full_cross_entropy`.
+    """Deprecated name of `keras_sce.ops.full_cross_entropy`.
 
-    ``full_cross_entropy`` now gathers the non-padding rows first itself (outside
+    `full_cross_entropy` now gathers the non-padding rows first itself (outside
     XLA), so the two compute the same value the same way. This name keeps working
-    for one release with a ``DeprecationWarning``.
+    for one release with a `DeprecationWarning`.
     """
     warnings.warn(
         "keras_sce.ops.sampled.gathered_cross_entropy is deprecated and will be removed in "
@@ -80,28 +80,28 @@ def sampled_softmax(
 ):
     """Sampled softmax with logQ correction.
 
-    One set of ``num_sampled`` distinct negatives is drawn per call and shared by
-    every row (never the padding id), as ``tf.nn.sampled_softmax_loss`` does with a
-    ``unique=True`` sampler, but with static shapes (Gumbel top-k), so the loss
-    also compiles under XLA. Each logit is corrected by ``-log Q(i)``, the log of
+    One set of `num_sampled` distinct negatives is drawn per call and shared by
+    every row (never the padding id), as `tf.nn.sampled_softmax_loss` does with a
+    `unique=True` sampler, but with static shapes (Gumbel top-k), so the loss
+    also compiles under XLA. Each logit is corrected by `-log Q(i)`, the log of
     the probability that item i is among the candidates, which makes the sampled
     softmax a consistent estimate of the full one; negatives equal to a row's
-    positive are removed (``remove_accidental_hits``).
+    positive are removed (`remove_accidental_hits`).
 
     Args:
         hidden, labels, item_table, padding_id, check_ids: see
-            :func:`keras_sce.ops.full_cross_entropy`.
+            `keras_sce.ops.full_cross_entropy`.
         num_sampled: negatives per call, shared by all rows (the binary losses'
-            ``num_negatives`` are drawn for each row instead).
-        sampler: ``"uniform"`` over the catalogue, or ``"unigram"`` proportional
-            to ``item_counts ** distortion`` (popularity sampling, where logQ
+            `num_negatives` are drawn for each row instead).
+        sampler: `"uniform"` over the catalogue, or `"unigram"` proportional
+            to `item_counts ** distortion` (popularity sampling, where logQ
             matters most).
-        item_counts: per-id counts ``[C]`` (needed for ``"unigram"``).
+        item_counts: per-id counts `[C]` (needed for `"unigram"`).
         distortion: exponent applied to the counts.
         remove_accidental_hits: mask negatives that equal a row's positive.
         seed: None (TensorFlow's global generator: fresh negatives at every call),
-            an int (stateless: the same negatives at every call) or a ``[2]`` seed
-            tensor (e.g. ``SeedStream.next()``).
+            an int (stateless: the same negatives at every call) or a `[2]` seed
+            tensor (e.g. `SeedStream.next()`).
 
     Returns:
         Float scalar, the mean over valid rows.

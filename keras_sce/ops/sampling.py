@@ -1,8 +1,8 @@
 """Sampling primitives shared by the sampled losses and (calibrated) SCE.
 
-A reproducible stream of seeds (:class:`SeedStream`), stateless draws with a named
-algorithm, and the map between the ``C - 1`` non-padding items and a compact range
-``[0, C - 1)`` that samplers draw from.
+A reproducible stream of seeds (`SeedStream`), stateless draws with a named
+algorithm, and the map between the `C - 1` non-padding items and a compact range
+`[0, C - 1)` that samplers draw from.
 """
 
 from __future__ import annotations
@@ -21,21 +21,21 @@ STATELESS_ALG = "philox"
 
 
 def stateless_seed(seed):
-    """A ``[2]`` int64 seed tensor from an int (``[seed, 0]``) or a seed tensor."""
+    """A `[2]` int64 seed tensor from an int (`[seed, 0]`) or a seed tensor."""
     if isinstance(seed, (int, np.integer)) and not isinstance(seed, (bool, np.bool_)):
         return tf.constant([int(seed), 0], tf.int64)
     return seed
 
 
 def to_real_ids(ids, padding_id):
-    """Maps ``[0, C-1)`` onto the ``C - 1`` non-padding ids of ``[0, C)``."""
+    """Maps `[0, C-1)` onto the `C - 1` non-padding ids of `[0, C)`."""
     if padding_id is None:
         return ids
     return tf.where(ids >= padding_id, ids + 1, ids)
 
 
 def to_compact_ids(ids, padding_id):
-    """Inverse of :func:`to_real_ids` (for non-padding ids)."""
+    """Inverse of `to_real_ids` (for non-padding ids)."""
     if padding_id is None:
         return ids
     return tf.where(ids > padding_id, ids - 1, ids)
@@ -43,7 +43,7 @@ def to_compact_ids(ids, padding_id):
 
 
 def random_uniform(shape, seed, dtype=tf.float32, minval=0, maxval=None):
-    """Stateless with a seed (int or ``[2]`` tensor); the global generator without."""
+    """Stateless with a seed (int or `[2]` tensor); the global generator without."""
     if seed is None:
         return tf.random.uniform(shape, minval, maxval, dtype=dtype)
     return tf.random.stateless_uniform(
@@ -53,12 +53,12 @@ def random_uniform(shape, seed, dtype=tf.float32, minval=0, maxval=None):
 
 
 def sample_without_replacement(num_real, num_sampled, log_q, seed):
-    """``num_sampled`` distinct compact ids in ``[0, num_real)``, drawn one after the other
-    proportionally to ``q`` (uniform when ``log_q`` is None).
+    """`num_sampled` distinct compact ids in `[0, num_real)`, drawn one after the other
+    proportionally to `q` (uniform when `log_q` is None).
 
-    The Gumbel top-k trick: the ``k`` largest of ``log q_i + Gumbel_i`` are
-    distributed as ``k`` successive draws without replacement (what TensorFlow's
-    ``unique=True`` candidate samplers do by rejection), with static shapes, so it
+    The Gumbel top-k trick: the `k` largest of `log q_i + Gumbel_i` are
+    distributed as `k` successive draws without replacement (what TensorFlow's
+    `unique=True` candidate samplers do by rejection), with static shapes, so it
     compiles under XLA.
     """
     tiny = np.finfo(np.float32).tiny
@@ -90,12 +90,12 @@ def _log_inclusion_cached(num_real, num_sampled, log_q_bytes):
 
 
 def inclusion_log_probabilities(num_real, num_sampled, log_q):
-    """Log probability that each compact id is among the ``num_sampled`` candidates.
+    """Log probability that each compact id is among the `num_sampled` candidates.
 
-    Uniform: exactly ``num_sampled / num_real``. Unigram: ``1 - (1 - q_i)^T`` with
-    ``T`` the number of draws with replacement whose expected number of distinct
-    items is ``num_sampled`` (TensorFlow's samplers use the same form with the
-    actual number of draws); the probabilities then sum to ``num_sampled``.
+    Uniform: exactly `num_sampled / num_real`. Unigram: `1 - (1 - q_i)^T` with
+    `T` the number of draws with replacement whose expected number of distinct
+    items is `num_sampled` (TensorFlow's samplers use the same form with the
+    actual number of draws); the probabilities then sum to `num_sampled`.
     """
     if log_q is None or num_sampled >= num_real:
         return np.full([num_real], math.log(min(num_sampled / num_real, 1.0)))
@@ -104,11 +104,11 @@ def inclusion_log_probabilities(num_real, num_sampled, log_q):
 class SeedStream:
     """A deterministic stream of stateless seeds: fresh centres at every call.
 
-    Holds one int64 counter variable (starting at ``start``, e.g. the position
-    saved with a model); each :meth:`next` returns ``[seed, counter]`` and
+    Holds one int64 counter variable (starting at `start`, e.g. the position
+    saved with a model); each `next` returns `[seed, counter]` and
     advances the counter, so the sequence of bucket centres is reproducible
-    from ``seed`` while every training step draws new ones. Pure TensorFlow, so the
-    Keras loss and the TFRS task share it. Under a ``tf.distribute`` strategy every
+    from `seed` while every training step draws new ones. Pure TensorFlow, so the
+    Keras loss and the TFRS task share it. Under a `tf.distribute` strategy every
     replica reads the same counter (only the first replica's update is kept), so
     replicas use the same centres on their own shards of the batch.
     """
@@ -141,7 +141,7 @@ class SeedStream:
         return self._start
 
     def next(self) -> tf.Tensor:
-        """The next ``[2]`` int64 seed ``[seed, position]``; advances the position."""
+        """The next `[2]` int64 seed `[seed, position]`; advances the position."""
         context = tf.distribute.get_replica_context()
         if (
             context is not None

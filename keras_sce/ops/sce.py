@@ -3,9 +3,9 @@
 Mezentsev, Gusak, Oseledets, Frolov, "Scalable Cross-Entropy Loss for Sequential
 Recommendations with Large Item Catalogs", RecSys 2024, arXiv 2409.18721.
 
-The full softmax cross-entropy over a catalogue of ``C`` items needs the ``N x C``
+The full softmax cross-entropy over a catalogue of `C` items needs the `N x C`
 logits of every row against every item. SCE keeps only the logits that matter most:
-random bucket centres are drawn, each bucket gathers the ``b_x`` rows and the ``b_y``
+random bucket centres are drawn, each bucket gathers the `b_x` rows and the `b_y`
 items with the largest inner product with its centre (a maximum inner product
 search), and each row's softmax is taken over its positive and the items of its
 bucket. Each covered row's loss is a lower bound of its full CE; with buckets that
@@ -45,11 +45,11 @@ def scalable_cross_entropy(
 ):
     """Scalable Cross-Entropy of hidden states against an item table.
 
-    Algorithm (arXiv 2409.18721, as the authors compute it): draw ``n_b`` bucket
-    centres (Gaussian, or with ``mix_x`` random combinations of the batch's rows);
-    each bucket takes the ``b_x`` rows and the ``b_y`` items with the largest inner
-    product with its centre (items via :func:`bucket_top_k`, streamed over the
-    catalogue when ``chunk_size`` is set); inside a bucket each row's
+    Algorithm (arXiv 2409.18721, as the authors compute it): draw `n_b` bucket
+    centres (Gaussian, or with `mix_x` random combinations of the batch's rows);
+    each bucket takes the `b_x` rows and the `b_y` items with the largest inner
+    product with its centre (items via `bucket_top_k`, streamed over the
+    catalogue when `chunk_size` is set); inside a bucket each row's
     softmax runs over its positive logit and the bucket's items (its own target
     masked out, so the positive counts once); a row in several buckets keeps its
     largest bucket loss; the result is the mean over valid rows covered by at least
@@ -57,48 +57,48 @@ def scalable_cross_entropy(
     hidden states and, sparsely, the gathered rows of the item table.
 
     Args:
-        hidden: float tensor ``[..., d]`` of hidden states (the model output).
-        labels: integer tensor ``[...]`` of target item ids (int32 or int64).
-        item_table: float ``[C, d]`` tensor or variable (read here, so it trains;
-            its gradient is a ``tf.IndexedSlices`` over the gathered rows).
-        num_buckets: ``n_b``; None -> ``int(2 * sqrt(N))`` with ``N`` the number of
+        hidden: float tensor `[..., d]` of hidden states (the model output).
+        labels: integer tensor `[...]` of target item ids (int32 or int64).
+        item_table: float `[C, d]` tensor or variable (read here, so it trains;
+            its gradient is a `tf.IndexedSlices` over the gathered rows).
+        num_buckets: `n_b`; None -> `int(2 * sqrt(N))` with `N` the number of
             rows (batch x length), the authors' rule.
-        bucket_size_x: ``b_x``, rows per bucket; None -> the same rule. Clamped to
-            ``N`` (a warning when an explicit value is clamped).
-        bucket_size_y: ``b_y``, items per bucket (hard negatives); clamped to the
+        bucket_size_x: `b_x`, rows per bucket; None -> the same rule. Clamped to
+            `N` (a warning when an explicit value is clamped).
+        bucket_size_y: `b_y`, items per bucket (hard negatives); clamped to the
             number of non-padding items with a warning.
         mix_x: centres as random combinations of the batch's rows (the paper's
             remedy for bucket collapse) instead of Gaussian noise.
         padding_id: label of ignored rows, and table row never used as a negative;
             None when the table has no padding row.
         chunk_size: stream the item projection over chunks of this many items
-            (peak ``n_b * (b_y + chunk)`` instead of ``n_b * C``); None
-            materialises it. (``catalog_chunk_size``, its former name, still
-            works for one release with a ``DeprecationWarning``.)
+            (peak `n_b * (b_y + chunk)` instead of `n_b * C`); None
+            materialises it. (`catalog_chunk_size`, its former name, still
+            works for one release with a `DeprecationWarning`.)
         seed: None (fresh centres from the global generator), a Python int (the
-            same stateless centres at every call), or an int ``[2]`` seed tensor
-            (e.g. ``SeedStream.next()``: reproducible and fresh every call).
-        centers: optional ``[n_b, d]`` tensor of fixed centres (tests, analysis);
-            overrides ``num_buckets``, ``mix_x`` and ``seed`` (which then seeds
+            same stateless centres at every call), or an int `[2]` seed tensor
+            (e.g. `SeedStream.next()`: reproducible and fresh every call).
+        centers: optional `[n_b, d]` tensor of fixed centres (tests, analysis);
+            overrides `num_buckets`, `mix_x` and `seed` (which then seeds
             only the calibration samples).
         calibration: None (off, the loss as published) or calibrated SCE: True
-            (defaults), a dict of :class:`~keras_sce.ops.calibration.Calibration`
-            options, or a ``Calibration``. Each row's normaliser then adds an
+            (defaults), a dict of `keras_sce.ops.calibration.Calibration`
+            options, or a `Calibration`. Each row's normaliser then adds an
             importance-sampled, unbiased estimate of the mass of the items its
-            bucket did not see (``num_samples`` items per batch, shared by all rows),
+            bucket did not see (`num_samples` items per batch, shared by all rows),
             so that scores approach full-softmax log-probabilities. See
             docs/calibrated-sce.md.
-        sample_weight: optional float weights broadcastable to ``labels``; the
-            result is then ``sum(w * loss) / sum(w)`` over covered valid rows.
-        check_ids: verify that labels lie in ``[0, C)``. Outside XLA a violation
-            raises ``InvalidArgumentError``; inside XLA (where assertions are
+        sample_weight: optional float weights broadcastable to `labels`; the
+            result is then `sum(w * loss) / sum(w)` over covered valid rows.
+        check_ids: verify that labels lie in `[0, C)`. Outside XLA a violation
+            raises `InvalidArgumentError`; inside XLA (where assertions are
             dropped) the loss becomes NaN and its gradient zero.
-        return_details: also return a dict of diagnostics: ``covered_fraction``
+        return_details: also return a dict of diagnostics: `covered_fraction`
             (valid rows covered by some bucket / valid rows),
-            ``buckets_per_covered_row``, ``num_valid_rows``, ``num_covered_rows``,
-            and per position ``row_loss`` (0 where not kept) and ``row_covered``.
+            `buckets_per_covered_row`, `num_valid_rows`, `num_covered_rows`,
+            and per position `row_loss` (0 where not kept) and `row_covered`.
 
-    Non-finite inputs: a NaN or infinity in a valid row of ``hidden``, in its
+    Non-finite inputs: a NaN or infinity in a valid row of `hidden`, in its
     positive logit (a non-finite table row that is some row's target) or in any
     in-bucket logit makes the loss NaN, eagerly and under XLA, whether or not a
     bucket covered that row. Ignored positions (padding, zero weight) may hold
@@ -107,7 +107,7 @@ def scalable_cross_entropy(
     Returns:
         A float32 scalar (0 with zero gradient when no finite valid row is covered;
         NaN when a counted input is non-finite), or
-        ``(loss, details)`` with ``return_details=True``.
+        `(loss, details)` with `return_details=True`.
 
     Example:
 

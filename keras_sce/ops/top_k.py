@@ -1,9 +1,9 @@
 """Top-k by inner product, streamed over the rows it searches: the one search of the core.
 
-For every query ``q_r`` it returns the ``k`` rows ``v_j`` with the largest
-``<q_r, v_j>`` (a maximum inner product search). With ``chunk_size`` the rows are
+For every query `q_r` it returns the `k` rows `v_j` with the largest
+`<q_r, v_j>` (a maximum inner product search). With `chunk_size` the rows are
 visited in chunks and each chunk's candidates are merged into a running top-k, so
-the largest intermediate is ``[n, k + chunk_size]`` rather than ``[n, M]``.
+the largest intermediate is `[n, k + chunk_size]` rather than `[n, M]`.
 
 Two callers share it: SCE's item search (queries = bucket centres, rows = the item
 table, arXiv 2409.18721 materialises that projection; we stream it) and the
@@ -21,7 +21,7 @@ _NEG_INF = float("-inf")
 
 
 def _masked_scores(scores, index, mask, exclude_id):
-    """Sets the scores of ineligible rows to -inf. ``index``: [chunk] int32."""
+    """Sets the scores of ineligible rows to -inf. `index`: [chunk] int32."""
     neg_inf = tf.constant(_NEG_INF, scores.dtype)
     if mask is not None:
         scores = tf.where(tf.gather(mask, index)[tf.newaxis, :], scores, neg_inf)
@@ -31,11 +31,11 @@ def _masked_scores(scores, index, mask, exclude_id):
 
 
 def exclude_per_row(scores, begin, exclude):
-    """Sets ``scores[r, e - begin]`` to -inf for every id ``e >= 0`` of ``exclude[r]``.
+    """Sets `scores[r, e - begin]` to -inf for every id `e >= 0` of `exclude[r]`.
 
-    ``scores`` covers the ids ``begin .. begin + width - 1``; ``exclude`` is
-    ``[n, H]`` (``-1``: nothing). A scatter-min (+inf where an id falls outside the
-    chunk), so shapes stay static and the cost is ``O(n H)``, not ``O(n H width)``.
+    `scores` covers the ids `begin .. begin + width - 1`; `exclude` is
+    `[n, H]` (`-1`: nothing). A scatter-min (+inf where an id falls outside the
+    chunk), so shapes stay static and the cost is `O(n H)`, not `O(n H width)`.
     """
     width = tf.shape(scores)[1]
     local = exclude - begin
@@ -73,10 +73,10 @@ def _target_scores(queries, vectors, targets, handle_spec):
 def _scan_chunk(scores, index, begin, exclude, ranking):
     """Per-row exclusion of one chunk, and the target ranks' running counts.
 
-    ``ranking`` is None or ``(targets, target_scores, above, finite)``: ``above``
+    `ranking` is None or `(targets, target_scores, above, finite)`: `above`
     counts per query the eligible rows scoring at least as high as its target (ties
-    against it), ``finite`` is False once a score is NaN (finite inputs can still
-    overflow). Returns ``(scores, ranking)``.
+    against it), `finite` is False once a score is NaN (finite inputs can still
+    overflow). Returns `(scores, ranking)`.
     """
     if ranking is not None:
         targets, target_scores, above, finite = ranking
@@ -120,7 +120,7 @@ def _top_k_streamed(queries, vectors, k, chunk_size, mask, exclude_id, handle_sp
         begin = tf.minimum(start, num_vectors - chunk_size)
         index = begin + offsets
         # A gather, not tf.slice(vectors, [begin, 0], [chunk_size, -1]): under XLA a
-        # dynamic Slice with a -1 size is lowered through a copy of ``vectors``
+        # dynamic Slice with a -1 size is lowered through a copy of `vectors`
         # padded to twice its size in each dimension (4x the table, kept by the
         # compiled program). Cast chunk by chunk: a bf16/fp16 table is never
         # copied whole.
@@ -155,19 +155,19 @@ def _top_k_streamed(queries, vectors, k, chunk_size, mask, exclude_id, handle_sp
 
 def top_k_impl(queries, vectors, k, chunk_size, mask, exclude_id, handle_spec=None,
                exclude=None, targets=None):
-    """The search itself (no validation; see :func:`bucket_top_k` for the arguments).
+    """The search itself (no validation; see `bucket_top_k` for the arguments).
 
-    ``vectors`` is a tensor, or (with ``handle_spec=(rows, dim, dtype)``) the
+    `vectors` is a tensor, or (with `handle_spec=(rows, dim, dtype)`) the
     resource handle of a variable, read inside the compiled program only.
-    ``exclude``: optional int32 ``[n, H]`` ids never returned for that query (-1:
-    none). ``targets``: optional int32 ``[n]``; then the result also holds each
+    `exclude`: optional int32 `[n, H]` ids never returned for that query (-1:
+    none). `targets`: optional int32 `[n]`; then the result also holds each
     target's 0-based rank among the eligible, non-excluded rows (ties counted
-    against it; the caller keeps a target out of its own ``exclude``) and a
+    against it; the caller keeps a target out of its own `exclude`) and a
     per-query flag that its scores were free of NaN.
 
     Returns:
-        ``(scores [n, k], indices [n, k])``, plus ``(ranks [n], finite [n])`` with
-        ``targets``.
+        `(scores [n, k], indices [n, k])`, plus `(ranks [n], finite [n])` with
+        `targets`.
     """
     num_vectors = vectors.shape[0] if handle_spec is None else handle_spec[0]
     ranking = None
@@ -188,40 +188,40 @@ top_k_xla = tf.function(top_k_impl, jit_compile=True, autograph=False)
 
 def bucket_top_k(centers, vectors, k, *, chunk_size=None, mask=None, exclude_id=None,
                  exclude=None):
-    """Top-``k`` vectors by inner product with each bucket centre, XLA-compiled.
+    """Top-`k` vectors by inner product with each bucket centre, XLA-compiled.
 
-    For each row ``c_b`` of ``centers`` this returns the ``k`` rows of ``vectors``
-    with the largest inner product ``<c_b, v_j>``, as ``tf.math.top_k`` over the full
-    projection ``centers @ vectors^T`` would (ties aside). With ``chunk_size`` the
-    projection is never materialised: vectors are visited ``chunk_size`` rows at a
-    time and merged into a running top-``k``, so peak memory is
-    ``n_buckets * (k + chunk_size)`` scores whatever the number of vectors. The step
-    runs as one XLA program (``tf.function(jit_compile=True)``); it carries no
-    gradient (wrap inputs in ``tf.stop_gradient`` when called under a tape). The
-    full-ranking evaluation (:func:`keras_sce.evaluation.streamed_top_k`) runs
+    For each row `c_b` of `centers` this returns the `k` rows of `vectors`
+    with the largest inner product `<c_b, v_j>`, as `tf.math.top_k` over the full
+    projection `centers @ vectors^T` would (ties aside). With `chunk_size` the
+    projection is never materialised: vectors are visited `chunk_size` rows at a
+    time and merged into a running top-`k`, so peak memory is
+    `n_buckets * (k + chunk_size)` scores whatever the number of vectors. The step
+    runs as one XLA program (`tf.function(jit_compile=True)`); it carries no
+    gradient (wrap inputs in `tf.stop_gradient` when called under a tape). The
+    full-ranking evaluation (`keras_sce.evaluation.streamed_top_k`) runs
     the same search.
 
     Args:
-        centers: float tensor ``[n_buckets, d]``.
-        vectors: float tensor ``[M, d]`` (e.g. an item table, or hidden states).
-        k: Python int, ``1 <= k <= M``.
-        chunk_size: optional Python int; stream over ``vectors`` in chunks of this
-            many rows (need not divide ``M``). ``None`` computes the projection at once.
-        mask: optional bool tensor ``[M]``; ``False`` rows are never selected
-            (their score is ``-inf``; if fewer than ``k`` rows are eligible the
-            remaining slots hold ``-inf`` scores and index ``-1``).
+        centers: float tensor `[n_buckets, d]`.
+        vectors: float tensor `[M, d]` (e.g. an item table, or hidden states).
+        k: Python int, `1 <= k <= M`.
+        chunk_size: optional Python int; stream over `vectors` in chunks of this
+            many rows (need not divide `M`). `None` computes the projection at once.
+        mask: optional bool tensor `[M]`; `False` rows are never selected
+            (their score is `-inf`; if fewer than `k` rows are eligible the
+            remaining slots hold `-inf` scores and index `-1`).
         exclude_id: optional Python int, a single row never selected (e.g. the
             padding item); cheaper than a mask over a huge table.
-        exclude: optional int ``[n_buckets, H]`` rows never selected for that
-            centre (e.g. a user's history); ``-1`` entries mean nothing.
+        exclude: optional int `[n_buckets, H]` rows never selected for that
+            centre (e.g. a user's history); `-1` entries mean nothing.
 
     Returns:
-        ``(scores, indices)``: float ``[n_buckets, k]`` sorted in decreasing order,
-        and int32 ``[n_buckets, k]`` row indices into ``vectors``.
+        `(scores, indices)`: float `[n_buckets, k]` sorted in decreasing order,
+        and int32 `[n_buckets, k]` row indices into `vectors`.
 
     Raises:
         TypeError: non-float centres or vectors, a non-bool mask, non-integer ids.
-        ValueError: shapes that do not fit, ``k`` larger than ``M``.
+        ValueError: shapes that do not fit, `k` larger than `M`.
 
     Example:
 

@@ -1,10 +1,10 @@
 """Optimizers whose cost follows the rows a step touches, not the table size.
 
-- `LazyAdam`: Adam with lazy (row-sparse) moments for ``tf.IndexedSlices``
+- `LazyAdam`: Adam with lazy (row-sparse) moments for `tf.IndexedSlices`
   gradients; dense gradients get exactly Keras Adam.
 - `RowAdagrad`: row-wise Adagrad, one accumulator per table row.
 - `SparseLossScaleOptimizer`: Keras' dynamic loss scaling without densifying
-  sparse gradients (for ``"mixed_float16"``).
+  sparse gradients (for `"mixed_float16"`).
 
 See docs/optimizers.md.
 """

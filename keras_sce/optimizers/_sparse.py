@@ -1,9 +1,9 @@
 """Row-sparse gradient helpers shared by the lazy optimizers (TensorFlow ops).
 
-A ``tf.IndexedSlices`` gradient may name a row several times (a table read by two
+A `tf.IndexedSlices` gradient may name a row several times (a table read by two
 gathers, or an id repeated in a batch); its meaning is the sum. The helpers here
-sum duplicates with static shapes (a sort and a segment sum over the ``n`` slices,
-never the table's ``C`` rows), so they also compile under XLA.
+sum duplicates with static shapes (a sort and a segment sum over the `n` slices,
+never the table's `C` rows), so they also compile under XLA.
 """
 
 from __future__ import annotations
@@ -15,21 +15,21 @@ from keras_sce.utils import require_tensorflow_backend
 
 
 def is_sparse(gradient) -> bool:
-    """Whether ``gradient`` is a row-sparse ``tf.IndexedSlices``."""
+    """Whether `gradient` is a row-sparse `tf.IndexedSlices`."""
     return isinstance(gradient, tf.IndexedSlices)
 
 
 def coalesce(gradient: tf.IndexedSlices, dtype=None):
-    """Sums duplicate rows of an ``IndexedSlices`` gradient.
+    """Sums duplicate rows of an `IndexedSlices` gradient.
 
     Args:
-        gradient: ``tf.IndexedSlices`` with ``n`` slices of a ``[C, ...]`` variable.
+        gradient: `tf.IndexedSlices` with `n` slices of a `[C, ...]` variable.
         dtype: optional dtype of the summed values.
 
     Returns:
-        ``(indices [n], summed [n, ...], first [n])``: the indices sorted, each
+        `(indices [n], summed [n, ...], first [n])`: the indices sorted, each
         slice's row total (equal for every copy of a row) and True at the first
-        copy of each row. ``scatter_update(indices, f(summed))`` therefore writes
+        copy of each row. `scatter_update(indices, f(summed))` therefore writes
         each row once (copies write identical values).
     """
     values = gradient.values if dtype is None else tf.cast(gradient.values, dtype)
@@ -47,15 +47,15 @@ def coalesce(gradient: tf.IndexedSlices, dtype=None):
 def rows_to_update(gradient: tf.IndexedSlices, num_rows: int, dtype=None):
     """The rows a row-sparse update writes, their summed gradient, and which are present.
 
-    With at most ``num_rows`` slices this is :func:`coalesce` (every returned row is
+    With at most `num_rows` slices this is `coalesce` (every returned row is
     present). With more slices than the variable has rows (per-row negatives give
-    ``N x k`` slices of a ``C``-row table) the slices would cost more memory than the
+    `N x k` slices of a `C`-row table) the slices would cost more memory than the
     table itself, so they are summed into the table's shape instead: the rows are
-    ``0..C-1`` and ``present`` marks the ones that occur. The update is the same; only
-    its temporaries change, ``O(min(slices, C) x d)`` either way.
+    `0..C-1` and `present` marks the ones that occur. The update is the same; only
+    its temporaries change, `O(min(slices, C) x d)` either way.
 
     Returns:
-        ``(rows [r], summed [r, ...], present [r] bool)``.
+        `(rows [r], summed [r, ...], present [r] bool)`.
     """
     count = gradient.values.shape[0]
 
@@ -76,18 +76,18 @@ def rows_to_update(gradient: tf.IndexedSlices, num_rows: int, dtype=None):
 
 
 def first_only(summed, first):
-    """``summed`` with the rows of repeated copies zeroed (a valid IndexedSlices value)."""
+    """`summed` with the rows of repeated copies zeroed (a valid IndexedSlices value)."""
     ones = tf.ones([tf.rank(summed) - 1], tf.int32)
     mask = tf.reshape(first, tf.concat([tf.shape(first), ones], 0))
     return tf.where(mask, summed, tf.zeros_like(summed))
 
 
 def clip_sparse_gradients(optimizer, grads, dense_clip):
-    """Keras' gradient clipping with ``IndexedSlices`` kept sparse.
+    """Keras' gradient clipping with `IndexedSlices` kept sparse.
 
     Norms and values are those of the summed (dense-equivalent) gradient, so the
     result matches clipping the densified gradient. Dense gradients go to
-    ``dense_clip`` (Keras' own clipping) unchanged.
+    `dense_clip` (Keras' own clipping) unchanged.
     """
     sparse = [is_sparse(g) for g in grads]
     if not any(sparse):
@@ -142,7 +142,7 @@ def clip_sparse_gradients(optimizer, grads, dense_clip):
 
 
 def divide(gradient, scale):
-    """``gradient / scale`` that keeps an ``IndexedSlices`` sparse."""
+    """`gradient / scale` that keeps an `IndexedSlices` sparse."""
     if is_sparse(gradient):
         values = gradient.values
         return tf.IndexedSlices(
@@ -153,20 +153,20 @@ def divide(gradient, scale):
 
 @keras.saving.register_keras_serializable(package="keras_sce")
 class SparseLossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
-    """Keras' dynamic loss scaling that keeps ``IndexedSlices`` gradients sparse.
+    """Keras' dynamic loss scaling that keeps `IndexedSlices` gradients sparse.
 
-    Keras' ``LossScaleOptimizer`` checks that the gradients are finite on dense
-    tensors: a sparse gradient is converted to a dense ``[C, d]`` one at every step,
+    Keras' `LossScaleOptimizer` checks that the gradients are finite on dense
+    tensors: a sparse gradient is converted to a dense `[C, d]` one at every step,
     which costs the whole table. This subclass checks only the slices' values and
-    is otherwise identical (the inner optimizer still receives ``IndexedSlices``).
-    Pass it to ``compile`` under a ``"mixed_float16"`` policy (Keras then does not
+    is otherwise identical (the inner optimizer still receives `IndexedSlices`).
+    Pass it to `compile` under a `"mixed_float16"` policy (Keras then does not
     wrap the optimizer again).
 
     Args:
         inner_optimizer: the optimizer to wrap (e.g. `LazyAdam`).
         initial_scale: float, initial loss scale. Defaults to 2**15.
         dynamic_growth_steps: int, steps between scale doublings. Defaults to 2000.
-        **kwargs: forwarded to ``keras.optimizers.LossScaleOptimizer``.
+        **kwargs: forwarded to `keras.optimizers.LossScaleOptimizer`.
 
     Example:
 

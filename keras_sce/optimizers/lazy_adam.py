@@ -58,17 +58,17 @@ class _RowSparseMixin:
 class LazyAdam(_RowSparseMixin, keras.optimizers.Adam):
     """Adam with lazy moments for row-sparse gradients (e.g. an item table).
 
-    For a variable whose gradient is a ``tf.IndexedSlices`` (a ``tf.gather`` of an
+    For a variable whose gradient is a `tf.IndexedSlices` (a `tf.gather` of an
     embedding table, as SCE and the sampled losses produce), only the rows present
     change: their two moments and their weights, with Adam's bias correction from
-    the global step ``t`` (PyTorch ``SparseAdam`` / TF-Addons ``LazyAdam``
+    the global step `t` (PyTorch `SparseAdam` / TF-Addons `LazyAdam`
     semantics). Duplicate rows in the slices are summed first. Rows not in the
     gradient keep weight and moments bit-identical, so a step costs O(rows gathered
     x d) instead of Keras Adam's O(C x d) (which decays both moment tables and
     moves every row that was ever touched). Dense gradients take exactly
-    ``keras.optimizers.Adam``'s update.
+    `keras.optimizers.Adam`'s update.
 
-    For a row ``r`` present at step ``t`` with summed gradient ``g``::
+    For a row `r` present at step `t` with summed gradient `g`:
 
         m_r <- m_r + (1 - beta_1) (g - m_r)
         v_r <- v_r + (1 - beta_2) (g^2 - v_r)
@@ -81,27 +81,27 @@ class LazyAdam(_RowSparseMixin, keras.optimizers.Adam):
     The trade-off: a row's moments only decay when the row is seen, so a rare item
     keeps an old, larger second moment (smaller steps) than under dense Adam.
 
-    Keras options: ``clipnorm``/``clipvalue``/``global_clipnorm`` act on the summed
+    Keras options: `clipnorm`/`clipvalue`/`global_clipnorm` act on the summed
     sparse gradient (as on its dense equivalent) without densifying it;
-    ``weight_decay`` decays only the rows present (dense variables: as Keras);
-    ``loss_scale_factor`` is supported; ``amsgrad`` keeps a per-row maximum;
-    ``gradient_accumulation_steps`` is refused (its buffers are dense). With a
-    ``"mixed_float16"`` policy wrap it in `SparseLossScaleOptimizer` (Keras' own
-    loss-scale wrapper densifies sparse gradients). ``use_ema`` averages every
+    `weight_decay` decays only the rows present (dense variables: as Keras);
+    `loss_scale_factor` is supported; `amsgrad` keeps a per-row maximum;
+    `gradient_accumulation_steps` is refused (its buffers are dense). With a
+    `"mixed_float16"` policy wrap it in `SparseLossScaleOptimizer` (Keras' own
+    loss-scale wrapper densifies sparse gradients). `use_ema` averages every
     variable at every step (a dense cost by design).
 
     Args:
         learning_rate: float or schedule. Defaults to 1e-3.
         beta_1: float, first-moment decay. Defaults to 0.9.
         beta_2: float, second-moment decay. Defaults to 0.999.
-        epsilon: float, added to ``sqrt(v)``. Defaults to 1e-7 (Keras').
+        epsilon: float, added to `sqrt(v)`. Defaults to 1e-7 (Keras').
         amsgrad: bool. Defaults to False.
-        name: optimizer name. Defaults to ``"lazy_adam"``.
+        name: optimizer name. Defaults to `"lazy_adam"`.
         **kwargs: Keras optimizer options (see above).
 
     Raises:
-        ValueError: on ``gradient_accumulation_steps``, or a ``beta`` outside
-            ``[0, 1)`` or a non-positive ``epsilon``.
+        ValueError: on `gradient_accumulation_steps`, or a `beta` outside
+            `[0, 1)` or a non-positive `epsilon`.
 
     Example:
 
@@ -159,6 +159,6 @@ class LazyAdam(_RowSparseMixin, keras.optimizers.Adam):
         self.assign(variable, tf.IndexedSlices(w, rows))
 
 def _handle(variable):
-    """The tf.Variable behind a Keras variable: ``tf.gather`` on it is a sparse read
+    """The tf.Variable behind a Keras variable: `tf.gather` on it is a sparse read
     (a dense read would copy the whole table after a scatter: copy-on-read mode)."""
     return variable.value if isinstance(variable, keras.Variable) else variable

@@ -15,30 +15,30 @@ from keras_sce.utils import require_tensorflow_backend
 class RowAdagrad(_RowSparseMixin, keras.optimizers.Optimizer):
     """Row-wise Adagrad, the optimizer of large embedding systems.
 
-    A variable of rank >= 2 (``[C, d, ...]``) keeps ONE accumulator per row
-    (``[C]`` floats instead of a second table): for a row ``r`` with summed
-    gradient ``g_r`` at a step::
+    A variable of rank >= 2 (`[C, d, ...]`) keeps ONE accumulator per row
+    (`[C]` floats instead of a second table): for a row `r` with summed
+    gradient `g_r` at a step:
 
         a_r <- a_r + mean(g_r^2)
         w_r <- w_r - lr g_r / sqrt(a_r + epsilon)
 
-    For a ``tf.IndexedSlices`` gradient only the rows present are read and
+    For a `tf.IndexedSlices` gradient only the rows present are read and
     written (duplicates summed first). A dense gradient of a rank >= 2 variable
     updates every row with the same row-wise rule; a variable of rank < 2 (a bias)
     falls back to ordinary element-wise Adagrad (one accumulator per entry, the
-    same update as ``keras.optimizers.Adagrad``). Clipping, weight decay and loss scaling behave
+    same update as `keras.optimizers.Adagrad`). Clipping, weight decay and loss scaling behave
     as in `LazyAdam`.
 
     Args:
         learning_rate: float or schedule. Defaults to 0.01.
         initial_accumulator_value: float >= 0, starting accumulator. Defaults to 0.1.
         epsilon: float > 0. Defaults to 1e-7.
-        name: optimizer name. Defaults to ``"row_adagrad"``.
+        name: optimizer name. Defaults to `"row_adagrad"`.
         **kwargs: Keras optimizer options.
 
     Raises:
-        ValueError: on ``gradient_accumulation_steps``, a negative
-            ``initial_accumulator_value`` or a non-positive ``epsilon``.
+        ValueError: on `gradient_accumulation_steps`, a negative
+            `initial_accumulator_value` or a non-positive `epsilon`.
 
     Example:
 

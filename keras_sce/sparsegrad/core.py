@@ -1,8 +1,8 @@
 """Pure-TensorFlow core of SparseGrad: the rotated matmul and its sparse gradient.
 
-Nothing here imports Keras layers; ``keras_sce.SparseGradDense`` is a thin wrapper
-around :func:`sparse_grad_matmul`. All functions are XLA-compilable as long as the
-budget ``num_selected`` is a Python int (static ``k``).
+Nothing here imports Keras layers; `keras_sce.SparseGradDense` is a thin wrapper
+around `sparse_grad_matmul`. All functions are XLA-compilable as long as the
+budget `num_selected` is a Python int (static `k`).
 
 Reference: V. Chekalina et al., "SparseGrad: A Selective Method for Efficient
 Fine-tuning of MLP Layers", EMNLP 2024, arXiv 2410.07383.
@@ -58,7 +58,7 @@ def select_top_k(gradient, num_selected, support=None, selection="auto"):
         selection: `"top_k"` (exact, `tf.math.top_k`), `"approx"`
             (`tf.math.approx_max_k`, which is exact on CPU/GPU and fast on TPU) or
             `"auto"` (default: `"approx"` unless a TPU is visible; see
-            :func:`resolve_selection`).
+            `resolve_selection`).
 
     Returns:
         A tensor like `gradient` with at most `num_selected` non-zeros.
@@ -151,12 +151,12 @@ def sparse_grad_matmul(
     - input gradient, exact and dense: `((g Q) K̃ᵀ) Pᵀ`;
     - kernel gradient in the rotated basis `Ĝ = (x P)ᵀ (g Q) = Pᵀ (xᵀ g) Q`,
       accumulated in float32 (float64 for float64 inputs), of which only the
-      `num_selected` largest-magnitude entries are kept (see :func:`select_top_k`),
+      `num_selected` largest-magnitude entries are kept (see `select_top_k`),
       returned in the kernel's dtype;
     - no gradient for the (frozen) bases or the support.
 
     Where each basis is applied (to the token rows or to the kernel) does not change
-    the result, only its cost; `formulation` chooses (see :func:`rotation_plan`).
+    the result, only its cost; `formulation` chooses (see `rotation_plan`).
 
     `None` for a basis means the identity (no matmul): with both bases `None` this is
     the MeProp baseline (top-k of the weight gradient in the original basis).
@@ -169,9 +169,9 @@ def sparse_grad_matmul(
         num_selected: Python int, the number `k` of kernel-gradient entries kept.
         support: optional int32 `[s]` flat indices restricting the selection.
         selection: `"auto"` (default), `"top_k"` or `"approx"`; see
-            :func:`select_top_k`.
+            `select_top_k`.
         formulation: `"auto"` (cheapest for the token count; default),
-            `"activation"` or `"weight"`; see :func:`rotation_plan`.
+            `"activation"` or `"weight"`; see `rotation_plan`.
 
     Returns:
         `[tokens, out]` tensor in the dtype of `inputs`.

@@ -1,13 +1,13 @@
 """TensorFlow Recommenders adapter: SCE as a TFRS retrieval task.
 
 Import this sub-package only in a process that runs TFRS, i.e. with the
-environment variable ``TF_USE_LEGACY_KERAS=1`` set before anything touches
-``tf.keras``. ``import keras_sce`` never imports it (nor ``tf.keras``); importing
-it without the variable raises an ``ImportError`` that says what to do.
+environment variable `TF_USE_LEGACY_KERAS=1` set before anything touches
+`tf.keras`. `import keras_sce` never imports it (nor `tf.keras`); importing
+it without the variable raises an `ImportError` that says what to do.
 
-- :class:`SCERetrieval` — a ``tfrs.tasks.base.Task`` (a tf_keras layer) computing
+- `SCERetrieval` — a `tfrs.tasks.base.Task` (a tf_keras layer) computing
   Scalable Cross-Entropy (arXiv 2409.18721) of query embeddings against the whole
-  candidate table; the TFRS door onto the same core as :class:`keras_sce.SCELoss`.
+  candidate table; the TFRS door onto the same core as `keras_sce.SCELoss`.
 """
 
 from keras_sce.tfrs._stack import check_legacy_keras_stack

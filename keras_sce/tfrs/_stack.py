@@ -1,10 +1,10 @@
 """Checks that the process runs the tf_keras stack that TensorFlow Recommenders needs.
 
-TensorFlow Recommenders (TFRS) 0.7.x is written against ``tf.keras`` 2. Since
-TensorFlow 2.16, ``tf.keras`` is Keras 3 unless the environment variable
-``TF_USE_LEGACY_KERAS=1`` is set *before* the first access to ``tf.keras``; TensorFlow
-resolves ``tf.keras`` once, on first use, and never again in that process. This
-module turns every way of getting that wrong into an ``ImportError`` that says what
+TensorFlow Recommenders (TFRS) 0.7.x is written against `tf.keras` 2. Since
+TensorFlow 2.16, `tf.keras` is Keras 3 unless the environment variable
+`TF_USE_LEGACY_KERAS=1` is set *before* the first access to `tf.keras`; TensorFlow
+resolves `tf.keras` once, on first use, and never again in that process. This
+module turns every way of getting that wrong into an `ImportError` that says what
 to do, instead of a confusing failure deep inside a model.
 """
 
@@ -28,7 +28,7 @@ _HOW_TO = (
 
 
 def _tf_keras_flavour():
-    """Which Keras ``tf.keras`` already resolved to: "tf_keras", "keras_3", "keras_2" or None.
+    """Which Keras `tf.keras` already resolved to: "tf_keras", "keras_3", "keras_2" or None.
 
     None means not resolved yet (or TensorFlow not imported). Never triggers the
     resolution it observes.
@@ -58,12 +58,12 @@ def _tf_keras_flavour():
 
 
 def check_legacy_keras_stack(feature: str = "keras_sce.tfrs"):
-    """Imports and returns ``(tf_keras, tensorflow_recommenders)``, or raises ImportError.
+    """Imports and returns `(tf_keras, tensorflow_recommenders)`, or raises ImportError.
 
     Raises:
-        ImportError: when ``TF_USE_LEGACY_KERAS`` is not set, when ``tf.keras``
-            was already resolved to Keras 3 in this process, or when ``tf_keras``
-            or ``tensorflow-recommenders`` is not installed. The message says
+        ImportError: when `TF_USE_LEGACY_KERAS` is not set, when `tf.keras`
+            was already resolved to Keras 3 in this process, or when `tf_keras`
+            or `tensorflow-recommenders` is not installed. The message says
             exactly what to do.
     """
     value = os.environ.get("TF_USE_LEGACY_KERAS")

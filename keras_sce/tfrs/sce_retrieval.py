@@ -1,4 +1,4 @@
-"""``SCERetrieval``: Scalable Cross-Entropy as a TensorFlow Recommenders task."""
+"""`SCERetrieval`: Scalable Cross-Entropy as a TensorFlow Recommenders task."""
 
 from __future__ import annotations
 
@@ -23,13 +23,13 @@ def _is_keras3(obj) -> bool:
 class SCERetrieval(tf_keras.layers.Layer, tfrs.tasks.base.Task):
     """A TFRS retrieval task that trains against the whole candidate table with SCE.
 
-    ``tfrs.tasks.Retrieval`` scores each query against the other positives of its
+    `tfrs.tasks.Retrieval` scores each query against the other positives of its
     batch (in-batch softmax): the negatives are whatever the batch happens to hold,
     over-represent popular items, and never include the rare items a query confuses
-    with its target. ``SCERetrieval`` scores each query against the *whole*
+    with its target. `SCERetrieval` scores each query against the *whole*
     candidate table instead, at a cost that does not grow like the full softmax:
     Scalable Cross-Entropy (arXiv 2409.18721) draws random bucket centres; each
-    bucket collects the queries and the ``bucket_size_y`` candidates with the
+    bucket collects the queries and the `bucket_size_y` candidates with the
     largest inner product with its centre (an XLA-compiled maximum inner product
     search, streamed over the table in chunks); each query's softmax then runs over
     its positive and the hard negatives of its bucket, and a query in several
@@ -37,94 +37,94 @@ class SCERetrieval(tf_keras.layers.Layer, tfrs.tasks.base.Task):
     covered by at least one bucket.
 
     The table is read at every call, so it trains: pass the candidate tower's
-    ``tf_keras`` Embedding layer (or a ``[num_candidates, d]`` variable), and give
+    `tf_keras` Embedding layer (or a `[num_candidates, d]` variable), and give
     the task the *row numbers* of the positive candidates. Its gradient is a
-    ``tf.IndexedSlices`` over the rows used, so sparse optimizers touch only those.
-    The maths is :func:`keras_sce.ops.scalable_cross_entropy`, the same function
-    behind :class:`keras_sce.SCELoss`: the same inputs and ``seed`` give the same
+    `tf.IndexedSlices` over the rows used, so sparse optimizers touch only those.
+    The maths is `keras_sce.ops.scalable_cross_entropy`, the same function
+    behind `keras_sce.SCELoss`: the same inputs and `seed` give the same
     value through either.
 
     The loss is a mean over the batch and its gradient reaches most rows of the
     table at every step, many of them with tiny values; Adam's default epsilon
     (1e-7) moves such rows by full steps. On Amazon Beauty a larger epsilon (1e-5)
-    gave a better validation recall (see ``examples/tfrs_retrieval.py`` and the
+    gave a better validation recall (see `examples/tfrs_retrieval.py` and the
     README's TFRS comparison).
 
-    Importing this class needs ``TF_USE_LEGACY_KERAS=1`` (TFRS runs on tf_keras);
-    :mod:`keras_sce.tfrs` raises an ``ImportError`` that says what to do otherwise.
-    Unlike ``tfrs.tasks.Retrieval`` (whose default loss sums over the batch), the
-    loss is a mean, like :class:`keras_sce.SCELoss`. Under a ``tf.distribute``
+    Importing this class needs `TF_USE_LEGACY_KERAS=1` (TFRS runs on tf_keras);
+    `keras_sce.tfrs` raises an `ImportError` that says what to do otherwise.
+    Unlike `tfrs.tasks.Retrieval` (whose default loss sums over the batch), the
+    loss is a mean, like `keras_sce.SCELoss`. Under a `tf.distribute`
     strategy each replica returns its shard's mean divided by the number of
-    replicas (``loss_metrics`` see the undivided value), so that the gradients
-    ``tfrs.models.Model`` sums across replicas are those of the mean of the shard
+    replicas (`loss_metrics` see the undivided value), so that the gradients
+    `tfrs.models.Model` sums across replicas are those of the mean of the shard
     losses. That is exactly the single-device step when the buckets cover the
     table; otherwise each replica draws its buckets and hard negatives from its own
-    shard (and the default ``num_buckets`` / ``bucket_size_x`` follow the shard
+    shard (and the default `num_buckets` / `bucket_size_x` follow the shard
     size). A custom loop that divides by the number of replicas itself must not
-    do it again. Create a seeded task inside ``strategy.scope()``.
+    do it again. Create a seeded task inside `strategy.scope()`.
 
     Args:
-        candidate_embeddings: the candidate table: a ``tf_keras`` Embedding-like
-            layer (anything with ``.embeddings``; built at the first call if needed)
-            or a ``[num_candidates, d]`` ``tf.Variable``. Keras 3 objects are
+        candidate_embeddings: the candidate table: a `tf_keras` Embedding-like
+            layer (anything with `.embeddings`; built at the first call if needed)
+            or a `[num_candidates, d]` `tf.Variable`. Keras 3 objects are
             refused (the two stacks cannot be mixed in one model); a plain tensor
             is refused (it is a detached copy: the table would never train).
-            None gives an unbound task; see :meth:`bind`.
-        num_buckets: number of buckets ``n_b``; None: ``int(2 * sqrt(B))`` for a
-            batch of ``B`` queries (the authors' rule).
-        bucket_size_x: queries per bucket; None: the same rule. Clamped to ``B``.
+            None gives an unbound task; see `bind`.
+        num_buckets: number of buckets `n_b`; None: `int(2 * sqrt(B))` for a
+            batch of `B` queries (the authors' rule).
+        bucket_size_x: queries per bucket; None: the same rule. Clamped to `B`.
         bucket_size_y: candidates per bucket (hard negatives per query). Defaults
             to 256.
         mix_x: draw the centres as random mixtures of the batch's query embeddings
             instead of Gaussian noise. Defaults to False.
         padding_id: a table row that is never a negative and a candidate id whose
-            queries are ignored, default 0 (the OOV row of a ``StringLookup``
+            queries are ignored, default 0 (the OOV row of a `StringLookup`
             vocabulary); None if every row is a real candidate.
         chunk_size: candidates per chunk of the streamed search (None: the
             whole projection at once). Defaults to 65,536.
-            ``catalog_chunk_size``, its former name, still works for one release
-            (with a ``DeprecationWarning``).
+            `catalog_chunk_size`, its former name, still works for one release
+            (with a `DeprecationWarning`).
         seed: None (fresh centres from the global generator) or a Python int: a
             reproducible stream of centres, fresh at each call, the same stream
-            as ``keras_sce.SCELoss(seed=...)``.
+            as `keras_sce.SCELoss(seed=...)`.
         calibration: None (SCE as published) or calibrated SCE: True, a dict of
-            options or a ``keras_sce.ops.calibration.Calibration``, exactly as
-            ``keras_sce.SCELoss(calibration=...)``.
-        check_ids: check that ``candidate_ids`` lie in ``[0, num_candidates)``:
-            an ``InvalidArgumentError`` outside XLA; under XLA (which drops
+            options or a `keras_sce.ops.calibration.Calibration`, exactly as
+            `keras_sce.SCELoss(calibration=...)`.
+        check_ids: check that `candidate_ids` lie in `[0, num_candidates)`:
+            an `InvalidArgumentError` outside XLA; under XLA (which drops
             assertions) the loss turns NaN instead of silently reading zeros.
             Defaults to True.
         metrics: optional TFRS factorized metrics (e.g.
-            ``tfrs.metrics.FactorizedTopK``), or a list of them, updated when
-            ``compute_metrics=True``. They receive the queries, the positives'
-            rows of the table, and ``metric_candidate_ids`` if given.
-        loss_metrics: optional list of ``tf_keras`` metrics updated with the loss.
+            `tfrs.metrics.FactorizedTopK`), or a list of them, updated when
+            `compute_metrics=True`. They receive the queries, the positives'
+            rows of the table, and `metric_candidate_ids` if given.
+        loss_metrics: optional list of `tf_keras` metrics updated with the loss.
         name: layer name.
-        **kwargs: other ``tf_keras.layers.Layer`` arguments (e.g. ``dtype``).
+        **kwargs: other `tf_keras.layers.Layer` arguments (e.g. `dtype`).
 
-    The options from ``num_buckets`` to ``check_ids`` are those of
-    :class:`keras_sce.losses.SCEOptions` (which documents them in full), with its
-    defaults, the same as :class:`keras_sce.SCELoss`'s.
+    The options from `num_buckets` to `check_ids` are those of
+    `keras_sce.losses.SCEOptions` (which documents them in full), with its
+    defaults, the same as `keras_sce.SCELoss`'s.
 
     Call arguments:
-        query_embeddings: float ``[B, d]`` (or ``[B, L, d]`` for a sequence model)
+        query_embeddings: float `[B, d]` (or `[B, L, d]` for a sequence model)
             query tower output, in the space of the candidate table.
-        candidate_ids: integer ``[B]`` (or ``[B, L]``) rows of the positive
+        candidate_ids: integer `[B]` (or `[B, L]`) rows of the positive
             candidates in the table (int32 or int64).
-        sample_weight: optional float weights broadcastable to ``candidate_ids``;
+        sample_weight: optional float weights broadcastable to `candidate_ids`;
             the loss is then the weighted mean.
-        compute_metrics: update ``metrics`` (set False during training: a
+        compute_metrics: update `metrics` (set False during training: a
             factorized top-K metric scores the whole catalogue).
         metric_candidate_ids: optional ids passed to the metrics as
-            ``true_candidate_ids`` (id-based top-K evaluation, e.g.
-            ``candidate_ids`` itself when the metric's index was built with row
+            `true_candidate_ids` (id-based top-K evaluation, e.g.
+            `candidate_ids` itself when the metric's index was built with row
             numbers as identifiers). None: score-based evaluation.
 
     Returns:
         A float32 scalar loss (0 with zero gradient when no query is covered). A
         NaN or infinity in a counted query, or in a table row the step reads,
         makes it NaN, eagerly and under XLA (see
-        :func:`keras_sce.ops.scalable_cross_entropy`).
+        `keras_sce.ops.scalable_cross_entropy`).
 
     Example:
 
@@ -205,7 +205,7 @@ class SCERetrieval(tf_keras.layers.Layer, tfrs.tasks.base.Task):
 
     # -- the candidate table ----------------------------------------------------------
     def bind(self, candidate_embeddings):
-        """Points the task at its candidate table (layer or variable); returns ``self``."""
+        """Points the task at its candidate table (layer or variable); returns `self`."""
         if candidate_embeddings is None:
             self._candidate_embeddings = None
             return self
@@ -372,7 +372,7 @@ class SCERetrieval(tf_keras.layers.Layer, tfrs.tasks.base.Task):
     def get_config(self):
         """Hyper-parameters only: the table and the metrics are objects of the model.
 
-        ``from_config`` gives an unbound task; :meth:`bind` it to the candidate
+        `from_config` gives an unbound task; `bind` it to the candidate
         table before use.
         """
         config = super().get_config()
