@@ -12,7 +12,9 @@ Modules, each one concept (none imports another's private helpers):
 - `budget`: the LoRA-equivalent budget rule (`lora_equivalent_budget`).
 - `registry`: which variables are SparseGrad kernels (`register_sparse_kernel`,
   `is_sparsegrad_kernel`).
-- `layer`: the `SparseGradDense` layer (also `keras_sce.SparseGradDense`).
+- `layer`: the `SparseGradDense` layer (also `keras_sce.SparseGradDense`), with its
+  argument checks (`layer_arguments`), its bases, support and their storage
+  (`layer_weights`) and the conversion from and to `Dense` (`dense_conversion`).
 - `lazy_adam`, `optimizer`: the paper's lazy Adam (`lazy_adam_update`) and
   `SparseGradOptimizer`, which routes every other variable to a dense optimizer.
 - `slots`, `integration`: the keras-hub (or any block) integration, `apply` / `fold`.

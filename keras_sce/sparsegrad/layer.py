@@ -6,13 +6,26 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_sce.compat import replace_tracked_variable
-from keras_sce.sparsegrad.basis_pool import rotate_kernel, shared_basis, unrotate_kernel
-from keras_sce.sparsegrad.core import FORMULATIONS, SELECTION_MODES, sparse_grad_matmul
+from keras_sce.sparsegrad.basis_pool import rotate_kernel, unrotate_kernel
+from keras_sce.sparsegrad.core import sparse_grad_matmul
+from keras_sce.sparsegrad.dense_conversion import check_convertible, dense_settings, fold_to_dense
+from keras_sce.sparsegrad.layer_arguments import (
+    STORED,
+    check_options,
+    check_support_range,
+    intern_bases,
+    parse_support,
+    pop_refused_arguments,
+    resolve_num_selected,
+)
+from keras_sce.sparsegrad.layer_weights import (
+    build_basis,
+    build_support,
+    load_weights,
+    save_weights,
+)
 from keras_sce.sparsegrad.registry import register_sparse_kernel
 from keras_sce.utils import require_tensorflow_backend
-
-_STORED = "stored"  # Placeholder used by `from_config`: the value comes from the weights.
 
 
 @keras.saving.register_keras_serializable(package="keras_sce")
@@ -132,33 +145,10 @@ class SparseGradDense(keras.layers.Layer):
         **kwargs,
     ):
         require_tensorflow_backend("SparseGradDense")
-        for banned in ("kernel_regularizer", "kernel_constraint"):
-            if kwargs.get(banned) is not None:
-                raise ValueError(
-                    f"SparseGradDense does not accept {banned}: it would make the kernel "
-                    "gradient dense and defeat the sparse update."
-                )
-            kwargs.pop(banned, None)
-        if kwargs.pop("lora_rank", None) is not None:
-            raise ValueError("SparseGradDense does not accept lora_rank.")
+        pop_refused_arguments(kwargs)
         support_size = kwargs.pop("support_size", None)
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
-        if not isinstance(units, int | np.integer) or isinstance(units, bool) or units < 1:
-            raise ValueError(f"units must be a positive int, got {units!r}.")
-        if num_selected is not None and density is not None:
-            raise ValueError("Pass either num_selected or density, not both.")
-        if num_selected is not None and (
-            not isinstance(num_selected, int | np.integer)
-            or isinstance(num_selected, bool)
-            or num_selected < 1
-        ):
-            raise ValueError(f"num_selected must be a positive int, got {num_selected!r}.")
-        if density is not None and not (0.0 < float(density) <= 1.0):
-            raise ValueError(f"density must be in (0, 1], got {density!r}.")
-        if selection not in SELECTION_MODES:
-            raise ValueError(f"selection must be one of {SELECTION_MODES}, got {selection!r}.")
-        if formulation not in FORMULATIONS:
-            raise ValueError(f"formulation must be one of {FORMULATIONS}, got {formulation!r}.")
+        check_options(units, num_selected, density, selection, formulation)
         self.formulation = formulation
         self.units = int(units)
         self.num_selected = None if num_selected is None else int(num_selected)
@@ -175,34 +165,8 @@ class SparseGradDense(keras.layers.Layer):
 
         self._input_basis_arg = input_basis
         self._output_basis_arg = output_basis
-        self.input_basis = None
-        self.output_basis = None
-        if input_basis is not None and not isinstance(input_basis, str):
-            self.input_basis = shared_basis(input_basis, "input_basis")
-        if output_basis is not None and not isinstance(output_basis, str):
-            self.output_basis = shared_basis(output_basis, "output_basis")
-        for arg in (input_basis, output_basis):
-            if isinstance(arg, str) and arg != _STORED:
-                raise ValueError(f"Bases must be arrays, keras.Variables or None, got {arg!r}.")
-
-        self._support_arg = None
-        if isinstance(support, str):
-            if support != _STORED or support_size is None:
-                raise ValueError(f"support must be an array of flat indices, got {support!r}.")
-            self._support_size = int(support_size)
-        elif support is not None:
-            array = np.asarray(support)
-            if array.ndim != 1 or array.size == 0 or not np.issubdtype(array.dtype, np.integer):
-                raise ValueError(
-                    "support must be a non-empty 1-D array of integer flat indices, got "
-                    f"shape {array.shape} and dtype {array.dtype}."
-                )
-            if np.unique(array).size != array.size:
-                raise ValueError("support must hold distinct flat indices.")
-            self._support_arg = np.sort(array).astype(np.int32)
-            self._support_size = int(array.size)
-        else:
-            self._support_size = None
+        self.input_basis, self.output_basis = intern_bases(input_basis, output_basis)
+        self._support_arg, self._support_size = parse_support(support, support_size)
         self._support_mode = support
         self.support = None
         self._k = None
@@ -215,74 +179,29 @@ class SparseGradDense(keras.layers.Layer):
             raise ValueError(f"Layer {self.name} is not built yet.")
         return self._k
 
-    def _basis_for(self, current, arg, dim, name):
-        if arg is None:
-            return None
-        if isinstance(arg, str):  # _STORED: placeholder, overwritten when loading weights
-            return self.add_weight(
-                shape=(dim, dim),
-                initializer="identity",
-                dtype="float32",
-                trainable=False,
-                autocast=False,
-                name=name,
-            )
-        if tuple(current.shape) != (dim, dim):
-            raise ValueError(
-                f"{name} of layer {self.name} must have shape ({dim}, {dim}), got "
-                f"{tuple(current.shape)}."
-            )
-        return current
-
     def build(self, input_shape):
         input_dim = input_shape[-1]
         if input_dim is None:
             raise ValueError(f"The last input dimension of {self.name} must be known.")
         input_dim = int(input_dim)
+        shape = (input_dim, self.units)
         size = input_dim * self.units
-        self.input_basis = self._basis_for(
-            self.input_basis, self._input_basis_arg, input_dim, "input_basis"
+        self.input_basis = build_basis(
+            self, self.input_basis, self._input_basis_arg, input_dim, "input_basis"
         )
-        self.output_basis = self._basis_for(
-            self.output_basis, self._output_basis_arg, self.units, "output_basis"
+        self.output_basis = build_basis(
+            self, self.output_basis, self._output_basis_arg, self.units, "output_basis"
         )
-        limit = size
         if self._support_size is not None:
-            if self._support_arg is not None and (
-                self._support_arg[0] < 0 or self._support_arg[-1] >= size
-            ):
-                raise ValueError(
-                    f"support indices of {self.name} must be in [0, {size}) "
-                    f"(= {input_dim}·{self.units})."
-                )
-            if self._support_size > size:
-                raise ValueError(f"support of {self.name} is larger than the kernel ({size}).")
-            self.support = self.add_weight(
-                shape=(self._support_size,),
-                initializer="zeros",
-                dtype="int32",
-                trainable=False,
-                autocast=False,
-                name="support",
+            check_support_range(
+                self._support_arg, self._support_size, size, self.name, shape
             )
-            values = self._support_arg
-            if values is None:
-                values = np.arange(self._support_size, dtype=np.int32)
-            self.support.assign(values)
-            limit = self._support_size
-        if self.num_selected is not None:
-            k = self.num_selected
-        else:
-            density = 0.01 if self.density is None else self.density
-            k = max(1, int(round(density * (limit if self.support is not None else size))))
-        if not 1 <= k <= limit:
-            where = "the support size" if self.support is not None else f"{input_dim}·{self.units}"
-            raise ValueError(
-                f"num_selected of {self.name} must be in [1, {limit}] ({where}), got {k}."
-            )
-        self._k = int(k)
+            self.support = build_support(self, self._support_arg, self._support_size)
+        self._k = resolve_num_selected(
+            self.num_selected, self.density, size, self._support_size, self.name, shape
+        )
         self.kernel = self.add_weight(
-            shape=(input_dim, self.units),
+            shape=shape,
             initializer=self.kernel_initializer,
             dtype="float32" if self.dtype_policy.variable_dtype != "float64" else "float64",
             autocast=False,
@@ -359,15 +278,7 @@ class SparseGradDense(keras.layers.Layer):
                 docstring.
             name: name of the new layer; defaults to `dense.name`.
         """
-        require_tensorflow_backend("SparseGradDense.from_dense")
-        if not isinstance(dense, keras.layers.Dense):
-            raise TypeError(f"from_dense expects a keras.layers.Dense, got {type(dense)}.")
-        if not dense.built:
-            raise ValueError(f"Dense layer {dense.name} must be built before conversion.")
-        if getattr(dense, "lora_enabled", False):
-            raise ValueError(f"Dense layer {dense.name} has LoRA enabled; merge it first.")
-        if getattr(dense, "quantization_mode", None):
-            raise ValueError(f"Dense layer {dense.name} is quantized; cannot convert it.")
+        check_convertible(dense)
         kernel = keras.ops.convert_to_numpy(dense.kernel)
         input_dim, units = kernel.shape
         rotated = rotate_kernel(kernel, input_basis, output_basis)
@@ -380,13 +291,8 @@ class SparseGradDense(keras.layers.Layer):
             selection=selection,
             support=support,
             formulation=formulation,
-            activation=dense.activation,
-            use_bias=dense.use_bias,
-            bias_regularizer=dense.bias_regularizer,
-            activity_regularizer=dense.activity_regularizer,
-            bias_constraint=dense.bias_constraint,
-            dtype=dense.dtype_policy,
             name=name or dense.name,
+            **dense_settings(dense),
         )
         layer.build((None, input_dim))
         layer.kernel.assign(rotated.astype(layer.kernel.dtype))
@@ -400,66 +306,14 @@ class SparseGradDense(keras.layers.Layer):
 
     def to_dense(self, name: str | None = None) -> keras.layers.Dense:
         """Folds the layer back into a plain `keras.layers.Dense` (`K = P K̃ Qᵀ`)."""
-        if not self.built:
-            raise ValueError(f"Layer {self.name} must be built before folding.")
-        dense = keras.layers.Dense(
-            self.units,
-            activation=self.activation,
-            use_bias=self.use_bias,
-            bias_regularizer=self.bias_regularizer,
-            activity_regularizer=self.activity_regularizer,
-            bias_constraint=self.bias_constraint,
-            dtype=self.dtype_policy,
-            name=name or self.name,
-        )
-        dense.build((None, int(self.kernel.shape[0])))
-        dense.kernel.assign(self.effective_kernel().astype(dense.kernel.dtype))
-        if self.use_bias:
-            dense.bias.assign(self.bias)
-        return dense
+        return fold_to_dense(self, name)
 
     # ----------------------------------------------------------- serialization
-    def _rebind_basis(self, attribute: str, value) -> None:
-        """Points `attribute` at the interned variable for `value`, in place.
-
-        The tracked variable is replaced at the same position, so `layer.weights`
-        (and `get_weights`/`set_weights`) keep the order they had before saving.
-        """
-        shared = shared_basis(value, attribute)
-        if shared is not getattr(self, attribute):
-            replace_tracked_variable(self, attribute, shared)
-
     def save_own_variables(self, store):
-        store["kernel"] = self.kernel
-        if self.bias is not None:
-            store["bias"] = self.bias
-        if self.input_basis is not None:
-            store["input_basis"] = self.input_basis
-        if self.output_basis is not None:
-            store["output_basis"] = self.output_basis
-        if self.support is not None:
-            store["support"] = self.support
+        save_weights(self, store)
 
     def load_own_variables(self, store):
-        expected = {"kernel"}
-        for attribute in ("bias", "input_basis", "output_basis", "support"):
-            if getattr(self, attribute) is not None:
-                expected.add(attribute)
-        found = set(store.keys())
-        if found != expected:
-            raise ValueError(
-                f"Layer {self.name} expects weights {sorted(expected)}, the file holds "
-                f"{sorted(found)}."
-            )
-        self.kernel.assign(store["kernel"])
-        if self.bias is not None:
-            self.bias.assign(store["bias"])
-        if self.support is not None:
-            self.support.assign(store["support"])
-        # Bases are interned: equal bases of different layers become one variable again.
-        for attribute in ("input_basis", "output_basis"):
-            if getattr(self, attribute) is not None:
-                self._rebind_basis(attribute, np.asarray(store[attribute]))
+        load_weights(self, store)
 
     def get_config(self):
         config = super().get_config()
@@ -477,9 +331,9 @@ class SparseGradDense(keras.layers.Layer):
                 "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
                 "activity_regularizer": keras.regularizers.serialize(self.activity_regularizer),
                 "bias_constraint": keras.constraints.serialize(self.bias_constraint),
-                "input_basis": None if self._input_basis_arg is None else _STORED,
-                "output_basis": None if self._output_basis_arg is None else _STORED,
-                "support": None if self._support_size is None else _STORED,
+                "input_basis": None if self._input_basis_arg is None else STORED,
+                "output_basis": None if self._output_basis_arg is None else STORED,
+                "support": None if self._support_size is None else STORED,
                 "support_size": self._support_size,
             }
         )
