@@ -157,19 +157,14 @@ def apply(
                 f"Layer group {group!r} mixes kernel shapes {sorted(shapes)}; one pair of "
                 "bases per group needs one shape. Split the group with `targets`."
             )
+    # Both estimations read `num_steps` batches of the task's data through the model.
+    on_data = {"model": model, "data": data, "loss": loss, "groups": groups, "num_steps": num_steps}
     if bases is None:
         if data is None or loss is None:
             raise ValueError(
                 "Pass `bases`, or `data` and `loss` to estimate them (or bases='identity')."
             )
-        bases = estimate_bases(
-            model=model,
-            data=data,
-            loss=loss,
-            groups=groups,
-            num_steps=num_steps,
-            orientation=orientation,
-        )
+        bases = estimate_bases(**on_data, orientation=orientation)
     pairs = _basis_pairs(bases, groups)
     support = None
     if support_size is not None:
@@ -188,15 +183,7 @@ def apply(
             )
             for group in groups
         }
-        support = estimate_support(
-            model=model,
-            data=data,
-            loss=loss,
-            groups=groups,
-            num_steps=num_steps,
-            bases=rotation,
-            support_size=support_size,
-        )
+        support = estimate_support(**on_data, bases=rotation, support_size=support_size)
     position = {group: 0 for group in groups}
     new_layers = []
     for slot in slots:
