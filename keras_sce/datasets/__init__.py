@@ -7,12 +7,8 @@ from keras_sce.datasets.gcide_pos import (
     TextClassificationTask,
     load_gcide_pos,
 )
-from keras_sce.datasets.sequences import (
-    PADDING_ID,
-    SequenceData,
-    from_user_item_pairs,
-    load_sequences_txt,
-)
+from keras_sce.datasets.sequence_text import load_sequences_txt
+from keras_sce.datasets.sequences import PADDING_ID, SequenceData
 from keras_sce.datasets.split import (
     LeaveOneOutSplit,
     evaluation_arrays,
@@ -25,6 +21,7 @@ from keras_sce.datasets.synthetic import synthetic_sequences
 from keras_sce.datasets.tabular import load_interactions_csv, load_movielens
 from keras_sce.datasets.token_corpus import OOV_ID, TokenCorpus, TokenSplit
 from keras_sce.datasets.tokens import load_token_corpus
+from keras_sce.datasets.user_item_pairs import from_user_item_pairs
 
 __all__ = [
     "PADDING_ID",

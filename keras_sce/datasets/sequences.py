@@ -1,14 +1,17 @@
-"""Container for per-user interaction sequences and the SASRec text loader."""
+"""`SequenceData`: per-user interaction sequences with dense item ids (0 = padding).
+
+The builders live beside it: `from_user_item_pairs` (`keras_sce.datasets.user_item_pairs`,
+from table rows) and `load_sequences_txt` (`keras_sce.datasets.sequence_text`, the
+SASRec text format); both are also importable from here, and from
+`keras_sce.datasets`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import os
-from collections.abc import Iterable, Sequence
+import importlib
 
 import numpy as np
-
-from keras_sce.datasets._files import check_exists, open_text, warn_caller
 
 PADDING_ID = 0
 
@@ -185,206 +188,15 @@ class SequenceData:
         return "; ".join(parts)
 
 
-def from_user_item_pairs(
-    users: Sequence,
-    items: Sequence,
-    order: Iterable | None = None,
-    *,
-    name: str = "",
-    drop_duplicates: bool = True,
-) -> SequenceData:
-    """Groups (user, item[, order key]) triples into per-user sequences.
-
-    Each user's events are sorted by `order` (a stable sort, so ties keep file
-    order). Raw item ids of any type are mapped to dense ids `1..C` in order of
-    first appearance after that sort; `SequenceData.item_ids` keeps the raw ids.
-
-    Args:
-        users: 1-D raw user ids.
-        items: 1-D raw item ids, same length.
-        order: optional 1-D numeric time key; `None` means file order.
-        name: description stored in the result.
-        drop_duplicates: drop rows equal in user, item *and* order key (the copies
-            that exports often contain), with a warning saying how many. Without
-            `order` nothing is dropped: with no timestamps a repeated item cannot
-            be told from a re-consumption.
-
-    Returns:
-        A `SequenceData` with `duplicates_dropped` / `duplicates_kept` set.
-
-    Examples:
-        >>> data = from_user_item_pairs(["u", "u", "v"], ["b", "a", "b"], [2, 1, 5])
-        >>> [data.raw_items(s).tolist() for s in data.sequences]
-        [['a', 'b'], ['b']]
-    """
-    users = np.asarray(users)
-    items = np.asarray(items)
-    if users.shape != items.shape or users.ndim != 1:
-        raise ValueError("users and items must be 1-D arrays of the same length.")
-    if users.size == 0:
-        raise ValueError(f"No interactions in {name!r}.")
-    keys = np.zeros(users.shape[0]) if order is None else np.asarray(order)
-    if keys.shape != users.shape:
-        raise ValueError("order must be 1-D with one key per interaction.")
-    copies = 0 if order is None else _exact_duplicates(users, items, keys)
-    dropped = kept = 0
-    if np.any(copies):
-        if drop_duplicates:
-            dropped = int(copies.sum())
-            users, items, keys = users[~copies], items[~copies], keys[~copies]
-            warn_caller(
-                f"{name or 'data'}: dropped {dropped:,} exact duplicate interactions "
-                "(same user, item and timestamp); pass drop_duplicates=False to keep them."
-            )
-        else:
-            kept = int(copies.sum())
-    # Stable sort by user, then by time.
-    index = np.lexsort((np.arange(users.size), keys, users))
-    users, items = users[index], items[index]
-    raw_items, dense = np.unique(items, return_inverse=True)
-    # Dense ids in order of first appearance (after sorting) so ids are reproducible.
-    first = np.full(raw_items.size, users.size, dtype=np.int64)
-    np.minimum.at(first, dense, np.arange(users.size))
-    rank = np.empty(raw_items.size, dtype=np.int64)
-    rank[np.argsort(first, kind="stable")] = np.arange(1, raw_items.size + 1)
-    dense_ids = rank[dense]
-    item_ids = np.zeros(raw_items.size + 1, dtype=raw_items.dtype)  # entry 0: 0 or ""
-    item_ids[rank] = raw_items
-    boundaries = np.flatnonzero(users[1:] != users[:-1]) + 1
-    sequences = [s.astype(np.int64) for s in np.split(dense_ids, boundaries)]
-    user_ids = users[np.concatenate([[0], boundaries])]
-    return SequenceData(
-        sequences=sequences,
-        num_items=raw_items.size + 1,
-        user_ids=user_ids,
-        name=name,
-        item_ids=item_ids,
-        duplicates_dropped=dropped,
-        duplicates_kept=kept,
-    )
+# The builders moved to modules of their own; their old import path still works
+# (loaded on first use: they import `SequenceData` from here).
+_BUILDERS = {
+    "from_user_item_pairs": "keras_sce.datasets.user_item_pairs",
+    "load_sequences_txt": "keras_sce.datasets.sequence_text",
+}
 
 
-def _exact_duplicates(users, items, keys) -> np.ndarray:
-    """Mask of the rows that repeat an earlier row's (user, item, key)."""
-    index = np.lexsort((np.arange(users.size), items, keys, users))
-    u, i, k = users[index], items[index], keys[index]
-    same = np.zeros(users.size, dtype=bool)
-    same[1:] = (u[1:] == u[:-1]) & (i[1:] == i[:-1]) & (k[1:] == k[:-1])
-    mask = np.zeros(users.size, dtype=bool)
-    mask[index] = same
-    return mask
-
-
-def load_sequences_txt(path: str | os.PathLike, *, name: str | None = None) -> SequenceData:
-    """Loads the SASRec / S3-Rec text format: `user_id item_1 ... item_n` per line.
-
-    Items are integers already in time order (the convention of the SASRec, S3-Rec
-    and SCE benchmark files). Item ids are remapped to the dense range `1..C` in
-    increasing raw-id order, so a file whose ids are already `1..C` (Beauty,
-    Sports, Toys, Yelp) keeps every id unchanged, and a stray id of 10^12 costs one
-    table row, not 10^12; `SequenceData.item_ids` maps dense ids back to raw ids.
-    Raw ids must be positive (0 is the padding id of these files). User ids are kept
-    as they are (any integer, one line per user).
-
-    Repeated items are kept: the format has no timestamps, so an item listed twice
-    cannot be told from a re-consumption (Yelp has such repeats). The summary
-    counts consecutive repeats and the users whose leave-one-out test target equals
-    their validation target.
-
-    The file may be UTF-8 with or without a byte-order mark, with LF or CRLF line
-    ends, or gzip-compressed. Blank lines are skipped; anything else that is
-    malformed raises a `ValueError` that names the file and the line.
-
-    Args:
-        path: the text file.
-        name: description stored in the result; defaults to the file name.
-
-    Returns:
-        A `SequenceData`.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: an empty, undecodable or malformed file (naming file and line).
-
-    Examples:
-        >>> import os, tempfile
-        >>> path = os.path.join(tempfile.mkdtemp(), "Tiny.txt")
-        >>> with open(path, "w") as f:
-        ...     _ = f.write("1 1 2 3\\n2 2 3 4\\n")
-        >>> data = load_sequences_txt(path)
-        >>> data.summary()
-        'Tiny.txt: 2 users, 4 items (table of 5 rows), 6 interactions'
-    """
-    path = os.fspath(path)
-    check_exists(path, "Sequence file")
-    rows, users, seen_users = [], [], {}
-    with open_text(path) as handle:
-        for line_no, line in enumerate(handle, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            values = _parse_ids(fields, line, path, line_no)
-            if len(values) < 2:
-                raise ValueError(
-                    f"{path}, line {line_no}: user {values[0]} has no items "
-                    "(each line needs a user id followed by at least one item id)."
-                )
-            user, items = values[0], values[1:]
-            if user in seen_users:
-                raise ValueError(
-                    f"{path}, line {line_no}: user {user} already appeared on line "
-                    f"{seen_users[user]}; the format has one line per user."
-                )
-            seen_users[user] = line_no
-            low = min(items)
-            if low < 1:
-                raise ValueError(
-                    f"{path}, line {line_no}: item id {low} is not a positive integer "
-                    "(ids start at 1; 0 is reserved for padding)."
-                )
-            users.append(user)
-            rows.append(items)
-    if not rows:
-        raise ValueError(f"{path}: no users found (empty file).")
-    raw = np.asarray([item for items in rows for item in items], dtype=np.int64)
-    raw_ids, dense = np.unique(raw, return_inverse=True)
-    sequences = np.split(dense.astype(np.int64) + 1, np.cumsum([len(r) for r in rows])[:-1])
-    return SequenceData(
-        sequences=sequences,
-        num_items=raw_ids.size + 1,
-        user_ids=np.asarray(users, dtype=np.int64),
-        name=name or os.path.basename(path),
-        item_ids=np.concatenate([[PADDING_ID], raw_ids]),
-    )
-
-
-_INT64_MAX = 2**63 - 1
-
-
-def _parse_ids(fields, line, path, line_no):
-    # int() also reads "1_000" and non-ASCII digits; refuse those as malformed.
-    bad = None
-    if not line.isascii() or "_" in line:
-        strict = (f for f in fields if not (f.isascii() and "_" not in f and _is_int(f)))
-        bad = next(strict, None)
-    if bad is None:
-        try:
-            values = [int(f) for f in fields]
-        except ValueError:
-            bad = next(f for f in fields if not _is_int(f))
-    if bad is not None:
-        raise ValueError(
-            f"{path}, line {line_no}: expected integer ids ('user item item ...'), got {bad!r}."
-        )
-    big = next((v for v in values if abs(v) > _INT64_MAX), None)
-    if big is not None:
-        raise ValueError(f"{path}, line {line_no}: id {big} does not fit in 64 bits.")
-    return values
-
-
-def _is_int(text: str) -> bool:
-    try:
-        int(text)
-    except ValueError:
-        return False
-    return True
+def __getattr__(name: str):
+    if name in _BUILDERS:
+        return getattr(importlib.import_module(_BUILDERS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,7 +11,8 @@ import os
 import numpy as np
 
 from keras_sce.datasets._files import check_exists, open_text
-from keras_sce.datasets.sequences import SequenceData, from_user_item_pairs
+from keras_sce.datasets.sequences import SequenceData
+from keras_sce.datasets.user_item_pairs import from_user_item_pairs
 
 # MovieLens archives published by GroupLens (https://grouplens.org/datasets/movielens/),
 # with the MD5 sums GroupLens publishes beside them (`<name>.zip.md5`). The ml-1m sum
