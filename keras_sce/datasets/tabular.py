@@ -26,6 +26,18 @@ MOVIELENS_ARCHIVES = {
     ),
 }
 
+# The two layouts of MovieLens ratings, as `load_interactions_csv` arguments:
+# `UserID::MovieID::Rating::Timestamp` without a header (ML-1M, ML-10M) and
+# `userId,movieId,rating,timestamp` with one (ML-20M, ML-25M, ml-latest).
+_MOVIELENS_DAT = {
+    "user_col": 0, "item_col": 1, "time_col": 3, "rating_col": 2, "delimiter": "::",
+    "header": False,
+}
+_MOVIELENS_CSV = {
+    "user_col": "userId", "item_col": "movieId", "time_col": "timestamp",
+    "rating_col": "rating", "delimiter": ",",
+}
+
 
 def load_interactions_csv(
     path: str | os.PathLike,
@@ -277,28 +289,13 @@ def load_movielens(
                 break
         else:
             raise FileNotFoundError(f"No ratings.dat or ratings.csv in {path}.")
-    rating = 2 if min_rating is not None else None
-    if path.endswith(".dat"):
-        return load_interactions_csv(
-            path,
-            user_col=0,
-            item_col=1,
-            time_col=3,
-            rating_col=rating,
-            min_rating=min_rating,
-            delimiter="::",
-            header=False,
-            name=f"MovieLens {os.path.basename(path)}",
-            drop_duplicates=drop_duplicates,
-        )
+    layout = dict(_MOVIELENS_DAT if path.endswith(".dat") else _MOVIELENS_CSV)
+    if min_rating is None:
+        layout["rating_col"] = None  # every rating counts: the column is not read
     return load_interactions_csv(
         path,
-        user_col="userId",
-        item_col="movieId",
-        time_col="timestamp",
-        rating_col="rating" if min_rating is not None else None,
+        **layout,
         min_rating=min_rating,
-        delimiter=",",
         name=f"MovieLens {os.path.basename(path)}",
         drop_duplicates=drop_duplicates,
     )

@@ -170,6 +170,8 @@ def test_movielens_dat_and_csv(tmp_path):
     )
     data = load_movielens(folder)
     assert [data.item_ids[i] for i in data.sequences[0]] == ["20", "10"]
+    liked = load_movielens(folder, min_rating=4)
+    assert [liked.item_ids[i] for i in liked.sequences[0]] == ["10"]
 
 
 @pytest.mark.parametrize("num_items", [1_000, 10_000_000], ids=["1e3", "1e7"])
