@@ -35,7 +35,8 @@ Run (the script sets ``TF_USE_LEGACY_KERAS=1`` itself, before TensorFlow loads):
 
     PYTHONPATH=. python examples/tfrs_retrieval.py --dataset Beauty --epochs 10
 
-It uses one CPU thread by default (``--threads``).
+It uses one CPU thread by default (``--threads``). The measurements live beside it in
+``tfrs_evaluation.py``, the results files in ``tfrs_results.py``.
 """
 
 from __future__ import annotations
@@ -47,9 +48,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
-import csv  # noqa: E402
 import pathlib  # noqa: E402
-import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -60,17 +59,18 @@ from seqrec_data import (  # noqa: E402
     build_validation_examples,
     load_datasets,
 )
+from tfrs_evaluation import (  # noqa: E402
+    EarlyStoppingOnEvaluations,
+    EpochTimer,
+    RecallEvaluation,
+    full_catalogue_recall,
+    sce_coverage,
+)
+from tfrs_results import FIELDS, write_results  # noqa: E402
 
-from keras_sce.ops import scalable_cross_entropy  # noqa: E402
 from keras_sce.tfrs import SCERetrieval  # noqa: E402  (checks the stack)
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-FIELDS = ["dataset", "method", "epochs", "recall@10", "recall@100", "sec_per_epoch"]
-EXTRA_FIELDS = ["tower", "dim", "batch_size", "max_len", "learning_rate", "optimizer", "options",
-                "sce_covered_fraction", "recall@100_by_epoch", "train_examples", "test_users",
-                "num_items", "seed", "selection", "selected_epoch", "val_recall@100",
-                "val_recall@100_by_epoch", "adam_epsilon", "epochs_run", "eval_every",
-                "patience"]
 
 
 # -- model -----------------------------------------------------------------------------
@@ -134,63 +134,7 @@ class SequentialRetrievalModel(tfrs.models.Model):
         )
 
 
-# -- evaluation ------------------------------------------------------------------------
-def full_catalogue_recall(model, splits, ks=(10, 100), batch_size=1024):
-    """Recall@k of the targets among ALL items, with TFRS FactorizedTopK/BruteForce.
-
-    ``splits`` maps a name to ``(histories, targets)``; all are scored against one
-    index of the current table. Returns ``{name: {k: recall}}``.
-    """
-    table = model.item_embedding.embeddings
-    item_ids = tf.range(1, table.shape[0], dtype=tf.int32)  # row 0 is padding, not an item
-    # A catalogue smaller than k: every item is retrieved (recall@k = 1).
-    capped = tuple(min(k, len(item_ids)) for k in ks)
-    index = tfrs.layers.factorized_top_k.BruteForce(k=max(capped))
-    index.index(tf.gather(table, item_ids), identifiers=item_ids)
-    metric = tfrs.metrics.FactorizedTopK(candidates=index, ks=capped)
-
-    @tf.function(autograph=False)
-    def update(history, target):
-        query = model.query_tower(history)
-        metric.update_state(query, tf.gather(table, target), true_candidate_ids=target)
-
-    results = {}
-    for name, (histories, targets) in splits.items():
-        metric.reset_states()
-        for history, target in tf.data.Dataset.from_tensor_slices(
-            (histories, targets)
-        ).batch(batch_size):
-            update(history, target)
-        results[name] = {k: float(r) for k, r in zip(ks, metric.result(), strict=True)}
-    return results
-
-
-def sce_coverage(model, train, sce_options, num_batches=20):
-    """Mean share of training queries that fall in at least one SCE bucket (diagnostic)."""
-    fractions = []
-    for step, batch in enumerate(train.take(num_batches)):
-        _, details = scalable_cross_entropy(
-            model.query_tower(batch["history"]), batch["target"],
-            model.item_embedding.embeddings, padding_id=0, seed=step,
-            return_details=True, **sce_options,
-        )
-        fractions.append(float(details["covered_fraction"]))
-    return round(float(np.mean(fractions)), 3)
-
-
 # -- experiment ------------------------------------------------------------------------
-class EarlyStoppingOnEvaluations(tf_keras.callbacks.EarlyStopping):
-    """Keras' early stopping, told only of the epochs whose logs hold ``monitor``.
-
-    With ``--eval-every`` above 1 the other epochs have no validation recall; they
-    neither count as evaluations without improvement nor warn.
-    """
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.monitor in (logs or {}):
-            super().on_epoch_end(epoch, logs)
-
-
 def run_method(method, args, data):
     train_hist, train_target = data["train"]
     num_items = data["num_items"]
@@ -220,37 +164,9 @@ def run_method(method, args, data):
     else:
         optimizer = tf_keras.optimizers.Adagrad(args.learning_rate)
     model.compile(optimizer=optimizer, jit_compile=args.jit_compile)
-    epoch_times, curve, val_curve = [], [], []
-
-    class Timer(tf_keras.callbacks.Callback):
-        """Pure training time per epoch (the evaluation after it is not counted)."""
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            epoch_times.append(time.perf_counter() - self.start)
-
-    class Recall(tf_keras.callbacks.Callback):
-        """Logs ``test_recall@k`` (and ``val_recall@100``) on the evaluated epochs."""
-
-        def on_epoch_end(self, epoch, logs=None):
-            # Under --validation the last epoch is always a candidate too.
-            last = data["val"] is not None and epoch + 1 == args.epochs
-            if not args.eval_every or ((epoch + 1) % args.eval_every and not last):
-                return
-            splits = {"test": data["test"]}
-            if data["val"] is not None:
-                splits["val"] = data["val"]
-            recalls = full_catalogue_recall(model, splits)
-            for k, value in recalls["test"].items():
-                logs[f"test_recall@{k}"] = value
-            curve.append(f"{epoch + 1}:{recalls['test'][100]:.4f}")
-            if data["val"] is not None:
-                logs["val_recall@100"] = recalls["val"][100]
-                val_curve.append(f"{epoch + 1}:{recalls['val'][100]:.4f}")
-
-    callbacks = [Timer(), Recall()]
+    timer = EpochTimer()
+    evaluation = RecallEvaluation(data["test"], data["val"], args.eval_every, args.epochs)
+    callbacks = [timer, evaluation]
     stopping = None
     if data["val"] is not None:
         # --validation: the epoch is picked on the held-out second-to-last items, and
@@ -263,7 +179,7 @@ def run_method(method, args, data):
     print(f"[{method}]", flush=True)
     model.fit(train, epochs=args.epochs, verbose=2, callbacks=callbacks)
     selected = stopping is not None and stopping.best_weights is not None
-    selected_epoch = stopping.best_epoch + 1 if selected else len(epoch_times)
+    selected_epoch = stopping.best_epoch + 1 if selected else len(timer.times)
     recall = full_catalogue_recall(model, {"test": data["test"]})["test"]
     covered = sce_coverage(model, train, sce_options) if method == "sce" else ""
     if method == "sce":
@@ -276,13 +192,13 @@ def run_method(method, args, data):
         "dataset": args.dataset,
         "method": method,
         "epochs": args.epochs,
-        "epochs_run": len(epoch_times),
+        "epochs_run": len(timer.times),
         "eval_every": args.eval_every,
         "patience": args.patience,
         "recall@10": round(recall[10], 4),
         "recall@100": round(recall[100], 4),
         # The first epoch includes tracing/compilation; report the mean of the rest.
-        "sec_per_epoch": round(float(np.mean(epoch_times[1:] or epoch_times)), 2),
+        "sec_per_epoch": round(float(np.mean(timer.times[1:] or timer.times)), 2),
         "tower": args.tower + (f"+dropout{args.dropout:g}" if args.dropout else ""),
         "dim": args.dim,
         "batch_size": args.batch_size,
@@ -291,7 +207,7 @@ def run_method(method, args, data):
         "optimizer": args.optimizer,
         "options": options,
         "sce_covered_fraction": covered,
-        "recall@100_by_epoch": " ".join(curve),
+        "recall@100_by_epoch": " ".join(evaluation.curve),
         "train_examples": len(train_target),
         "test_users": len(data["test"][1]),
         "num_items": num_items,
@@ -299,109 +215,11 @@ def run_method(method, args, data):
         "selection": "validation" if data["val"] is not None else "last",
         "selected_epoch": selected_epoch,
         "val_recall@100": round(float(stopping.best), 4) if selected else "",
-        "val_recall@100_by_epoch": " ".join(val_curve),
+        "val_recall@100_by_epoch": " ".join(evaluation.val_curve),
         "adam_epsilon": args.adam_epsilon if args.optimizer == "adam" else "",
     }
 
 
-def _best_of_curve(curve):
-    """``"2:0.17 4:0.23"`` -> ``"0.2300 (4)"``; empty without a curve."""
-    points = [point.split(":") for point in curve.split()]
-    if not points:
-        return ""
-    epoch, value = max(points, key=lambda point: float(point[1]))
-    return f"{float(value):.4f} ({epoch})"
-
-
-def _epochs_cell(row):
-    """``"12"``, or ``"9 of 12"`` when early stopping ended the run before its budget."""
-    run = row.get("epochs_run")
-    if run in ("", None) and row.get("val_recall@100_by_epoch"):
-        # Rows written before the field existed: the last epoch of the validation
-        # curve (they were evaluated every epoch, the last one included).
-        run = row["val_recall@100_by_epoch"].split()[-1].split(":")[0]
-    if run in ("", None) or int(run) == int(row["epochs"]):
-        return str(row["epochs"])
-    return f"{run} of {row['epochs']}"
-
-
-def _seed_summary(rows):
-    """Markdown lines: mean ± sd of the recalls of settings run with several seeds."""
-    groups = {}
-    for row in rows:
-        setting = tuple("" if row.get(key) is None else str(row[key]) for key in (
-            "dataset", "method", "tower", "optimizer", "adam_epsilon", "learning_rate",
-            "options", "epochs", "selection", "batch_size", "dim", "max_len", "eval_every",
-            "patience", "train_examples", "test_users", "num_items"))
-        groups.setdefault(setting, {})[str(row.get("seed", ""))] = row  # a rerun replaces
-    lines = []
-    for setting, by_seed in groups.items():
-        if len(by_seed) < 2:
-            continue
-        if not lines:
-            lines = ["", "Settings run with several seeds (one row per seed above):", "",
-                     "| dataset | method | tower | optimizer | options | epochs | selection | "
-                     "seeds | Recall@10 | Recall@100 |",
-                     "|---|---|---|---|---|---:|---|---:|---:|---:|"]
-        cells = []
-        for metric in ("recall@10", "recall@100"):
-            values = np.array([float(row[metric]) for row in by_seed.values()])
-            cells.append(f"{values.mean():.4f} ± {values.std(ddof=1):.4f}")
-        eps = f" eps={float(setting[4]):g}" if setting[4] else ""
-        seeds = sorted(by_seed, key=lambda seed: (len(seed), seed))  # numeric order
-        lines.append(f"| {setting[0]} | {setting[1]} | {setting[2] or 'mean'} | "
-                     f"{setting[3] or 'adam'}{eps} {setting[5]} | {setting[6]} | {setting[7]} | "
-                     f"{setting[8] or 'last'} | {','.join(seeds)} | {cells[0]} | {cells[1]} |")
-    return lines
-
-
-def write_results(rows, csv_path, command, append=False):
-    """Writes the CSV (rows of earlier runs kept with ``append``) and a Markdown table."""
-    csv_path = pathlib.Path(csv_path)
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    for row in rows:
-        row["command"] = command
-    if append and csv_path.exists():
-        with open(csv_path, newline="") as handle:
-            rows = list(csv.DictReader(handle)) + rows
-    with open(csv_path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=FIELDS + EXTRA_FIELDS + ["command"])
-        writer.writeheader()
-        writer.writerows(rows)
-    lines = [
-        "| dataset | method | tower | optimizer | options | epochs (run of budget) | "
-        "epoch used (val R@100) | "
-        "Recall@10 | "
-        "Recall@100 | best test Recall@100 (epoch) | s/epoch |",
-        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for row in rows:
-        optimizer = row.get("optimizer") or "adam"
-        if row.get("adam_epsilon"):
-            optimizer += f" eps={float(row['adam_epsilon']):g}"
-        if row.get("selection") == "validation" and row.get("val_recall@100") not in ("", None):
-            used = f"{row['selected_epoch']} (val {float(row['val_recall@100']):.4f})"
-        else:
-            used = row.get("selected_epoch") or row["epochs"]
-        lines.append(
-            f"| {row['dataset']} | {row['method']} | {row.get('tower') or 'mean'} | "
-            f"{optimizer} {row.get('learning_rate', '')} | "
-            f"{row['options']} | {_epochs_cell(row)} | {used} | "
-            f"{float(row['recall@10']):.4f} | {float(row['recall@100']):.4f} | "
-            f"{_best_of_curve(row.get('recall@100_by_epoch', ''))} | "
-            f"{float(row['sec_per_epoch']):.1f} |"
-        )
-    lines += _seed_summary(rows)
-    commands = list(dict.fromkeys(row["command"] for row in rows))
-    lines += ["", "Full-catalogue recall of each user's last item, with the weights of the epoch "
-              "used: the last one, or with --validation the epoch of best validation "
-              "Recall@100 (each user's second-to-last item, held out of training); the best "
-              "test Recall@100 over the epochs evaluated with --eval-every is a diagnostic, "
-              "never used to pick the epoch; one CPU thread of a shared machine (s/epoch "
-              "excludes the first, compiling epoch). Produced by:", ""]
-    lines += [f"    {c}" for c in commands] + [""]
-    csv_path.with_suffix(".md").write_text("\n".join(lines))
-    return "\n".join(lines)
 
 
 def parse_args(argv=None):
