@@ -7,7 +7,8 @@ it without the variable raises an `ImportError` that says what to do.
 
 - `SCERetrieval` — a `tfrs.tasks.base.Task` (a tf_keras layer) computing
   Scalable Cross-Entropy (arXiv 2409.18721) of query embeddings against the whole
-  candidate table; the TFRS door onto the same core as `keras_sce.SCELoss`.
+  candidate table; the TFRS door onto the same core as `keras_sce.SCELoss`. What
+  it may be bound to, and how the table is read, is `keras_sce.tfrs.candidate_table`.
 """
 
 from keras_sce.tfrs._stack import check_legacy_keras_stack

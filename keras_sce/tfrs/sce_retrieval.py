@@ -4,19 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import keras
 import tensorflow as tf
 
 from keras_sce.losses.sce_options import SCEOptions
 from keras_sce.ops import checks, sce
 from keras_sce.ops.sampling import SeedStream
 from keras_sce.tfrs._stack import check_legacy_keras_stack
+from keras_sce.tfrs.candidate_table import check_candidate_source, read_table
 
 tf_keras, tfrs = check_legacy_keras_stack("keras_sce.tfrs.SCERetrieval")
-
-
-def _is_keras3(obj) -> bool:
-    return isinstance(obj, (keras.layers.Layer, keras.Variable))
 
 
 @tf_keras.saving.register_keras_serializable(package="keras_sce")
@@ -209,38 +205,7 @@ class SCERetrieval(tf_keras.layers.Layer, tfrs.tasks.base.Task):
         if candidate_embeddings is None:
             self._candidate_embeddings = None
             return self
-        if _is_keras3(candidate_embeddings):
-            raise TypeError(
-                "SCERetrieval is a tf_keras (TFRS) task, but `candidate_embeddings` is a Keras 3 "
-                f"object ({type(candidate_embeddings).__name__}); Keras 3 and tf_keras objects "
-                "cannot be mixed in one model. Build the candidate tower with `tf.keras` "
-                "(tf_keras) layers, or, for a Keras 3 model, use `keras_sce.SCELoss`."
-            )
-        if isinstance(candidate_embeddings, tf.Variable):
-            table = candidate_embeddings
-        elif hasattr(candidate_embeddings, "embeddings") or (
-            isinstance(candidate_embeddings, tf_keras.layers.Layer)
-            and not candidate_embeddings.built
-        ):
-            table = None  # an Embedding-like layer, read (and built if needed) at call time
-        elif isinstance(candidate_embeddings, tf_keras.layers.Layer):
-            raise TypeError(
-                f"Layer {candidate_embeddings.name!r} has no `.embeddings` table. Pass the "
-                "candidate tower's Embedding layer itself (e.g. `candidate_model.layers[-1]`) "
-                "and give the task the positives' row numbers in that table."
-            )
-        elif tf.is_tensor(candidate_embeddings) or hasattr(candidate_embeddings, "__array__"):
-            raise TypeError(
-                "`candidate_embeddings` must be a variable or an Embedding layer, not a tensor "
-                "or array: a tensor is a detached copy and the task could not train it."
-            )
-        else:
-            raise TypeError(
-                "`candidate_embeddings` must be a tf_keras Embedding-like layer (with "
-                f"`.embeddings`) or a tf.Variable, got {type(candidate_embeddings).__name__}."
-            )
-        if table is not None:
-            self._check_table_shape(table)
+        check_candidate_source(candidate_embeddings)
         self._candidate_embeddings = candidate_embeddings
         return self
 
@@ -248,42 +213,8 @@ class SCERetrieval(tf_keras.layers.Layer, tfrs.tasks.base.Task):
     def candidate_embeddings(self):
         return self._candidate_embeddings
 
-    @staticmethod
-    def _check_table_shape(table):
-        if table.shape.rank != 2:
-            raise ValueError(
-                f"The candidate table must be [num_candidates, dim], got shape {table.shape}."
-            )
-
     def _table(self):
-        source = self._candidate_embeddings
-        if source is None:
-            raise ValueError(
-                "This SCERetrieval task has no candidate table. Pass the candidate Embedding "
-                "layer or variable to SCERetrieval(...) or call `task.bind(...)`."
-            )
-        if isinstance(source, tf.Variable):
-            return source
-        if not getattr(source, "built", True):
-            try:
-                # As tf_keras' own Layer.__call__ does: build outside the traced
-                # function, so that its variables are created eagerly (inside a
-                # tf.function under a distribution strategy they could not be).
-                with tf.init_scope():
-                    source.build(tf.TensorShape([None]))
-            except (ValueError, TypeError) as err:
-                raise ValueError(
-                    f"Could not build layer {source.name!r} as an embedding table ({err}). "
-                    "Pass the candidate Embedding layer or the table variable."
-                ) from err
-        table = getattr(source, "embeddings", None)
-        if table is None:
-            raise ValueError(
-                f"Layer {getattr(source, 'name', source)!r} has no `.embeddings` variable after "
-                "being built; pass the Embedding layer or the table variable."
-            )
-        self._check_table_shape(table)
-        return table
+        return read_table(self._candidate_embeddings)
 
     # -- computation -----------------------------------------------------------------
     def call(
