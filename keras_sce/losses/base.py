@@ -153,6 +153,18 @@ class ItemTableLoss(keras.losses.Loss):
         return 0 if self._seed_stream is None else self._seed_stream.position()
 
     # -- computation ----------------------------------------------------------------
+    def _op_kwargs(self) -> dict:
+        """The keyword arguments of the loss's op for one step.
+
+        The saved hyper-parameters (`_config_keys`, named as the op names them) and
+        `padding_id`; `seed`, when saved, becomes the step's seed from the stream.
+        """
+        kwargs = {key: getattr(self, key) for key in self._config_keys}
+        kwargs["padding_id"] = self.padding_id
+        if "seed" in kwargs:
+            kwargs["seed"] = self._next_seed()
+        return kwargs
+
     def _compute(self, y_true, y_pred, table, sample_weight):
         raise NotImplementedError
 

@@ -101,17 +101,7 @@ class SampledSoftmaxLoss(ItemTableLoss):
         self._init_seed(seed, seed_position)
 
     def _compute(self, y_true, y_pred, table, sample_weight):
-        return sampled_ops.sampled_softmax(
-            y_pred,
-            y_true,
-            table,
-            num_sampled=self.num_sampled,
-            sampler=self.sampler,
-            item_counts=self.item_counts,
-            distortion=self.distortion,
-            padding_id=self.padding_id,
-            seed=self._next_seed(),
-        )
+        return sampled_ops.sampled_softmax(y_pred, y_true, table, **self._op_kwargs())
 
 
 @keras.saving.register_keras_serializable(package="keras_sce")
@@ -162,15 +152,7 @@ class SampledBCELoss(ItemTableLoss):
         self._init_seed(seed, seed_position)
 
     def _compute(self, y_true, y_pred, table, sample_weight):
-        return sampled_ops.sampled_bce(
-            y_pred,
-            y_true,
-            table,
-            num_negatives=self.num_negatives,
-            padding_id=self.padding_id,
-            seed=self._next_seed(),
-            logit_offset=self.logit_offset,
-        )
+        return sampled_ops.sampled_bce(y_pred, y_true, table, **self._op_kwargs())
 
 
 @keras.saving.register_keras_serializable(package="keras_sce")
@@ -229,13 +211,4 @@ class GBCELoss(SampledBCELoss):
         self.t = t
 
     def _compute(self, y_true, y_pred, table, sample_weight):
-        return sampled_ops.gbce(
-            y_pred,
-            y_true,
-            table,
-            num_negatives=self.num_negatives,
-            t=self.t,
-            padding_id=self.padding_id,
-            seed=self._next_seed(),
-            logit_offset=self.logit_offset,
-        )
+        return sampled_ops.gbce(y_pred, y_true, table, **self._op_kwargs())
