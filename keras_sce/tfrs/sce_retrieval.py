@@ -202,10 +202,7 @@ class SCERetrieval(tf_keras.layers.Layer, tfrs.tasks.base.Task):
     # -- the candidate table ----------------------------------------------------------
     def bind(self, candidate_embeddings):
         """Points the task at its candidate table (layer or variable); returns `self`."""
-        if candidate_embeddings is None:
-            self._candidate_embeddings = None
-            return self
-        check_candidate_source(candidate_embeddings)
+        check_candidate_source(candidate_embeddings)  # None: an unbound task
         self._candidate_embeddings = candidate_embeddings
         return self
 
