@@ -6,24 +6,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+import keras_sce.sparsegrad.layer_arguments as arguments
+import keras_sce.sparsegrad.layer_weights as layer_weights
 from keras_sce.sparsegrad.basis_pool import rotate_kernel, unrotate_kernel
 from keras_sce.sparsegrad.core import sparse_grad_matmul
 from keras_sce.sparsegrad.dense_conversion import check_convertible, dense_settings, fold_to_dense
-from keras_sce.sparsegrad.layer_arguments import (
-    STORED,
-    check_options,
-    check_support_range,
-    intern_bases,
-    parse_support,
-    pop_refused_arguments,
-    resolve_num_selected,
-)
-from keras_sce.sparsegrad.layer_weights import (
-    build_basis,
-    build_support,
-    load_weights,
-    save_weights,
-)
 from keras_sce.sparsegrad.registry import register_sparse_kernel
 from keras_sce.utils import require_tensorflow_backend
 
@@ -145,10 +132,10 @@ class SparseGradDense(keras.layers.Layer):
         **kwargs,
     ):
         require_tensorflow_backend("SparseGradDense")
-        pop_refused_arguments(kwargs)
+        arguments.pop_refused_arguments(kwargs)
         support_size = kwargs.pop("support_size", None)
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
-        check_options(units, num_selected, density, selection, formulation)
+        arguments.check_options(units, num_selected, density, selection, formulation)
         self.formulation = formulation
         self.units = int(units)
         self.num_selected = None if num_selected is None else int(num_selected)
@@ -165,8 +152,8 @@ class SparseGradDense(keras.layers.Layer):
 
         self._input_basis_arg = input_basis
         self._output_basis_arg = output_basis
-        self.input_basis, self.output_basis = intern_bases(input_basis, output_basis)
-        self._support_arg, self._support_size = parse_support(support, support_size)
+        self.input_basis, self.output_basis = arguments.intern_bases(input_basis, output_basis)
+        self._support_arg, self._support_size = arguments.parse_support(support, support_size)
         self._support_mode = support
         self.support = None
         self._k = None
@@ -186,18 +173,18 @@ class SparseGradDense(keras.layers.Layer):
         input_dim = int(input_dim)
         shape = (input_dim, self.units)
         size = input_dim * self.units
-        self.input_basis = build_basis(
+        self.input_basis = layer_weights.build_basis(
             self, self.input_basis, self._input_basis_arg, input_dim, "input_basis"
         )
-        self.output_basis = build_basis(
+        self.output_basis = layer_weights.build_basis(
             self, self.output_basis, self._output_basis_arg, self.units, "output_basis"
         )
         if self._support_size is not None:
-            check_support_range(
+            arguments.check_support_range(
                 self._support_arg, self._support_size, size, self.name, shape
             )
-            self.support = build_support(self, self._support_arg, self._support_size)
-        self._k = resolve_num_selected(
+            self.support = layer_weights.build_support(self, self._support_arg, self._support_size)
+        self._k = arguments.resolve_num_selected(
             self.num_selected, self.density, size, self._support_size, self.name, shape
         )
         self.kernel = self.add_weight(
@@ -310,10 +297,10 @@ class SparseGradDense(keras.layers.Layer):
 
     # ----------------------------------------------------------- serialization
     def save_own_variables(self, store):
-        save_weights(self, store)
+        layer_weights.save_weights(self, store)
 
     def load_own_variables(self, store):
-        load_weights(self, store)
+        layer_weights.load_weights(self, store)
 
     def get_config(self):
         config = super().get_config()
@@ -331,9 +318,9 @@ class SparseGradDense(keras.layers.Layer):
                 "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
                 "activity_regularizer": keras.regularizers.serialize(self.activity_regularizer),
                 "bias_constraint": keras.constraints.serialize(self.bias_constraint),
-                "input_basis": None if self._input_basis_arg is None else STORED,
-                "output_basis": None if self._output_basis_arg is None else STORED,
-                "support": None if self._support_size is None else STORED,
+                "input_basis": None if self._input_basis_arg is None else arguments.STORED,
+                "output_basis": None if self._output_basis_arg is None else arguments.STORED,
+                "support": None if self._support_size is None else arguments.STORED,
                 "support_size": self._support_size,
             }
         )
