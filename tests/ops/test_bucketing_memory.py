@@ -50,11 +50,15 @@ def test_sce_train_step_does_not_copy_the_table():
     After a sparse (scatter) update TensorFlow puts a variable in copy-on-read mode,
     so a dense read outside XLA copies the whole table (measured +260 MB at
     C=10^6, d=64; +2.5 GB at C=10^7). The search therefore takes the variable
-    itself into the compiled program. Runs one step of benchmarks/loss_scaling_child.py's
-    SCE method in a fresh process and bounds its attributable peak memory."""
+    itself into the compiled program. Runs benchmarks/loss_scaling_child.py's SCE
+    method in a fresh process (one warm-up step, then two timed steps, both after a
+    sparse update) and bounds the timed steps' own peak memory (`transient_mem_mb`):
+    a per-step copy shows there in full. The warm-up window (tracing, XLA
+    compilation) is left out: in the full suite, with the other worker busy, it
+    once measured a table-sized peak that the timed steps did not repeat."""
     num_items, dim = 1_000_000, 64
     cfg = dict(
-        method="sce", n_rows=256, catalog_size=num_items, dim=dim, steps=1, warmup=1,
+        method="sce", n_rows=256, catalog_size=num_items, dim=dim, steps=2, warmup=1,
         threads=1, jit=False, bucket_size_y=256, sce_chunk=65_536, ce_chunk=0,
         num_sampled=64, device="cpu", device_name="cpu",
     )
@@ -68,5 +72,6 @@ def test_sce_train_step_does_not_copy_the_table():
     ).stdout
     result = json.loads(out.split("RESULT ", 1)[1])
     table_mb = num_items * dim * 4 / 2**20
-    # Measured: 131 MB when the variable is read inside XLA, 391 MB as it is now.
-    assert result["peak_mem_mb"] < 0.75 * table_mb, result
+    # Measured (one timed step): 0 MB when the variable is read inside XLA, 260 MB when
+    # it is read densely before the search (compat.pause_gradient_tapes -> None).
+    assert result["transient_mem_mb"] < 0.5 * table_mb, result
