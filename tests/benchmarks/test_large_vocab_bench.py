@@ -183,3 +183,21 @@ def test_table_keeps_loss_options_apart(tmp_path):
     assert len(lines) == 4
     assert any('"proposal":"unigram"' in line and "0.3000" in line for line in lines)
     assert "SCE bucket_size_y=1024" in text  # one target paragraph per SCE configuration
+
+
+def test_calibrated_rows_are_checked_against_exact_ce_and_raw_sce(tmp_path):
+    rows = [_row(seed=0, acc10=0.40, mem=50.0), _row("ce", 0, "full", acc10=0.50, mem=1000.0)]
+    rows[0]["options"] = "bucket_size_y=256"
+    rows[1]["test_ppl"] = 100.0
+    for seed, ppl in ((0, 104.0), (1, 112.0)):
+        row = _row(seed=seed, acc10=0.45, mem=54.0)
+        row.update(method="sce_calibrated", test_ppl=ppl,
+                   options='bucket_size_y=256 calibration={"num_samples":8}')
+        rows.append(row)
+    text = report.write_table(rows, tmp_path / "lv.md")
+    assert "calibrated SCE bucket_size_y=256 calibration={\"num_samples\":8} (2 seeds):" in text
+    assert "test perplexity 108.0 vs exact CE (full) 100.0: +8.0% (target: within +10%)" in text
+    assert "acc@10 0.4500 vs raw SCE 0.4000 (target: no worse)" in text
+    assert "Compiled loss memory 5.4 vs raw SCE 5.0 MB: +8.0% (target: within +10%)" in text
+    ce_line = next(line for line in text.splitlines() if "| ce |" in line)
+    assert "±" not in ce_line  # one seed: no spread shown
