@@ -7,6 +7,7 @@ from typing import NamedTuple
 import keras
 from keras import ops
 
+from keras_sce import _options
 from keras_sce.kops import _checks
 
 
@@ -151,7 +152,7 @@ def prepare_rows(hidden, labels, item_table, padding_id, sample_weight, check_id
             )
     _checks.shapes(hidden.shape, labels.shape, item_table.shape)
     num_items, dim = item_table.shape
-    padding_id = _checks.padding_row(padding_id, num_items)
+    padding_id = _options.check_padding_id(padding_id, num_items)
     compute_dtype = "float64" if dtype_of(hidden) == "float64" else "float32"
     x = ops.reshape(ops.cast(hidden, compute_dtype), (-1, dim))
     y = ops.reshape(labels, (-1,))
