@@ -4,7 +4,9 @@ Every user's target is ranked against the whole catalogue (no sampled metrics).
 Scores are computed chunk by chunk over the item table, so the largest live tensor
 is `[query_batch, chunk_size + k]`; no `[users, items]` matrix is ever built.
 The search is the core's (`keras_sce.ops.top_k`), the one SCE's loss uses to
-find each bucket's items.
+find each bucket's items. A JAX item table split by rows over a device mesh is
+ranked shard by shard where its rows live (`keras_sce.kops.sharded`), never
+gathered to one device or to the host.
 """
 
 from __future__ import annotations
