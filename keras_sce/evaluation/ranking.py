@@ -4,10 +4,15 @@ Every user's target is ranked against the whole catalogue (no sampled metrics).
 Scores are computed chunk by chunk over the item table, so the largest live tensor
 is `[query_batch, chunk_size + k]`; no `[users, items]` matrix is ever built.
 The search is the core's (`keras_sce.ops.top_k`), the one SCE's loss uses to
-find each bucket's items.
+find each bucket's items. A JAX item table split by rows over a device mesh is
+ranked shard by shard where its rows live (`keras_sce.kops.sharded`), never
+gathered to one device or to the host.
 """
 
 from __future__ import annotations
+
+import functools
+import sys
 
 import numpy as np
 import tensorflow as tf
@@ -35,6 +40,14 @@ def _non_finite_rows(values) -> np.ndarray:
 
 
 def _check_finite(queries, table, padding_id) -> None:
+    _check_finite_queries(queries)
+    bad_items = _non_finite_rows(table)
+    bad_items = bad_items[bad_items != padding_id]  # the padding row is never scored
+    if bad_items.size:
+        _raise_non_finite_items(bad_items.size, table.shape[0], bad_items[0])
+
+
+def _check_finite_queries(queries) -> None:
     bad_queries = _non_finite_rows(queries)
     if bad_queries.size:
         raise NonFiniteScoresError(
@@ -42,15 +55,70 @@ def _check_finite(queries, table, padding_id) -> None:
             f"(first at row {bad_queries[0]}); the model's outputs are not finite (a diverged "
             "run?), so no ranking can be computed."
         )
-    bad_items = _non_finite_rows(table)
-    bad_items = bad_items[bad_items != padding_id]  # the padding row is never scored
-    if bad_items.size:
-        raise NonFiniteScoresError(
-            f"{bad_items.size} of {table.shape[0]} `item_table` rows hold NaN or infinite "
-            f"values (first at item {bad_items[0]}); the item embeddings are not finite (a "
-            "diverged run?), so no ranking can be computed."
-        )
 
+
+def _raise_non_finite_items(count, num_items, first):
+    raise NonFiniteScoresError(
+        f"{count} of {num_items} `item_table` rows hold NaN or infinite "
+        f"values (first at item {first}); the item embeddings are not finite (a "
+        "diverged run?), so no ranking can be computed."
+    )
+
+
+def _row_sharding(item_table):
+    """`(mesh, axis)` for a JAX array (or Keras variable) split by rows; else None."""
+    if "jax" not in sys.modules:  # only a program that uses JAX can hold a JAX array
+        return None
+    from keras_sce.kops.sharded import array_row_sharding
+
+    return array_row_sharding(item_table)
+
+
+def _as_float_array(queries):
+    queries = np.asarray(queries)
+    return queries if np.issubdtype(queries.dtype, np.floating) else queries.astype(np.float32)
+
+
+def _check_finite_sharded(queries, table, padding_id) -> None:
+    """`_check_finite` for a table split over devices: only two ints leave them."""
+    from keras_sce.kops.sharded import non_finite_table_rows
+
+    _check_finite_queries(queries)
+    count, first = non_finite_table_rows(table, padding_id)
+    if count:
+        _raise_non_finite_items(count, table.shape[0], first)
+
+
+def _sharded_search(sharding, queries, table, k, chunk_size, padding_id, exclude, targets,
+                    start, stop, batch_size):
+    """One query batch against a row-sharded table (`keras_sce.kops.sharded`).
+
+    The batch is padded to `batch_size` rows (no history, any real target), so every
+    batch runs the same compiled program; the padding rows are dropped afterwards.
+    """
+    search = _compiled_sharded_search()
+    rows = min(batch_size, queries.shape[0])
+    extra = rows - (stop - start)
+
+    def padded(values, fill):
+        return np.concatenate([values[start:stop], np.full((extra, *values.shape[1:]), fill,
+                                                           values.dtype)])
+
+    mesh, axis = sharding
+    out = search(padded(queries, 0.0), table, k=k, mesh=mesh, axis=axis,
+                 exclude=padded(exclude, -1), targets=padded(targets, targets[start]),
+                 chunk_size=chunk_size, exclude_id=padding_id)
+    return tuple(np.asarray(value)[: stop - start] for value in out)
+
+
+@functools.cache
+def _compiled_sharded_search():
+    import jax
+
+    from keras_sce.kops.sharded import sharded_top_k_with_exclusion
+
+    return jax.jit(sharded_top_k_with_exclusion,
+                   static_argnames=("k", "mesh", "axis", "chunk_size", "exclude_id"))
 
 # The search of the core (SCE's item search runs it compiled with XLA); here a plain
 # graph, traced once per query-batch shape, k and chunk size.
@@ -90,6 +158,13 @@ def streamed_top_k(
         batch_size: query rows processed at once.
         padding_id: id that is never recommended.
 
+    A JAX table whose rows are split over a device mesh axis (e.g. the item
+    embeddings under a `keras.distribution.ModelParallel` layout `("model",
+    None)`) is never gathered: each device ranks its own rows and only the small
+    per-device top-k candidates and rank counts are merged
+    (`keras_sce.kops.sharded.sharded_top_k_with_exclusion`); every query batch is
+    padded to `batch_size` rows so that one compiled program serves them all.
+
     Returns:
         `(scores [n, k], ids [n, k])` as NumPy arrays, plus `ranks [n]` when
         `targets` is given.
@@ -115,17 +190,25 @@ def streamed_top_k(
     chunk_size = checks.check_positive_int(chunk_size, "chunk_size")
     batch_size = checks.check_positive_int(batch_size, "batch_size")
     padding_id = checks.as_int(padding_id, "padding_id")
-    queries = tf.convert_to_tensor(queries)
-    if not queries.dtype.is_floating:
-        queries = tf.cast(queries, tf.float32)
-    table = tf.convert_to_tensor(item_table, dtype=queries.dtype)
-    if queries.shape.rank != 2 or table.shape.rank != 2 or queries.shape[1] != table.shape[1]:
+    sharding = _row_sharding(item_table)
+    if sharding is None:
+        queries = tf.convert_to_tensor(queries)
+        if not queries.dtype.is_floating:
+            queries = tf.cast(queries, tf.float32)
+        table = tf.convert_to_tensor(item_table, dtype=queries.dtype)
+    else:  # a JAX table split by rows over devices: searched where its rows live
+        queries = _as_float_array(queries)
+        table = getattr(item_table, "value", item_table)
+    if len(queries.shape) != 2 or len(table.shape) != 2 or queries.shape[1] != table.shape[1]:
         raise ValueError(
             f"queries [n, d] and item_table [C, d] must agree on d; got {queries.shape} "
             f"and {table.shape}."
         )
     num_items = int(table.shape[0])
-    _check_finite(queries, table, padding_id)
+    if sharding is None:
+        _check_finite(queries, table, padding_id)
+    else:
+        _check_finite_sharded(queries, table, padding_id)
     if not 1 <= k <= num_items - 1:
         raise ValueError(f"k must be in [1, {num_items - 1}] (catalogue minus padding), got {k}.")
     n = int(queries.shape[0])
@@ -151,14 +234,20 @@ def streamed_top_k(
     out_scores, out_ids, out_ranks, overflowed = [], [], [], 0
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
-        scores, ids, ranks, finite = _search(
-            queries[start:stop], table, k, chunk_size, None, padding_id, None,
-            tf.constant(exclude[start:stop]), tf.constant(targets[start:stop]),
-        )
-        out_scores.append(scores.numpy())
-        out_ids.append(ids.numpy())
-        out_ranks.append(ranks.numpy())
-        overflowed += int(np.sum(~finite.numpy()))
+        if sharding is None:
+            scores, ids, ranks, finite = _search(
+                queries[start:stop], table, k, chunk_size, None, padding_id, None,
+                tf.constant(exclude[start:stop]), tf.constant(targets[start:stop]),
+            )
+        else:
+            scores, ids, ranks, finite = _sharded_search(
+                sharding, queries, table, k, chunk_size, padding_id, exclude, targets,
+                start, stop, batch_size,
+            )
+        out_scores.append(np.asarray(scores))
+        out_ids.append(np.asarray(ids))
+        out_ranks.append(np.asarray(ranks))
+        overflowed += int(np.sum(~np.asarray(finite)))
     if overflowed:
         raise NonFiniteScoresError(
             f"the scores of {overflowed} of {n} queries overflowed to NaN or infinity "

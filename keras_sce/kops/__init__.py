@@ -3,18 +3,32 @@
 - `scalable_cross_entropy` — SCE (arXiv 2409.18721), as `keras_sce.ops`
   computes it on TensorFlow.
 - `bucket_top_k` — the per-bucket top-k item search, streamed over chunks.
-- `full_cross_entropy` — the exact softmax cross-entropy over the catalogue.
+- `full_cross_entropy`, `chunked_cross_entropy` — the exact softmax cross-entropy
+  over the catalogue (materialised, or streamed over catalogue chunks).
+- `sampled_softmax`, `sampled_bce`, `gbce` — the sampled baselines.
 - `batch_fingerprint` — a per-batch int for fresh, jit-friendly seeds.
 - `keras_sce.kops.sharded` — the search and table reads of a table split by rows
-  over devices (JAX, `jax.shard_map`).
+  over devices (JAX, `jax.shard_map`), and the full-catalogue ranking on it.
 
-These functions import no TensorFlow. `keras_sce.kops.loss` (the Keras loss that
-`keras_sce.SCELoss` becomes off TensorFlow) builds on `SCELoss`, which does.
+These functions import no TensorFlow. `keras_sce.kops.loss` and
+`keras_sce.kops.losses` (the Keras losses that `keras_sce.SCELoss` and the
+baseline losses become off TensorFlow) build on the TensorFlow classes, which do.
 """
 
 from keras_sce.kops._tensors import batch_fingerprint
-from keras_sce.kops.cross_entropy import full_cross_entropy
+from keras_sce.kops.binary import gbce, sampled_bce
+from keras_sce.kops.cross_entropy import chunked_cross_entropy, full_cross_entropy
+from keras_sce.kops.sampled import sampled_softmax
 from keras_sce.kops.sce import scalable_cross_entropy
 from keras_sce.kops.search import bucket_top_k
 
-__all__ = ["batch_fingerprint", "bucket_top_k", "full_cross_entropy", "scalable_cross_entropy"]
+__all__ = [
+    "batch_fingerprint",
+    "bucket_top_k",
+    "chunked_cross_entropy",
+    "full_cross_entropy",
+    "gbce",
+    "sampled_bce",
+    "sampled_softmax",
+    "scalable_cross_entropy",
+]

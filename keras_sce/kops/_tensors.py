@@ -7,6 +7,7 @@ from typing import NamedTuple
 import keras
 from keras import ops
 
+from keras_sce import _options
 from keras_sce.kops import _checks
 
 
@@ -47,18 +48,18 @@ def batch_fingerprint(labels):
     return ops.sum(y * weights + ops.right_shift(y, 7))
 
 
-def noise(shape, seed, dtype, labels):
-    if keras.backend.backend() == "jax":
-        import jax
+def _jax_key(seed, labels):
+    import jax
 
-        if seed is None:
-            seed = (0, batch_fingerprint(labels))
-        if isinstance(seed, int):
-            key = jax.random.PRNGKey(seed)
-        else:
-            seed = ops.cast(ops.convert_to_tensor(seed), "int32")
-            key = jax.random.fold_in(jax.random.PRNGKey(seed[0]), seed[1])
-        return jax.random.normal(key, shape, dtype=dtype)
+    if seed is None:
+        seed = (0, batch_fingerprint(labels))
+    if isinstance(seed, int):
+        return jax.random.PRNGKey(seed)
+    seed = ops.cast(ops.convert_to_tensor(seed), "int32")
+    return jax.random.fold_in(jax.random.PRNGKey(seed[0]), seed[1])
+
+
+def _python_seed(seed):
     if seed is not None and not isinstance(seed, int):
         try:
             first, second = (int(s) for s in seed)
@@ -67,7 +68,35 @@ def noise(shape, seed, dtype, labels):
                 "A seed tensor needs the JAX backend here; pass None or a Python int."
             ) from err
         seed = (first * 1_000_003 + second) % (2**31)
-    return keras.random.normal(shape, dtype=dtype, seed=seed)
+    return seed
+
+
+def draw(kind, shape, seed, labels, dtype="float32", minval=0, maxval=1):
+    """Random `"normal"`, `"uniform"` (floats in `[minval, maxval)`) or `"randint"` draws.
+
+    Under JAX stateless: `seed` is an int, an int pair or a `[2]` tensor, and None
+    means `(0, batch_fingerprint(labels))`. On other backends Keras' generator
+    (`seed`: None or a Python int).
+    """
+    if keras.backend.backend() == "jax":
+        import jax
+
+        key = _jax_key(seed, labels)
+        if kind == "normal":
+            return jax.random.normal(key, shape, dtype=dtype)
+        if kind == "uniform":
+            return jax.random.uniform(key, shape, dtype=dtype, minval=minval, maxval=maxval)
+        return jax.random.randint(key, shape, minval, maxval, dtype="int32")
+    seed = _python_seed(seed)
+    if kind == "normal":
+        return keras.random.normal(shape, dtype=dtype, seed=seed)
+    if kind == "uniform":
+        return keras.random.uniform(shape, minval, maxval, dtype=dtype, seed=seed)
+    return keras.random.randint(shape, minval, maxval, dtype="int32", seed=seed)
+
+
+def noise(shape, seed, dtype, labels):
+    return draw("normal", shape, seed, labels, dtype)
 
 
 def draw_centers(x, valid, num_buckets, mix_x, seed, labels):
@@ -124,6 +153,43 @@ def safe_ratio(num, den):
     return ops.where(ok, num / ops.where(ok, den, ops.ones_like(den)), ops.zeros_like(num))
 
 
+def counted_weight(rows):
+    """`[N]` weights of the rows that count: 1 (or the sample weight), 0 elsewhere."""
+    weight = ops.cast(rows.valid, rows.dtype)
+    return weight if rows.weight is None else weight * rows.weight
+
+
+def weighted_mean(per_row, rows):
+    """`sum(w * loss) / sum(w)` over the rows that count; 0 when none does.
+
+    NaN when a counted row's loss or hidden state is not finite, or when the
+    inputs were not healthy (ids outside the table, bad weights: traced checks).
+    """
+    per_row = ops.where(rows.valid, per_row, ops.zeros_like(per_row))
+    weight = counted_weight(rows)
+    loss = safe_ratio(ops.sum(weight * per_row), ops.sum(weight))
+    finite = ops.logical_and(ops.all(ops.isfinite(rows.x)), ops.all(ops.isfinite(per_row)))
+    return ops.where(ops.logical_and(finite, rows.healthy), loss, float("nan"))
+
+
+def safe_labels(rows):
+    """`rows.y` with the rows that do not count pointed at a real item (finite losses)."""
+    if rows.padding_id is None and rows.weight is None:
+        return rows.y
+    other = 1 if rows.padding_id == 0 else 0
+    return ops.where(rows.valid, rows.y, ops.full_like(rows.y, other))
+
+
+def to_real_ids(ids, padding_id):
+    """Maps `[0, C-1)` onto the `C - 1` non-padding ids of `[0, C)`."""
+    return ids if padding_id is None else ops.where(ids >= padding_id, ids + 1, ids)
+
+
+def to_compact_ids(ids, padding_id):
+    """Inverse of `to_real_ids` (for non-padding ids)."""
+    return ids if padding_id is None else ops.where(ids > padding_id, ids - 1, ids)
+
+
 class Rows(NamedTuple):
     """The checked, flattened inputs of a loss over an item table."""
 
@@ -151,7 +217,7 @@ def prepare_rows(hidden, labels, item_table, padding_id, sample_weight, check_id
             )
     _checks.shapes(hidden.shape, labels.shape, item_table.shape)
     num_items, dim = item_table.shape
-    padding_id = _checks.padding_row(padding_id, num_items)
+    padding_id = _options.check_padding_id(padding_id, num_items)
     compute_dtype = "float64" if dtype_of(hidden) == "float64" else "float32"
     x = ops.reshape(ops.cast(hidden, compute_dtype), (-1, dim))
     y = ops.reshape(labels, (-1,))

@@ -22,7 +22,7 @@ import inspect
 import keras
 import numpy as np
 
-from keras_sce.kops import _checks
+from keras_sce import _options
 from keras_sce.kops._tensors import batch_fingerprint
 from keras_sce.kops.sce import scalable_cross_entropy
 from keras_sce.kops.sharded import table_sharding
@@ -71,21 +71,21 @@ class KerasOpsSCELoss(SCELoss):
         keras.losses.Loss.__init__(
             self, name=options["name"], reduction="sum_over_batch_size", dtype=options["dtype"]
         )
-        self.padding_id = _checks.padding_row(options["padding_id"], None)
+        self.padding_id = _options.check_padding_id(options["padding_id"], None)
         (
             self.num_buckets,
             self.bucket_size_x,
             self.bucket_size_y,
             self.chunk_size,
-        ) = _checks.sce_options(
+        ) = _options.check_sce_sizes(
             options["num_buckets"], options["bucket_size_x"], options["bucket_size_y"],
             options["chunk_size"],
         )
         self.mix_x = bool(options["mix_x"])
         self._calibration = self.calibration = None
         self.check_ids = bool(options["check_ids"])
-        self.seed = _checks.as_int(options["seed"], "seed", allow_none=True)
-        _checks.as_int(options["seed_position"], "seed_position", minimum=0)
+        self.seed = _options.as_int(options["seed"], "seed", allow_none=True)
+        _options.as_int(options["seed_position"], "seed_position", minimum=0)
         self._seed_stream = None
         self._base_seed = self.seed
         if self._base_seed is None:

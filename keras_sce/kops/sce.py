@@ -17,10 +17,11 @@ import functools
 
 from keras import ops
 
-from keras_sce.kops import _checks
+from keras_sce import _options
 from keras_sce.kops._tensors import all_finite, draw_centers, dtype_of, prepare_rows, safe_ratio
 from keras_sce.kops.search import NEG_INF, bucket_top_k
 from keras_sce.kops.sharded import sharded_bucket_top_k, sharded_take
+from keras_sce.ops.defaults import DEFAULT_BUCKET_SIZE_Y, default_num_buckets  # no TensorFlow
 
 
 def scalable_cross_entropy(
@@ -30,7 +31,7 @@ def scalable_cross_entropy(
     *,
     num_buckets=None,
     bucket_size_x=None,
-    bucket_size_y=256,
+    bucket_size_y=DEFAULT_BUCKET_SIZE_Y,
     mix_x=False,
     padding_id=0,
     chunk_size=None,
@@ -105,7 +106,7 @@ def scalable_cross_entropy(
             "(keras_sce.ops.scalable_cross_entropy); pass calibration=None here."
         )
     rows = prepare_rows(hidden, labels, item_table, padding_id, sample_weight, check_ids)
-    num_buckets, bucket_size_x, bucket_size_y, chunk = _checks.sce_options(
+    num_buckets, bucket_size_x, bucket_size_y, chunk = _options.check_sce_sizes(
         num_buckets, bucket_size_x, bucket_size_y, chunk_size
     )
     x, y, valid, weight, table = rows.x, rows.y, rows.valid, rows.weight, rows.table
@@ -123,7 +124,7 @@ def scalable_cross_entropy(
 
     # 2. Centres and 3. rows per bucket (no gradient).
     x_detached = ops.stop_gradient(x)
-    rule = _checks.authors_rule(num_rows)
+    rule = default_num_buckets(num_rows)
     if centers is not None:
         centers = ops.convert_to_tensor(centers)
         if "float" not in dtype_of(centers):
@@ -136,14 +137,16 @@ def scalable_cross_entropy(
     if bucket_size_x is None:
         b_x = min(rule, num_rows)
     else:
-        b_x = _checks.clamp(bucket_size_x, num_rows, "bucket_size_x", "rows")
+        b_x = _options.clamp_bucket_size(bucket_size_x, num_rows, "bucket_size_x", "rows",
+                                        stacklevel=4)
     row_scores = ops.matmul(centers, ops.transpose(x_detached))
     row_scores = ops.where(ops.expand_dims(valid, 0), row_scores, NEG_INF)
     _, bucket_rows = ops.top_k(row_scores, b_x, sorted=True)
 
     # 4. Items per bucket: the (streamed) maximum inner product search.
     available = num_items - (0 if padding_id is None else 1)
-    b_y = _checks.clamp(bucket_size_y, available, "bucket_size_y", "items")
+    b_y = _options.clamp_bucket_size(bucket_size_y, available, "bucket_size_y", "items",
+                                    stacklevel=4)
     item_scores, bucket_items = search(
         centers, ops.stop_gradient(rows.raw_table), b_y, chunk_size=chunk, exclude_id=padding_id
     )

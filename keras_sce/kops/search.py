@@ -13,7 +13,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_sce.kops import _checks
+from keras_sce import _options
 
 NEG_INF = float("-inf")
 
@@ -112,8 +112,8 @@ def bucket_top_k(centers, vectors, k, *, chunk_size=None, exclude_id=None):
             f"`centers` and `vectors` must be matrices of the same width, got shapes "
             f"{tuple(centers.shape)} and {tuple(vectors.shape)}."
         )
-    k = _checks.positive_int(k, "k")
-    chunk_size = _checks.positive_int(chunk_size, "chunk_size", allow_none=True)
+    k = _options.check_positive_int(k, "k")
+    chunk_size = _options.check_positive_int(chunk_size, "chunk_size", allow_none=True)
     if k > vectors.shape[0]:
         raise ValueError(f"`k`={k} must lie in [1, {vectors.shape[0]}] (the number of vectors).")
     if chunk_size is None or chunk_size >= vectors.shape[0]:

@@ -69,9 +69,19 @@ class ItemTableLoss(keras.losses.Loss):
 
     _config_keys: tuple[str, ...] = ()
     supports_sample_weight = True
+    _keras_ops = False  # True for the keras.ops implementations (keras_sce.kops.losses)
+
+    def __new__(cls, *args, **kwargs):
+        # Other Keras backends (JAX): the keras.ops implementation, keras_sce.kops.losses.
+        if keras.backend.backend() != "tensorflow":
+            from keras_sce.kops.losses import keras_ops_class
+
+            cls = keras_ops_class(cls)
+        return super().__new__(cls)
 
     def __init__(self, item_embeddings=None, *, padding_id=0, name=None, dtype=None):
-        require_tensorflow_backend(type(self).__name__)
+        if not self._keras_ops:
+            require_tensorflow_backend(type(self).__name__)
         super().__init__(name=name, reduction="sum_over_batch_size", dtype=dtype)
         self.padding_id = checks.check_padding_id(padding_id, None)
         self.seed = None

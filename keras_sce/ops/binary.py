@@ -28,11 +28,14 @@ seed.
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import tensorflow as tf
 
+# The option rules, shared with the keras.ops implementation (kops).
+from keras_sce._options import (  # noqa: F401 - part of this module's interface
+    balanced_logit_offset,
+    gbce_beta,
+    resolve_logit_offset,
+)
 from keras_sce.ops import checks, inputs
 from keras_sce.ops.sampling import random_uniform, to_real_ids
 
@@ -52,38 +55,6 @@ def _per_row_negatives(x, item_table, num_negatives, padding_id, seed):
 def _negative_logits(x, item_table, neg):
     w = tf.cast(tf.gather(item_table, neg), x.dtype)  # [M, k, d]
     return tf.einsum("md,mkd->mk", x, w)
-
-
-def balanced_logit_offset(num_negatives: int, beta: float = 1.0) -> float:
-    """`log(beta / k)`: the score at which the binary loss has no pull on a shared shift.
-
-    With every score equal to `s`, the derivative of
-    `beta * softplus(-s) + k * softplus(s)` is zero at `s = log(beta / k)`:
-    the positive's pull up and the `k` negatives' pull down cancel. Adding this
-    offset to the scores starts training there, so the model does not have to
-    learn the offset itself. `k = 1`, `beta = 1` (SASRec's BCE) gives 0.
-    """
-    num_negatives = checks.check_positive_int(num_negatives, "num_negatives")
-    if not beta > 0.0:
-        raise ValueError(f"beta must be > 0, got {beta}.")
-    return math.log(beta / num_negatives)
-
-
-def resolve_logit_offset(logit_offset, num_negatives, beta=1.0) -> float:
-    """The float offset for `logit_offset` (`"balanced"` or a finite real); validates it."""
-    if isinstance(logit_offset, str):
-        if logit_offset != "balanced":
-            raise ValueError(
-                f"logit_offset must be a finite float or 'balanced', got {logit_offset!r}."
-            )
-        return balanced_logit_offset(num_negatives, beta)
-    if isinstance(logit_offset, bool) or not isinstance(logit_offset, numbers.Real):
-        raise TypeError(
-            f"logit_offset must be a finite float or 'balanced', got {logit_offset!r}."
-        )
-    if not math.isfinite(logit_offset):
-        raise ValueError(f"logit_offset must be finite, got {logit_offset}.")
-    return float(logit_offset)
 
 
 def _binary_loss(
@@ -146,20 +117,6 @@ def sampled_bce(
         hidden, labels, item_table, num_negatives, 1.0, padding_id, seed, check_ids,
         logit_offset,
     )
-
-
-def gbce_beta(num_negatives: int, num_items: int, t: float) -> float:
-    """gBCE's power `beta = alpha * (t * (1 - 1/alpha) + 1/alpha)`, `alpha = k / (C - 1)`.
-
-    `num_items` counts real items (padding excluded). `t = 0` gives BCE
-    (`beta = 1`); `t = 1` gives `beta = alpha`.
-    """
-    if not 0.0 <= t <= 1.0:
-        raise ValueError(f"gBCE calibration t must be in [0, 1], got {t}.")
-    if num_items < 2:
-        raise ValueError("gBCE needs at least 2 items.")
-    alpha = num_negatives / (num_items - 1)
-    return alpha * (t * (1.0 - 1.0 / alpha) + 1.0 / alpha)
 
 
 def gbce(

@@ -13,23 +13,10 @@ import contextlib
 import tensorflow as tf
 
 from keras_sce import compat
+from keras_sce._options import check_sce_sizes as check_options  # noqa: F401 - shared with kops
 from keras_sce.ops import checks, defaults
 from keras_sce.ops.sampling import STATELESS_ALG, stateless_seed
 from keras_sce.ops.top_k import top_k_xla
-
-
-def check_options(num_buckets, bucket_size_x, bucket_size_y, chunk_size) -> tuple:
-    """Validates SCE's size options (shared by the op, `SCELoss` and `SCERetrieval`).
-
-    Returns them as Python ints (NumPy integers accepted), in the order given.
-    """
-    return (
-        checks.check_positive_int(num_buckets, "num_buckets", allow_none=True),
-        checks.check_positive_int(bucket_size_x, "bucket_size_x", allow_none=True),
-        checks.check_positive_int(bucket_size_y, "bucket_size_y"),
-        checks.check_positive_int(chunk_size, "chunk_size", allow_none=True),
-    )
-
 
 
 def draw_centers(x_detached, row_weight, num_buckets, mix_x, seed):

@@ -11,46 +11,19 @@ zeros from `tf.gather` on a GPU.
 
 from __future__ import annotations
 
-import numbers
 import warnings
 
-import numpy as np
 import tensorflow as tf
 
 from keras_sce import compat
 
-
-def as_int(value, name: str, *, minimum=None, allow_none: bool = False):
-    """`value` as a Python int: Python and NumPy integers alike, never a bool.
-
-    The one integer check of the package: options such as bucket sizes, seeds,
-    `padding_id` or `k` may come from NumPy (`np.int64` from a config array)
-    and are accepted like Python ints; they are returned as Python ints so that
-    configs stay JSON-serializable and compiled functions do not retrace. Bools
-    (`True` is an `int` in Python), floats (even `3.0`) and strings raise.
-
-    Args:
-        value: the candidate.
-        name: argument name used in the error message.
-        minimum: optional smallest allowed value.
-        allow_none: pass None through.
-
-    Returns:
-        A Python `int` (or None when allowed).
-
-    Raises:
-        TypeError: not an integer (or a bool).
-        ValueError: below `minimum`.
-    """
-    if value is None and allow_none:
-        return None
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        allowed = "an int" + (" or None" if allow_none else "")
-        raise TypeError(f"`{name}` must be {allowed} (Python or NumPy integer), got {value!r}.")
-    value = int(value)
-    if minimum is not None and value < minimum:
-        raise ValueError(f"`{name}` must be an int >= {minimum}, got {value}.")
-    return value
+# The plain-Python option checks, shared with the keras.ops implementation (kops).
+from keras_sce._options import (  # noqa: F401 - part of this module's interface
+    as_int,
+    check_padding_id,
+    check_positive_int,
+    clamp_bucket_size,
+)
 
 
 def in_xla_context() -> bool:
@@ -189,47 +162,6 @@ def check_labels_match(hidden: tf.Tensor, labels: tf.Tensor) -> None:
             f"`labels` shape {labels.shape} must match the hidden states without their last "
             f"axis, {hidden.shape[:-1]}."
         )
-
-
-def check_padding_id(padding_id, num_items):
-    """`padding_id` is None or a row of the table; returns it as a Python int."""
-    padding_id = as_int(padding_id, "padding_id", allow_none=True)
-    if padding_id is None:
-        return None
-    if padding_id < 0 or (num_items is not None and padding_id >= num_items):
-        raise ValueError(
-            f"`padding_id`={padding_id} is not a row of the item table (it has {num_items} rows). "
-            "Use padding_id=None when the table has no padding row."
-        )
-    return padding_id
-
-
-def check_positive_int(value, name: str, allow_none: bool = False):
-    """`value` as a Python int >= 1 (see `as_int`); raises ValueError otherwise."""
-    try:
-        return as_int(value, name, minimum=1, allow_none=allow_none)
-    except TypeError as err:
-        raise ValueError(f"`{name}` must be a positive int, got {value!r}.") from err
-
-
-def clamp_bucket_size(requested: int, available: int, name: str, what: str) -> int:
-    """Clamps a bucket size to what is available, with a warning when it bites.
-
-    A bucket larger than the rows (or items) available would only repeat the same
-    ones; clamping to all of them is exact (it covers everything), so it is not a
-    wrong answer, but the user asked for something else, hence the warning.
-    """
-    if available < 1:
-        raise ValueError(f"`{name}`: there are no {what} to choose from.")
-    if requested > available:
-        warnings.warn(
-            f"`{name}`={requested} is larger than the {available} {what} available; "
-            f"using {available} (every {what[:-1]} is then in every bucket).",
-            UserWarning,
-            stacklevel=3,
-        )
-        return available
-    return requested
 
 
 def id_range_checks(labels: tf.Tensor, num_items: tf.Tensor, name: str = "labels"):

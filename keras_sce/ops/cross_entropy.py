@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from keras_sce.ops import checks, defaults, inputs
+from keras_sce._options import auto_chunk_size  # shared with kops
+from keras_sce.ops import checks, inputs
 
 
 def full_cross_entropy(
@@ -50,31 +51,6 @@ def full_cross_entropy(
     logits = inputs.mask_item(logits, rows.padding_id)
     per_row = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
     return inputs.weighted_mean(per_row, weight, rows.ids_ok)
-
-
-# Auto chunk: each [N, chunk] float32 buffer stays near 2**24 elements (64 MB), and
-# a chunk never exceeds SCE's default one.
-_AUTO_CHUNK_ELEMENTS = 1 << 24
-_AUTO_CHUNK_MIN = 128
-_AUTO_CHUNK_MAX = defaults.DEFAULT_CHUNK_SIZE
-_AUTO_CHUNK_UNKNOWN_ROWS = 4096
-
-
-def auto_chunk_size(num_rows, num_items) -> int:
-    """The default catalogue chunk of `chunked_cross_entropy`.
-
-    `clip(2**24 // N, 128, 65536)` items (so an `[N, chunk]` float32 buffer is
-    about 64 MB whatever `N`), capped by the catalogue size; 4096 when `N` is
-    not known statically.
-    """
-    if num_rows is None:
-        chunk = _AUTO_CHUNK_UNKNOWN_ROWS
-    else:
-        chunk = min(max(_AUTO_CHUNK_ELEMENTS // max(int(num_rows), 1), _AUTO_CHUNK_MIN),
-                    _AUTO_CHUNK_MAX)
-    if num_items is not None:
-        chunk = min(chunk, int(num_items))
-    return chunk
 
 
 def _chunk_logits(x, table, start, chunk_size, num_items, padding_id):

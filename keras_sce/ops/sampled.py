@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import warnings
 
-import numpy as np
 import tensorflow as tf
 
+from keras_sce import _options
 from keras_sce.ops import checks, inputs
 from keras_sce.ops.binary import (  # noqa: F401 - the binary baselines, also reachable here
     balanced_logit_offset,
@@ -42,8 +42,6 @@ from keras_sce.ops.sampling import (
     to_compact_ids,
     to_real_ids,
 )
-
-_SAMPLERS = ("uniform", "unigram")
 
 
 def gathered_cross_entropy(hidden, labels, item_table, *, padding_id=0, check_ids=True):
@@ -111,8 +109,7 @@ def sampled_softmax(
         Translation", arXiv 1412.2007; Yi et al., "Sampling-Bias-Corrected Neural
         Modeling for Large Corpus Item Recommendations", RecSys 2019.
     """
-    if sampler not in _SAMPLERS:
-        raise ValueError(f"sampler must be one of {_SAMPLERS}, got {sampler!r}.")
+    _options.check_sampler(sampler)
     num_sampled = checks.check_positive_int(num_sampled, "num_sampled")
     rows = inputs.prepare_rows(hidden, labels, item_table, padding_id=padding_id,
                                check_ids=check_ids)
@@ -120,20 +117,10 @@ def sampled_softmax(
     if num_items is None:
         raise ValueError("sampled_softmax needs an item table with a static number of rows.")
     num_real = rows.num_real_items()
-    if num_sampled > num_real:
-        raise ValueError(f"num_sampled={num_sampled} exceeds the {num_real} real items.")
-    if sampler == "unigram" and item_counts is None:
-        raise ValueError("sampler='unigram' needs item_counts (occurrences per id).")
+    _options.check_num_sampled(num_sampled, num_real)
     log_q = None
     if sampler == "unigram":
-        counts = [float(c) for c in item_counts]
-        if len(counts) != num_items:
-            raise ValueError(f"item_counts has {len(counts)} entries for {num_items} items.")
-        if padding_id is not None:
-            del counts[padding_id]
-        # Items never seen keep a tiny mass so that every id has Q > 0.
-        log_q = np.log(np.maximum(np.asarray(counts), 1e-3)) * float(distortion)
-        log_q = log_q - np.logaddexp.reduce(log_q)
+        log_q = _options.unigram_log_q(item_counts, num_items, padding_id, distortion)
     x, y, weight = inputs.counted_rows(rows)
     log_expected = tf.constant(inclusion_log_probabilities(num_real, num_sampled, log_q), x.dtype)
     candidates = sample_without_replacement(num_real, num_sampled, log_q, seed)  # compact

@@ -7,12 +7,10 @@ algorithm, and the map between the `C - 1` non-padding items and a compact range
 
 from __future__ import annotations
 
-import functools
-import math
-
 import numpy as np
 import tensorflow as tf
 
+from keras_sce._options import inclusion_log_probabilities  # noqa: F401 - shared with kops
 from keras_sce.ops import checks
 
 # Named, not "auto_select": XLA's automatic choice differs from the eager one, and
@@ -68,38 +66,6 @@ def sample_without_replacement(num_real, num_sampled, log_q, seed):
         keys = keys + tf.constant(log_q, tf.float32)
     return tf.math.top_k(keys, k=num_sampled, sorted=False).indices
 
-
-@functools.lru_cache(maxsize=16)
-def _log_inclusion_cached(num_real, num_sampled, log_q_bytes):
-    log_q = np.frombuffer(log_q_bytes, np.float64)
-    q = np.exp(log_q)
-    log1m_q = np.log1p(-np.minimum(q, 1.0 - 1e-12))
-
-    def expected(tries):  # sum_i P(i drawn in `tries` draws with replacement)
-        return float(np.sum(-np.expm1(tries * log1m_q)))
-
-    lo, hi = float(num_sampled), float(num_sampled)
-    for _ in range(200):  # the sum tends to num_real as the draws grow
-        if expected(hi) >= num_sampled:
-            break
-        hi *= 2.0
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if expected(mid) < num_sampled else (lo, mid)
-    return np.log(-np.expm1(hi * log1m_q))
-
-
-def inclusion_log_probabilities(num_real, num_sampled, log_q):
-    """Log probability that each compact id is among the `num_sampled` candidates.
-
-    Uniform: exactly `num_sampled / num_real`. Unigram: `1 - (1 - q_i)^T` with
-    `T` the number of draws with replacement whose expected number of distinct
-    items is `num_sampled` (TensorFlow's samplers use the same form with the
-    actual number of draws); the probabilities then sum to `num_sampled`.
-    """
-    if log_q is None or num_sampled >= num_real:
-        return np.full([num_real], math.log(min(num_sampled / num_real, 1.0)))
-    return _log_inclusion_cached(num_real, num_sampled, np.asarray(log_q, np.float64).tobytes())
 
 class SeedStream:
     """A deterministic stream of stateless seeds: fresh centres at every call.

@@ -62,3 +62,55 @@ def sce_fixed_centres(hidden, labels, table, centres, b_x, b_y, padding_id=0):
             row_loss[r] = max(row_loss[r], loss)
     kept = np.isfinite(row_loss)
     return float(row_loss[kept].mean()) if kept.any() else 0.0
+
+
+def sampled_softmax_given(hidden, labels, table, candidates, log_expected, padding_id=0):
+    """Sampled softmax with logQ correction for the given real candidate ids.
+
+    `log_expected[i]` is the log inclusion probability of real item `i` (any value
+    on the padding row); negatives equal to a row's positive are removed.
+    """
+    x, y, valid = _flat(hidden, labels, padding_id)
+    w = np.asarray(table, np.float64)
+    log_expected = np.asarray(log_expected, np.float64)
+    losses = []
+    for r in np.flatnonzero(valid):
+        pos = x[r] @ w[y[r]] - log_expected[y[r]]
+        negatives = x[r] @ w[candidates].T - log_expected[candidates]
+        negatives = negatives[candidates != y[r]]
+        losses.append(_logsumexp(np.append(negatives, pos)) - pos)
+    return float(np.mean(losses)) if losses else 0.0
+
+
+def _softplus(s):
+    return np.logaddexp(0.0, s)
+
+
+def binary_given(hidden, labels, table, negatives, beta=1.0, offset=0.0, padding_id=0):
+    """(g)BCE for the given per-row negative ids `[N, k]` (a hit on the positive ignored)."""
+    x, y, valid = _flat(hidden, labels, padding_id)
+    w = np.asarray(table, np.float64)
+    negatives = np.asarray(negatives).reshape(len(y), -1)
+    losses = []
+    for r in np.flatnonzero(valid):
+        pos = x[r] @ w[y[r]] + offset
+        neg = x[r] @ w[negatives[r]].T + offset
+        losses.append(beta * _softplus(-pos) + _softplus(neg)[negatives[r] != y[r]].sum())
+    return float(np.mean(losses)) if losses else 0.0
+
+
+def numeric_gradients(loss, hidden, table, step=1e-6):
+    """Central finite differences of a float64 `loss(hidden, table)`, both arguments."""
+    grads = []
+    for which, value in enumerate((hidden, table)):
+        value = np.asarray(value, np.float64)
+        grad = np.zeros_like(value)
+        for index in np.ndindex(value.shape):
+            up, down = value.copy(), value.copy()
+            up[index] += step
+            down[index] -= step
+            args_up = (up, table) if which == 0 else (hidden, up)
+            args_down = (down, table) if which == 0 else (hidden, down)
+            grad[index] = (loss(*args_up) - loss(*args_down)) / (2 * step)
+        grads.append(grad)
+    return grads
