@@ -93,18 +93,19 @@ class SparseGradDense(keras.layers.Layer):
 
     Example:
 
-    ```python
-    import keras, numpy as np, keras_sce
-
-    dense = keras.layers.Dense(64)
-    dense.build((None, 32))
-    p = np.linalg.qr(np.random.randn(32, 32))[0]
-    q = np.linalg.qr(np.random.randn(64, 64))[0]
-    layer = keras_sce.SparseGradDense.from_dense(dense, p, q, num_selected=96)
-    x = np.random.randn(4, 10, 32).astype("float32")
-    np.testing.assert_allclose(layer(x), dense(x), atol=1e-5)
-    served = layer.to_dense()  # plain keras.layers.Dense with K = P K̃ Qᵀ
-    ```
+    >>> import keras, numpy as np, keras_sce
+    >>> rng = np.random.default_rng(0)
+    >>> dense = keras.layers.Dense(64)
+    >>> dense.build((None, 32))
+    >>> p = np.linalg.qr(rng.normal(size=(32, 32)))[0]  # orthogonal bases
+    >>> q = np.linalg.qr(rng.normal(size=(64, 64)))[0]
+    >>> layer = keras_sce.SparseGradDense.from_dense(dense, p, q, num_selected=96)
+    >>> x = rng.normal(size=(4, 10, 32)).astype("float32")
+    >>> np.allclose(layer(x), dense(x), atol=1e-5)  # the same outputs as the Dense layer
+    True
+    >>> served = layer.to_dense()  # a plain keras.layers.Dense with K = P K̃ Qᵀ
+    >>> type(served).__name__, np.allclose(served(x), dense(x), atol=1e-5)
+    ('Dense', True)
 
     References:
         V. Chekalina, A. Rudenko, G. Mezentsev, A. Mikhalev, A. Panchenko,
