@@ -38,7 +38,14 @@ def estimate_bases(
 
     Args:
         gradients: optional iterable of `{group: gradient(s)}` per step.
-        model, data, loss, groups, num_steps, optimizer: see `iterate_gradients`.
+        model: the built model whose gradients are taken (with `data`, `loss` and
+            `groups`, instead of `gradients`); see `iterate_gradients`.
+        data: iterable of `(x, y)` or `(x, y, sample_weight)` batches.
+        loss: `loss(y_true, y_pred[, sample_weight])`.
+        groups: `{group_name: [Dense layers or kernel variables]}`.
+        num_steps: number of batches to use. Defaults to 30.
+        optimizer: if given, every step is also a training step; see
+            `iterate_gradients`.
         orientation: `"consistent"` (default) or `"paper"`; see
             `BasisAccumulator.bases`.
 

@@ -80,9 +80,11 @@ class SparseGradDense(keras.layers.Layer):
         kernel_initializer: initializer of the rotated kernel `K̃` (when not converted
             with `from_dense`). Defaults to `"glorot_uniform"`.
         bias_initializer: bias initializer. Defaults to `"zeros"`.
-        bias_regularizer, activity_regularizer, bias_constraint: as for Dense. A
-            kernel regularizer or constraint is not accepted: it would make the kernel
-            gradient dense; use the optimizer's weight decay for the other variables.
+        bias_regularizer: as for Dense. A kernel regularizer or constraint is not
+            accepted: it would make the kernel gradient dense; use the optimizer's
+            weight decay for the other variables.
+        activity_regularizer: as for Dense.
+        bias_constraint: as for Dense.
         **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -260,10 +262,15 @@ class SparseGradDense(keras.layers.Layer):
 
         Args:
             dense: a built Keras 3 `Dense` layer (no LoRA, not quantized).
-            input_basis, output_basis: orthogonal bases (see the class docstring);
+            input_basis: orthogonal `[in, in]` basis `P` (see the class docstring);
                 `None` means identity.
-            num_selected, density, selection, support, formulation: see the class
+            output_basis: orthogonal `[units, units]` basis `Q`; `None` means identity.
+            num_selected: the budget `k`; see the class docstring.
+            density: `k` as a fraction of the kernel; see the class docstring.
+            selection: the top-k kernel; see the class docstring.
+            support: optional flat indices restricting the selection; see the class
                 docstring.
+            formulation: where the bases are applied; see the class docstring.
             name: name of the new layer; defaults to `dense.name`.
         """
         check_convertible(dense)
