@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import csv
-import datetime
 import itertools
-import math
 import os
 
 import numpy as np
 
 from keras_sce.datasets._files import check_exists, open_text
+from keras_sce.datasets._table_fields import Clock, column_index, infer_delimiter, number
 from keras_sce.datasets.sequences import SequenceData
 from keras_sce.datasets.user_item_pairs import from_user_item_pairs
 
@@ -113,13 +112,13 @@ def load_interactions_csv(
     if delimiter == "":
         raise ValueError("delimiter must be a non-empty string or None (infer).")
     users, items, times = [], [], []
-    clock = _Clock(path)
+    clock = Clock(path)
     with open_text(path, newline="") as handle:
         leading = [handle.readline()]  # up to the first non-blank line, for sniffing
         while leading[-1] and not leading[-1].strip():
             leading.append(handle.readline())
         if delimiter is None:
-            delimiter = _infer_delimiter(path, leading[-1])
+            delimiter = infer_delimiter(path, leading[-1])
         lines = itertools.chain(leading, handle)
         if len(delimiter) == 1:
             rows = csv.reader(lines, delimiter=delimiter)
@@ -132,9 +131,9 @@ def load_interactions_csv(
             if index is None:
                 columns = (user_col, item_col, time_col, rating_col)
                 if header:
-                    index = _column_index(row, path, line_no, delimiter, *columns)
+                    index = column_index(row, path, line_no, delimiter, *columns)
                     continue
-                index = _column_index(None, path, line_no, delimiter, *columns)
+                index = column_index(None, path, line_no, delimiter, *columns)
             width = max(i for i in index if i is not None) + 1
             if len(row) < width:
                 raise ValueError(
@@ -145,7 +144,7 @@ def load_interactions_csv(
             if not u or not i:
                 raise ValueError(f"{path}, line {line_no}: empty user or item id.")
             if r is not None and min_rating is not None:
-                if _number(r, path, line_no, "rating") < min_rating:
+                if number(r, path, line_no, "rating") < min_rating:
                     filtered += 1
                     continue
             users.append(u)
@@ -165,83 +164,6 @@ def load_interactions_csv(
         name=name or os.path.basename(path),
         drop_duplicates=drop_duplicates,
     )
-
-
-def _infer_delimiter(path, first_line):
-    lowered = path.lower()
-    if lowered.endswith(".tsv") or lowered.endswith(".tsv.gz"):
-        return "\t"
-    counts = {d: first_line.count(d) for d in (",", "\t", ";", "|")}
-    best = max(counts, key=counts.get)
-    return best if counts[best] else ","
-
-
-class _Clock:
-    """Reads timestamps: numbers, or ISO-8601 dates / date-times (never both in a file)."""
-
-    def __init__(self, path):
-        self.path = path
-        self.first = {}  # kind -> (line, text) of its first occurrence
-
-    def read(self, text, line_no):
-        try:
-            value, kind = float(text), "number"
-        except ValueError:
-            value, kind = self._iso(text, line_no), "ISO-8601 date"
-        if not math.isfinite(value):
-            raise ValueError(f"{self.path}, line {line_no}: timestamp {text!r} is not finite.")
-        self.first.setdefault(kind, (line_no, text))
-        if len(self.first) > 1:
-            (a, ta), (b, tb) = self.first["number"], self.first["ISO-8601 date"]
-            raise ValueError(
-                f"{self.path}, line {line_no}: the time column mixes numbers (line {a}: "
-                f"{ta!r}) and ISO-8601 dates (line {b}: {tb!r}); use one kind."
-            )
-        return value
-
-    def _iso(self, text, line_no):
-        # Python 3.10's fromisoformat does not read the "Z" (UTC) suffix.
-        spelled = text[:-1] + "+00:00" if text[-1:] in "Zz" and len(text) > 10 else text
-        try:
-            moment = datetime.datetime.fromisoformat(spelled)
-        except ValueError:
-            raise ValueError(
-                f"{self.path}, line {line_no}: timestamp {text!r} is neither a number nor "
-                "an ISO-8601 date/time (e.g. 1616320800, 2021-03-21, 2021-03-21T10:00:00Z)."
-            ) from None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=datetime.timezone.utc)
-        return moment.timestamp()
-
-
-def _number(text, path, line_no, what):
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise ValueError(f"{path}, line {line_no}: {what} {text!r} is not a number.")
-    return value
-
-
-def _column_index(header_row, path, line_no, delimiter, *columns):
-    out = []
-    for column in columns:
-        if column is None:
-            out.append(None)
-        elif isinstance(column, int):
-            out.append(column)
-        elif header_row is None:
-            raise ValueError(f"{path}: column {column!r} given by name but header=False.")
-        else:
-            names = [h.strip() for h in header_row]
-            if column not in names:
-                raise ValueError(
-                    f"{path}, line {line_no}: no column {column!r} in header {names} "
-                    f"(fields separated by {delimiter!r})."
-                )
-            out.append(names.index(column))
-    return out
 
 
 def load_movielens(

@@ -60,12 +60,21 @@ class RankingEvaluation(keras.callbacks.Callback):
 
     Example:
 
-    ```python
-    evaluation = RankingEvaluation(valid_inputs, valid_targets, valid_history,
-                                   patience=5)
-    model.fit(train_ds, epochs=100, callbacks=[evaluation])
-    evaluation.best_epoch, evaluation.stopped_by
-    ```
+    >>> import numpy as np, keras, keras_sce
+    >>> from keras_sce.evaluation.callback import RankingEvaluation
+    >>> keras.utils.set_random_seed(0)
+    >>> sequences = np.random.default_rng(0).integers(1, 31, size=(32, 7))
+    >>> model = keras_sce.models.SASRec(num_items=31, max_length=6, hidden_dim=8, num_blocks=1)
+    >>> model.compile(
+    ...     "adam", loss=keras_sce.SCELoss(model.item_embedding_layer, bucket_size_y=8))
+    >>> inputs, targets = sequences[:, :-1], sequences[:, -1]  # the item after each input
+    >>> evaluation = RankingEvaluation(inputs, targets, inputs, patience=5, verbose=0)
+    >>> history = model.fit(inputs, sequences[:, 1:], epochs=3, verbose=0,
+    ...                     callbacks=[evaluation])
+    >>> sorted(history.history)
+    ['loss', 'val_cov@10', 'val_hr@10', 'val_mrr@10', 'val_ndcg@10']
+    >>> evaluation.best_epoch, evaluation.stopped_by
+    (..., 'max_epochs')
     """
 
     def __init__(

@@ -99,8 +99,11 @@ def sampled_bce(
     the original SASRec (Kang & McAuley, arXiv 1808.09781).
 
     Args:
-        hidden, labels, item_table, padding_id, check_ids: see
-            `keras_sce.ops.full_cross_entropy`.
+        hidden: float `[..., d]` (as for `keras_sce.ops.full_cross_entropy`).
+        labels: integer `[...]` item ids.
+        item_table: float `[C, d]` tensor or variable.
+        padding_id: ignored label and excluded item; None for no padding row.
+        check_ids: verify ids lie in `[0, C)` (see `keras_sce.ops.full_cross_entropy`).
         num_negatives: negatives per row.
         seed: optional int (stateless sampling; the same negatives at every call)
             or `[2]` seed tensor.
@@ -140,8 +143,11 @@ def gbce(
     `logit_offset`.
 
     Args:
-        hidden, labels, item_table, padding_id, check_ids: see
-            `keras_sce.ops.full_cross_entropy`.
+        hidden: float `[..., d]` (as for `keras_sce.ops.full_cross_entropy`).
+        labels: integer `[...]` item ids.
+        item_table: float `[C, d]` tensor or variable.
+        padding_id: ignored label and excluded item; None for no padding row.
+        check_ids: verify ids lie in `[0, C)` (see `keras_sce.ops.full_cross_entropy`).
         num_negatives: uniform negatives per row (gSASRec uses 256).
         t: calibration in `[0, 1]` (gSASRec's default 0.75).
         seed: optional int or `[2]` seed tensor.

@@ -265,14 +265,19 @@ def calibrated_row_loss(calibration, *, x, y, item_table, positives, row_loss, k
 
     Args:
         calibration: a resolved `Calibration`.
-        x, y, item_table, positives: flat hidden `[N, d]`, ids `[N]`, the table
-            and the positive logits `[N]`.
+        x: flat hidden states `[N, d]`.
+        y: their item ids `[N]`.
+        item_table: the item table `[C, d]`.
+        positives: the positive logits `[N]`.
         row_loss: `[N]` raw SCE loss of each row's kept bucket (before masking).
         kept: `[N]` bool, rows that get a loss.
-        bucket_rows, flat_loss: `[n_b, b_x]` rows per bucket and their flattened
-            bucket losses (`-inf` for non-members).
-        bucket_items, item_ok: `[n_b, b_y]` items per bucket and which are real.
-        padding_id, seed: as in `scalable_cross_entropy`.
+        bucket_rows: `[n_b, b_x]` rows per bucket.
+        flat_loss: `[n_b * b_x]` the bucket losses of those rows, flattened (`-inf`
+            for non-members).
+        bucket_items: `[n_b, b_y]` items per bucket.
+        item_ok: `[n_b, b_y]` which of them are real.
+        padding_id: as in `scalable_cross_entropy`.
+        seed: as in `scalable_cross_entropy`.
 
     Returns:
         `[N]` calibrated losses (meaningful where `kept`).

@@ -87,8 +87,11 @@ def sampled_softmax(
     positive are removed (`remove_accidental_hits`).
 
     Args:
-        hidden, labels, item_table, padding_id, check_ids: see
-            `keras_sce.ops.full_cross_entropy`.
+        hidden: float `[..., d]` (as for `keras_sce.ops.full_cross_entropy`).
+        labels: integer `[...]` item ids.
+        item_table: float `[C, d]` tensor or variable.
+        padding_id: ignored label and excluded item; None for no padding row.
+        check_ids: verify ids lie in `[0, C)` (see `keras_sce.ops.full_cross_entropy`).
         num_sampled: negatives per call, shared by all rows (the binary losses'
             `num_negatives` are drawn for each row instead).
         sampler: `"uniform"` over the catalogue, or `"unigram"` proportional

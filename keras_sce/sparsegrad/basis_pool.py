@@ -82,10 +82,13 @@ def shared_basis(matrix, name: str | None = None, *, check: bool = True) -> kera
 
     Example:
 
-    ```python
-    p = np.linalg.qr(np.random.randn(32, 32))[0]
-    assert keras_sce.sparsegrad.shared_basis(p) is keras_sce.sparsegrad.shared_basis(p.copy())
-    ```
+    >>> import numpy as np, keras_sce
+    >>> p = np.linalg.qr(np.random.default_rng(0).normal(size=(32, 32)))[0]
+    >>> basis = keras_sce.sparsegrad.shared_basis(p)
+    >>> tuple(basis.shape), basis.trainable
+    ((32, 32), False)
+    >>> keras_sce.sparsegrad.shared_basis(p.copy()) is basis  # equal matrices: one variable
+    True
     """
     if isinstance(matrix, keras.Variable):
         if matrix not in _CHECKED:

@@ -28,9 +28,9 @@ def lora_equivalent_budget(rank: int, input_dim: int, units: int) -> int:
 
     Example:
 
-    ```python
-    assert keras_sce.sparsegrad.lora_equivalent_budget(7, 768, 3072) == 26_880
-    ```
+    >>> import keras_sce
+    >>> keras_sce.sparsegrad.lora_equivalent_budget(7, 768, 3072)  # 7 · (768 + 3072)
+    26880
     """
     if rank < 1:
         raise ValueError(f"rank must be >= 1, got {rank}.")

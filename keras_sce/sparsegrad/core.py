@@ -109,7 +109,8 @@ def rotation_plan(tokens, input_dim, output_dim, formulation="auto"):
     Args:
         tokens: number of token rows: a Python int, or a scalar int tensor when the
             batch shape is not static (the choice is then made in the graph).
-        input_dim, output_dim: the kernel's shape `[in, out]`.
+        input_dim: the kernel's input dimension `in`.
+        output_dim: the kernel's output dimension `out`.
         formulation: `"auto"` (the rule above), `"activation"` (both bases on the
             activations, the textbook form) or `"weight"` (both on the kernel).
 

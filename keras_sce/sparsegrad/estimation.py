@@ -38,7 +38,14 @@ def estimate_bases(
 
     Args:
         gradients: optional iterable of `{group: gradient(s)}` per step.
-        model, data, loss, groups, num_steps, optimizer: see `iterate_gradients`.
+        model: the built model whose gradients are taken (with `data`, `loss` and
+            `groups`, instead of `gradients`); see `iterate_gradients`.
+        data: iterable of `(x, y)` or `(x, y, sample_weight)` batches.
+        loss: `loss(y_true, y_pred[, sample_weight])`.
+        groups: `{group_name: [Dense layers or kernel variables]}`.
+        num_steps: number of batches to use. Defaults to 30.
+        optimizer: if given, every step is also a training step; see
+            `iterate_gradients`.
         orientation: `"consistent"` (default) or `"paper"`; see
             `BasisAccumulator.bases`.
 
@@ -48,12 +55,19 @@ def estimate_bases(
 
     Example:
 
-    ```python
-    bases = keras_sce.sparsegrad.estimate_bases(
-        model=model, data=train_ds, loss=loss_fn, num_steps=30,
-        groups={"up": [b.up for b in blocks], "down": [b.down for b in blocks]},
-    )
-    ```
+    >>> import keras, numpy as np, keras_sce
+    >>> up, down = keras.layers.Dense(16, activation="relu"), keras.layers.Dense(4)
+    >>> model = keras.Sequential([keras.Input((4,)), up, down])
+    >>> rng = np.random.default_rng(0)
+    >>> data = [(rng.normal(size=(8, 4)).astype("float32"),
+    ...          rng.normal(size=(8, 4)).astype("float32")) for _ in range(3)]
+    >>> bases = keras_sce.sparsegrad.estimate_bases(
+    ...     model=model, data=data, loss=keras.losses.MeanSquaredError(), num_steps=3,
+    ...     groups={"up": [up], "down": [down]})
+    >>> bases["up"].input_basis.shape, bases["up"].output_basis.shape
+    ((4, 4), (16, 16))
+    >>> bases["down"].num_gradients  # one gradient per step and layer of the group
+    3
     """
     if gradients is None:
         if model is None or data is None or loss is None or groups is None:

@@ -65,13 +65,17 @@ class BasisAccumulator:
 
     Example:
 
-    ```python
-    acc = keras_sce.sparsegrad.BasisAccumulator()
-    for step_gradients in gradient_stream:        # {group: [G, ...]}
-        for group, grads in step_gradients.items():
-            acc.update(group, grads)
-    bases = acc.bases()                           # {group: Bases}
-    ```
+    >>> import numpy as np, keras_sce
+    >>> rng = np.random.default_rng(0)
+    >>> acc = keras_sce.sparsegrad.BasisAccumulator()
+    >>> for step in range(3):  # one kernel gradient [in, out] per group and step
+    ...     acc.update("up", rng.normal(size=(4, 6)))
+    ...     acc.update("down", rng.normal(size=(6, 4)))
+    >>> bases = acc.bases()  # {group: Bases}
+    >>> sorted(bases), bases["up"].num_gradients
+    (['down', 'up'], 3)
+    >>> bases["up"].input_basis.shape, bases["up"].output_basis.shape
+    ((4, 4), (6, 6))
     """
 
     def __init__(self):

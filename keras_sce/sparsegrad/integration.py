@@ -116,16 +116,30 @@ def apply(
 
     Example:
 
-    ```python
-    backbone = keras_hub.models.BertBackbone.from_preset("bert_tiny_en_uncased")
-    classifier = ...  # any model containing the backbone
-    result = keras_sce.sparsegrad.apply(
-        classifier, data=train_ds.take(30), loss=loss_fn, rank=7
-    )
-    classifier.compile(optimizer=keras_sce.sparsegrad.SparseGradOptimizer(), loss=loss_fn)
-    classifier.fit(train_ds)
-    keras_sce.sparsegrad.fold(classifier)  # plain Dense layers again, for serving
-    ```
+    A keras-hub model (a `BertBackbone` and the classifier around it) needs no
+    `targets`; this small model names its two feed-forward layers by their
+    positions in the `keras.Sequential`:
+
+    >>> import keras, numpy as np, keras_sce
+    >>> model = keras.Sequential([
+    ...     keras.Input((8,)),
+    ...     keras.layers.Dense(32, activation="gelu", name="up"),
+    ...     keras.layers.Dense(8, name="down"),
+    ...     keras.layers.Dense(2, name="head"),
+    ... ])
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(16, 8)).astype("float32")
+    >>> y = (x[:, 0] > 0).astype("int32")
+    >>> loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    >>> result = keras_sce.sparsegrad.apply(
+    ...     model, data=[(x[:8], y[:8]), (x[8:], y[8:])], loss=loss, num_steps=2, rank=1,
+    ...     targets={"0": "up", "1": "down"})
+    >>> result["groups"]
+    {'up': ['up'], 'down': ['down']}
+    >>> model.compile(optimizer=keras_sce.sparsegrad.SparseGradOptimizer(), loss=loss)
+    >>> _ = model.fit(x, y, epochs=1, verbose=0)
+    >>> [layer.name for layer in keras_sce.sparsegrad.fold(model)]  # plain Dense layers again
+    ['up', 'down']
 
     References:
         V. Chekalina et al., "SparseGrad: A Selective Method for Efficient Fine-tuning

@@ -80,9 +80,11 @@ class SparseGradDense(keras.layers.Layer):
         kernel_initializer: initializer of the rotated kernel `K̃` (when not converted
             with `from_dense`). Defaults to `"glorot_uniform"`.
         bias_initializer: bias initializer. Defaults to `"zeros"`.
-        bias_regularizer, activity_regularizer, bias_constraint: as for Dense. A
-            kernel regularizer or constraint is not accepted: it would make the kernel
-            gradient dense; use the optimizer's weight decay for the other variables.
+        bias_regularizer: as for Dense. A kernel regularizer or constraint is not
+            accepted: it would make the kernel gradient dense; use the optimizer's
+            weight decay for the other variables.
+        activity_regularizer: as for Dense.
+        bias_constraint: as for Dense.
         **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -93,18 +95,19 @@ class SparseGradDense(keras.layers.Layer):
 
     Example:
 
-    ```python
-    import keras, numpy as np, keras_sce
-
-    dense = keras.layers.Dense(64)
-    dense.build((None, 32))
-    p = np.linalg.qr(np.random.randn(32, 32))[0]
-    q = np.linalg.qr(np.random.randn(64, 64))[0]
-    layer = keras_sce.SparseGradDense.from_dense(dense, p, q, num_selected=96)
-    x = np.random.randn(4, 10, 32).astype("float32")
-    np.testing.assert_allclose(layer(x), dense(x), atol=1e-5)
-    served = layer.to_dense()  # plain keras.layers.Dense with K = P K̃ Qᵀ
-    ```
+    >>> import keras, numpy as np, keras_sce
+    >>> rng = np.random.default_rng(0)
+    >>> dense = keras.layers.Dense(64)
+    >>> dense.build((None, 32))
+    >>> p = np.linalg.qr(rng.normal(size=(32, 32)))[0]  # orthogonal bases
+    >>> q = np.linalg.qr(rng.normal(size=(64, 64)))[0]
+    >>> layer = keras_sce.SparseGradDense.from_dense(dense, p, q, num_selected=96)
+    >>> x = rng.normal(size=(4, 10, 32)).astype("float32")
+    >>> np.allclose(layer(x), dense(x), atol=1e-5)  # the same outputs as the Dense layer
+    True
+    >>> served = layer.to_dense()  # a plain keras.layers.Dense with K = P K̃ Qᵀ
+    >>> type(served).__name__, np.allclose(served(x), dense(x), atol=1e-5)
+    ('Dense', True)
 
     References:
         V. Chekalina, A. Rudenko, G. Mezentsev, A. Mikhalev, A. Panchenko,
@@ -259,10 +262,15 @@ class SparseGradDense(keras.layers.Layer):
 
         Args:
             dense: a built Keras 3 `Dense` layer (no LoRA, not quantized).
-            input_basis, output_basis: orthogonal bases (see the class docstring);
+            input_basis: orthogonal `[in, in]` basis `P` (see the class docstring);
                 `None` means identity.
-            num_selected, density, selection, support, formulation: see the class
+            output_basis: orthogonal `[units, units]` basis `Q`; `None` means identity.
+            num_selected: the budget `k`; see the class docstring.
+            density: `k` as a fraction of the kernel; see the class docstring.
+            selection: the top-k kernel; see the class docstring.
+            support: optional flat indices restricting the selection; see the class
                 docstring.
+            formulation: where the bases are applied; see the class docstring.
             name: name of the new layer; defaults to `dense.name`.
         """
         check_convertible(dense)

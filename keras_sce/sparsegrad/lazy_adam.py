@@ -51,9 +51,15 @@ def lazy_adam_update(
     is indistinguishable from an unselected one and is treated as unselected.
 
     Args:
-        weight, m, v, gradient: tensors of one shape.
+        weight: the variable's value.
+        m: the first moment, of `weight`'s shape.
+        v: the second moment, of `weight`'s shape.
+        gradient: the gradient, of `weight`'s shape (zero where not selected).
         step: 1-based global step (int or scalar tensor).
         learning_rate: scalar.
+        beta_1: first-moment decay `β₁`. Defaults to 0.9.
+        beta_2: second-moment decay `β₂`. Defaults to 0.999.
+        epsilon: `ε`, added to `√v`. Defaults to 1e-8.
 
     Returns:
         `(new_weight, new_m, new_v)`.
@@ -80,7 +86,8 @@ class PoolUpdate(NamedTuple):
     Attributes:
         indices: int32 `[k]` flat kernel indices to update.
         weights: `[k]` new kernel values at `indices`.
-        m, v: `[s]` new moment pools.
+        m: `[s]` new first-moment pool.
+        v: `[s]` new second-moment pool.
         slots: int32 `[s]` flat kernel index held by each pool slot.
         stamps: int32 `[s]` the step each slot was last selected at.
     """
@@ -116,13 +123,18 @@ def pooled_lazy_adam_update(
     Until the pool is full this is exactly `lazy_adam_update`.
 
     Args:
-        flat_weight, flat_gradient: `[n]` flattened kernel and its gradient.
-        m, v: `[s]` moment pools.
+        flat_weight: `[n]` flattened kernel.
+        flat_gradient: `[n]` its flattened gradient.
+        m: `[s]` first-moment pool.
+        v: `[s]` second-moment pool.
         slots: int32 `[s]` flat index per slot; an empty slot holds `n`.
         stamps: int32 `[s]` last-selection step per slot; an empty slot holds -1.
         num_selected: Python int `k`.
         step: 1-based global step.
-        learning_rate, beta_1, beta_2, epsilon: as for `lazy_adam_update`.
+        learning_rate: as for `lazy_adam_update`.
+        beta_1: as for `lazy_adam_update`.
+        beta_2: as for `lazy_adam_update`.
+        epsilon: as for `lazy_adam_update`.
 
     Returns:
         A `PoolUpdate`.

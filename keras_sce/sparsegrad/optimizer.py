@@ -66,14 +66,21 @@ class SparseGradOptimizer(keras.optimizers.Optimizer):
 
     Example:
 
-    ```python
-    optimizer = keras_sce.sparsegrad.SparseGradOptimizer(
-        dense_optimizer=keras.optimizers.AdamW(2e-5, weight_decay=0.01),
-        learning_rate=1e-4,
-    )
-    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
-    model.fit(x, y)
-    ```
+    >>> import keras, numpy as np, keras_sce
+    >>> layer = keras_sce.SparseGradDense(16, num_selected=12)
+    >>> model = keras.Sequential(
+    ...     [keras.Input((8,)), layer, keras.layers.Dense(3, activation="softmax")])
+    >>> optimizer = keras_sce.sparsegrad.SparseGradOptimizer(
+    ...     dense_optimizer=keras.optimizers.AdamW(2e-5, weight_decay=0.01),
+    ...     learning_rate=1e-4,
+    ... )
+    >>> model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
+    >>> rng = np.random.default_rng(0)
+    >>> x, y = rng.normal(size=(32, 8)).astype("float32"), rng.integers(0, 3, size=32)
+    >>> before = keras.ops.convert_to_numpy(layer.kernel)
+    >>> _ = model.fit(x, y, batch_size=32, epochs=1, verbose=0)  # one step
+    >>> int(np.sum(keras.ops.convert_to_numpy(layer.kernel) != before))  # k entries moved
+    12
 
     References:
         V. Chekalina et al., "SparseGrad: A Selective Method for Efficient Fine-tuning

@@ -26,11 +26,18 @@ class VariableRegistry:
 
     Example:
 
-    ```python
-    registry = VariableRegistry()
-    registry.set(variable, "checked")
-    assert registry.get(variable) == "checked"
-    ```
+    >>> import keras
+    >>> from keras_sce.sparsegrad.registry import VariableRegistry
+    >>> registry = VariableRegistry()
+    >>> variable = keras.Variable([1.0, 2.0])
+    >>> registry.set(variable, "checked")
+    >>> registry.get(variable), variable in registry
+    ('checked', True)
+    >>> registry.get(keras.Variable([1.0, 2.0])) is None  # an equal variable is another key
+    True
+    >>> del variable  # the registry holds no reference: the entry goes with the variable
+    >>> len(registry)
+    0
     """
 
     def __init__(self):
@@ -97,12 +104,13 @@ def register_sparse_kernel(variable, num_selected: int, support=None) -> None:
 
     Example:
 
-    ```python
-    kernel = keras.Variable(np.zeros((768, 3072), "float32"))
-    keras_sce.sparsegrad.register_sparse_kernel(kernel, num_selected=26_880)
-    optimizer = keras_sce.sparsegrad.SparseGradOptimizer()
-    optimizer.build([kernel])  # the kernel gets the lazy Adam
-    ```
+    >>> import keras, numpy as np, keras_sce
+    >>> kernel = keras.Variable(np.zeros((8, 16), "float32"))
+    >>> keras_sce.sparsegrad.register_sparse_kernel(kernel, num_selected=12)
+    >>> keras_sce.sparsegrad.is_sparsegrad_kernel(kernel)
+    True
+    >>> optimizer = keras_sce.sparsegrad.SparseGradOptimizer()
+    >>> optimizer.build([kernel])  # the kernel gets the lazy Adam
     """
     if not isinstance(variable, keras.Variable):
         raise TypeError(f"variable must be a keras.Variable, got {type(variable).__name__}.")

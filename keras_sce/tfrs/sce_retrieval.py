@@ -124,25 +124,29 @@ class SCERetrieval(tf_keras.layers.Layer, tfrs.tasks.base.Task):
 
     Example:
 
-    ```python
-    import os
-    os.environ["TF_USE_LEGACY_KERAS"] = "1"  # before anything uses tf.keras
-    import tensorflow as tf
-    import tensorflow_recommenders as tfrs
-    from keras_sce.tfrs import SCERetrieval
-
-    items = tf.keras.layers.Embedding(10_000, 32)
-    users = tf.keras.layers.Embedding(5_000, 32)
-    task = SCERetrieval(items, bucket_size_y=128, seed=0)
-
-    class TwoTower(tfrs.models.Model):
-        def __init__(self):
-            super().__init__()
-            self.users, self.items, self.task = users, items, task
-
-        def compute_loss(self, features, training=False):
-            return self.task(self.users(features["user"]), features["item"])
-    ```
+    >>> import os
+    >>> os.environ["TF_USE_LEGACY_KERAS"] = "1"  # before anything uses tf.keras
+    >>> import numpy as np
+    >>> import tensorflow as tf
+    >>> import tensorflow_recommenders as tfrs
+    >>> from keras_sce.tfrs import SCERetrieval
+    >>> items = tf.keras.layers.Embedding(100, 8)
+    >>> users = tf.keras.layers.Embedding(50, 8)
+    >>> task = SCERetrieval(items, bucket_size_y=16, seed=0)
+    >>> class TwoTower(tfrs.models.Model):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.users, self.items, self.task = users, items, task
+    ...
+    ...     def compute_loss(self, features, training=False):
+    ...         return self.task(self.users(features["user"]), features["item"])
+    >>> model = TwoTower()
+    >>> model.compile(optimizer=tf.keras.optimizers.Adagrad(0.1))
+    >>> ids = np.arange(1, 33)  # id 0 is the padding row
+    >>> data = tf.data.Dataset.from_tensor_slices({"user": ids, "item": 3 * ids}).batch(16)
+    >>> history = model.fit(data, epochs=1, verbose=0)
+    >>> sorted(history.history)
+    ['loss', 'regularization_loss', 'total_loss']
 
     References:
         Mezentsev, Gusak, Oseledets, Frolov, "Scalable Cross-Entropy Loss for

@@ -1,0 +1,68 @@
+"""The options of `finetune_sparsegrad.py`'s runs: methods, data, model, budget, rates.
+
+Shared by the example and by ``benchmarks/finetune_sparsegrad.py`` (which adds its
+grid's options to the same parser).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+METHODS = ("full", "lora", "meprop", "sparsegrad", "sparsegrad_ok", "sparsegrad_pool")
+DEFAULT_METHODS = METHODS[:5]
+DEFAULT_MLP_LR = {"full": 1e-4, "lora": 1e-3, "meprop": 1e-3, "sparsegrad": 1e-3,
+                  "sparsegrad_ok": 1e-3, "sparsegrad_pool": 1e-3}
+
+
+def _parse_lrs(text: str) -> dict:
+    lrs = dict(DEFAULT_MLP_LR)
+    for item in filter(None, (t.strip() for t in (text or "").split(","))):
+        if "=" in item:
+            name, value = item.split("=", 1)
+            if name not in METHODS:
+                raise argparse.ArgumentTypeError(f"unknown method {name!r} in --mlp-lr")
+            lrs[name] = float(value)
+        else:
+            lrs = {name: float(item) for name in METHODS}
+    return lrs
+
+
+def build_parser(description: str) -> argparse.ArgumentParser:
+    """The options of one fine-tuning run (data, model, budget, learning rates)."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--data", default=None, help="Rotten Tomatoes CSV (.csv or .csv.bz2)")
+    p.add_argument("--checkpoint", default=None, help="keras-hub preset or local HF folder")
+    p.add_argument("--methods", default="sparsegrad", help=f"comma-separated, from {METHODS}")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sequence-length", type=int, default=32)
+    p.add_argument("--num-train", type=int, default=3072, help="training subset (0 = all)")
+    p.add_argument("--num-val", type=int, default=512, help="cap on the val split (0 = all)")
+    p.add_argument("--num-test", type=int, default=0, help="cap on the test split (0 = all)")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--eval-batch-size", type=int, default=128)
+    p.add_argument("--rank", type=int, default=4, help="LoRA rank; k = rank * (in + out)")
+    p.add_argument("--support-factor", type=int, default=2,
+                   help="sparsegrad_ok support size per layer, in units of k")
+    p.add_argument("--pool-factor", type=float, default=1.5,
+                   help="sparsegrad_pool moment-pool size per kernel, in units of k")
+    p.add_argument("--basis-steps", type=int, default=8)
+    p.add_argument("--selection", default="approx", choices=("approx", "top_k"),
+                   help="top-k kernel: on CPU/GPU approx_max_k is exact, and tf.math.top_k "
+                   "inside the full XLA train step is pathologically slow on CPU (~1 s per layer)")
+    p.add_argument("--head-lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--mlp-lr", type=_parse_lrs, default=dict(DEFAULT_MLP_LR),
+                   help="MLP learning rate: one value, or method=value,...")
+    p.add_argument("--no-jit", action="store_true", help="disable XLA")
+    p.add_argument("--threads", type=int, default=1, help="TensorFlow threads per run")
+    return p
+
+
+def parse_methods(parser, text: str) -> list[str]:
+    """The comma-separated ``--methods``; a parser error names an unknown one."""
+    methods = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        parser.error(f"--methods: unknown {unknown}; choose from {METHODS}")
+    return methods
