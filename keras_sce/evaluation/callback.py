@@ -7,7 +7,8 @@ import time
 import keras
 import numpy as np
 
-from keras_sce.evaluation.ranking import NonFiniteScoresError, _check_ks, evaluate_ranking
+from keras_sce.evaluation.finite import NonFiniteScoresError
+from keras_sce.evaluation.ranking import check_ks, evaluate_ranking
 from keras_sce.ops import checks
 
 _RANKING_METRICS = ("hr", "ndcg", "mrr")
@@ -95,7 +96,7 @@ class RankingEvaluation(keras.callbacks.Callback):
         self.inputs = np.asarray(inputs)
         self.targets = np.asarray(targets)
         self.history = np.asarray(history)
-        self.ks = _check_ks(ks)
+        self.ks = check_ks(ks)
         reported = [f"{metric}@{k}" for k in self.ks for metric in _RANKING_METRICS]
         if monitor not in reported:
             raise ValueError(f"`monitor`={monitor!r} is not reported; choose one of {reported}.")

@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from keras_sce.evaluation.finite import NonFiniteScoresError
 from keras_sce.evaluation.perplexity import stream_excluding_graph
-from keras_sce.evaluation.ranking import NonFiniteScoresError
 from keras_sce.ops import checks
 
 

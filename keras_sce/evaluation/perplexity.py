@@ -22,7 +22,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from keras_sce.evaluation.ranking import NonFiniteScoresError
+from keras_sce.evaluation.finite import NonFiniteScoresError
 from keras_sce.ops import checks
 from keras_sce.ops.top_k import exclude_per_row
 

@@ -11,114 +11,20 @@ gathered to one device or to the host.
 
 from __future__ import annotations
 
-import functools
-import sys
-
 import numpy as np
 import tensorflow as tf
 
+from keras_sce.evaluation import sharded
+from keras_sce.evaluation.finite import (  # noqa: F401  (NonFiniteScoresError: public here too)
+    NonFiniteScoresError,
+    check_finite,
+    non_finite_rows,
+)
 from keras_sce.ops import checks
 from keras_sce.ops.top_k import top_k_impl
 
 DEFAULT_KS = (1, 5, 10, 20, 50)
 
-
-class NonFiniteScoresError(ValueError):
-    """A query, an item row or a score is NaN or infinite, so no rank is meaningful.
-
-    Every comparison with NaN is false: counted naively, a NaN query would rank
-    each target first and report perfect metrics. The ranking functions raise
-    this instead (a `ValueError`); the early-stopping callback catches it and
-    stops the run.
-    """
-
-
-def _non_finite_rows(values) -> np.ndarray:
-    """Indices of the rows of a `[n, d]` tensor that hold a NaN or an infinity."""
-    finite = tf.reduce_all(tf.math.is_finite(values), axis=1)
-    return np.flatnonzero(~finite.numpy())
-
-
-def _check_finite(queries, table, padding_id) -> None:
-    _check_finite_queries(queries)
-    bad_items = _non_finite_rows(table)
-    bad_items = bad_items[bad_items != padding_id]  # the padding row is never scored
-    if bad_items.size:
-        _raise_non_finite_items(bad_items.size, table.shape[0], bad_items[0])
-
-
-def _check_finite_queries(queries) -> None:
-    bad_queries = _non_finite_rows(queries)
-    if bad_queries.size:
-        raise NonFiniteScoresError(
-            f"{bad_queries.size} of {queries.shape[0]} `queries` hold NaN or infinite values "
-            f"(first at row {bad_queries[0]}); the model's outputs are not finite (a diverged "
-            "run?), so no ranking can be computed."
-        )
-
-
-def _raise_non_finite_items(count, num_items, first):
-    raise NonFiniteScoresError(
-        f"{count} of {num_items} `item_table` rows hold NaN or infinite "
-        f"values (first at item {first}); the item embeddings are not finite (a "
-        "diverged run?), so no ranking can be computed."
-    )
-
-
-def _row_sharding(item_table):
-    """`(mesh, axis)` for a JAX array (or Keras variable) split by rows; else None."""
-    if "jax" not in sys.modules:  # only a program that uses JAX can hold a JAX array
-        return None
-    from keras_sce.kops.sharded import array_row_sharding
-
-    return array_row_sharding(item_table)
-
-
-def _as_float_array(queries):
-    queries = np.asarray(queries)
-    return queries if np.issubdtype(queries.dtype, np.floating) else queries.astype(np.float32)
-
-
-def _check_finite_sharded(queries, table, padding_id) -> None:
-    """`_check_finite` for a table split over devices: only two ints leave them."""
-    from keras_sce.kops.sharded import non_finite_table_rows
-
-    _check_finite_queries(queries)
-    count, first = non_finite_table_rows(table, padding_id)
-    if count:
-        _raise_non_finite_items(count, table.shape[0], first)
-
-
-def _sharded_search(sharding, queries, table, k, chunk_size, padding_id, exclude, targets,
-                    start, stop, batch_size):
-    """One query batch against a row-sharded table (`keras_sce.kops.sharded`).
-
-    The batch is padded to `batch_size` rows (no history, any real target), so every
-    batch runs the same compiled program; the padding rows are dropped afterwards.
-    """
-    search = _compiled_sharded_search()
-    rows = min(batch_size, queries.shape[0])
-    extra = rows - (stop - start)
-
-    def padded(values, fill):
-        return np.concatenate([values[start:stop], np.full((extra, *values.shape[1:]), fill,
-                                                           values.dtype)])
-
-    mesh, axis = sharding
-    out = search(padded(queries, 0.0), table, k=k, mesh=mesh, axis=axis,
-                 exclude=padded(exclude, -1), targets=padded(targets, targets[start]),
-                 chunk_size=chunk_size, exclude_id=padding_id)
-    return tuple(np.asarray(value)[: stop - start] for value in out)
-
-
-@functools.cache
-def _compiled_sharded_search():
-    import jax
-
-    from keras_sce.kops.sharded import sharded_top_k_with_exclusion
-
-    return jax.jit(sharded_top_k_with_exclusion,
-                   static_argnames=("k", "mesh", "axis", "chunk_size", "exclude_id"))
 
 # The search of the core (SCE's item search runs it compiled with XLA); here a plain
 # graph, traced once per query-batch shape, k and chunk size.
@@ -190,14 +96,14 @@ def streamed_top_k(
     chunk_size = checks.check_positive_int(chunk_size, "chunk_size")
     batch_size = checks.check_positive_int(batch_size, "batch_size")
     padding_id = checks.as_int(padding_id, "padding_id")
-    sharding = _row_sharding(item_table)
+    sharding = sharded.row_sharding(item_table)
     if sharding is None:
         queries = tf.convert_to_tensor(queries)
         if not queries.dtype.is_floating:
             queries = tf.cast(queries, tf.float32)
         table = tf.convert_to_tensor(item_table, dtype=queries.dtype)
     else:  # a JAX table split by rows over devices: searched where its rows live
-        queries = _as_float_array(queries)
+        queries = sharded.as_float_array(queries)
         table = getattr(item_table, "value", item_table)
     if len(queries.shape) != 2 or len(table.shape) != 2 or queries.shape[1] != table.shape[1]:
         raise ValueError(
@@ -206,9 +112,9 @@ def streamed_top_k(
         )
     num_items = int(table.shape[0])
     if sharding is None:
-        _check_finite(queries, table, padding_id)
+        check_finite(queries, table, padding_id)
     else:
-        _check_finite_sharded(queries, table, padding_id)
+        sharded.check_finite_sharded(queries, table, padding_id)
     if not 1 <= k <= num_items - 1:
         raise ValueError(f"k must be in [1, {num_items - 1}] (catalogue minus padding), got {k}.")
     n = int(queries.shape[0])
@@ -240,7 +146,7 @@ def streamed_top_k(
                 tf.constant(exclude[start:stop]), tf.constant(targets[start:stop]),
             )
         else:
-            scores, ids, ranks, finite = _sharded_search(
+            scores, ids, ranks, finite = sharded.sharded_search(
                 sharding, queries, table, k, chunk_size, padding_id, exclude, targets,
                 start, stop, batch_size,
             )
@@ -284,7 +190,7 @@ def ranking_metrics(
     >>> round(ranking_metrics([0, 2], ks=(10,))["ndcg@10"], 4)  # (1 + 1/log2(4)) / 2
     0.75
     """
-    ks = _check_ks(ks)
+    ks = check_ks(ks)
     ranks = np.asarray(ranks, dtype=np.float64)
     if ranks.ndim != 1 or ranks.size == 0:
         raise ValueError("ranks must be a non-empty 1-D array.")
@@ -308,7 +214,7 @@ def ranking_metrics(
     return out
 
 
-def _check_ks(ks) -> tuple[int, ...]:
+def check_ks(ks) -> tuple[int, ...]:
     """Cut-offs as a non-empty tuple of Python ints >= 1."""
     if isinstance(ks, (int, np.integer)) and not isinstance(ks, (bool, np.bool_)):
         ks = (ks,)
@@ -341,7 +247,7 @@ def evaluate_ranking(
         NonFiniteScoresError: non-finite queries, table rows or scores.
         ValueError: shapes, cut-offs or ids that do not fit.
     """
-    ks = _check_ks(ks)
+    ks = check_ks(ks)
     num_items = int(np.shape(item_table)[0])
     k = min(max(ks), num_items - 1)
     _, ids, ranks = streamed_top_k(
