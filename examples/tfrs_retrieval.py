@@ -28,8 +28,10 @@ evaluation, so that neither method is judged at an epoch the test set picked.
 Evaluation ranks each test target against the FULL catalogue (all items, no
 exclusion of the history) with TFRS ``FactorizedTopK`` over a ``BruteForce`` index,
 id-based, and reports Recall@10 and Recall@100 (one target per user, so recall =
-hit rate). Results go to a CSV (``dataset,method,epochs,recall@10,recall@100,
-sec_per_epoch`` plus the settings) and a Markdown table next to it.
+hit rate). Each method's figures are printed; with ``--out`` they also go to a CSV
+(``dataset,method,epochs,recall@10,recall@100,sec_per_epoch`` plus the settings) and a
+Markdown table next to it. The committed comparison (``benchmarks/results/tfrs_retrieval.*``)
+is written by ``benchmarks/tfrs_retrieval.py``, which runs this script.
 
 Run (the script sets ``TF_USE_LEGACY_KERAS=1`` itself, before TensorFlow loads):
 
@@ -48,7 +50,6 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
-import pathlib  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -69,8 +70,6 @@ from tfrs_evaluation import (  # noqa: E402
 from tfrs_results import FIELDS, write_results  # noqa: E402
 
 from keras_sce.tfrs import SCERetrieval  # noqa: E402  (checks the stack)
-
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 # -- model -----------------------------------------------------------------------------
@@ -271,12 +270,20 @@ def parse_args(argv=None):
                         help="keep the rows already in --out (several configurations, one table)")
     parser.add_argument("--table-only", action="store_true",
                         help="only rewrite the Markdown table from the CSV in --out")
-    parser.add_argument("--out", default=str(REPO_ROOT / "benchmarks/results/tfrs_retrieval.csv"))
+    parser.add_argument("--out", default=None,
+                        help="CSV to write the rows to (and a Markdown table beside it)")
     return parser.parse_args(argv)
 
 
-def main(argv=None):
+def main(argv=None, program="PYTHONPATH=. python examples/tfrs_retrieval.py", recorded_argv=None):
+    """Trains the methods of ``argv``.
+
+    With ``--out`` the rows go to that CSV, each with the command ``program`` followed
+    by ``recorded_argv`` (default: ``argv``).
+    """
     args = parse_args(argv)
+    if (args.table_only or args.append) and not args.out:
+        raise SystemExit("--table-only and --append need --out (the CSV to read or extend).")
     if args.table_only:  # rewrite the Markdown table from the CSV, no training
         print(write_results([], args.out, "", append=True))
         return []
@@ -312,10 +319,10 @@ def main(argv=None):
             raise SystemExit(f"Unknown method {method!r}; use in_batch and/or sce.")
         rows.append(run_method(method, args, data))
         print({k: rows[-1][k] for k in FIELDS}, flush=True)
-    command = "PYTHONPATH=. python examples/tfrs_retrieval.py " + " ".join(
-        a for a in (argv if argv is not None else __import__("sys").argv[1:])
-    )
-    print(write_results(rows, args.out, command.strip(), append=args.append))
+    if args.out:
+        given = argv if argv is not None else __import__("sys").argv[1:]
+        command = program + " " + " ".join(given if recorded_argv is None else recorded_argv)
+        print(write_results(rows, args.out, command.strip(), append=args.append))
     return rows
 
 

@@ -123,3 +123,35 @@ def test_tfrs_example_validation_always_considers_the_last_epoch(tmp_path):
     assert [p.split(":")[0] for p in rows[0]["val_recall@100_by_epoch"].split()] == ["2", "3"]
     with pytest.raises(SystemExit, match="--patience needs --validation"):
         example.main(common + ["--epochs", "1", "--patience", "2"])
+
+
+def test_the_example_writes_no_file_unless_asked(tmp_path, monkeypatch):
+    write_tiny_seqrec(tmp_path / "Tiny.txt", num_users=30, num_items=20, min_len=4, max_len=7)
+    monkeypatch.chdir(tmp_path)
+    example = load_example("tfrs_retrieval")
+    rows = example.main(["--data-dir", str(tmp_path), "--dataset", "Tiny", "--epochs", "1",
+                         "--methods", "sce", "--batch-size", "16", "--dim", "8",
+                         "--max-len", "5"])
+    assert [row["method"] for row in rows] == ["sce"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Tiny.txt"]
+    with pytest.raises(SystemExit, match="need --out"):
+        example.main(["--table-only"])
+
+
+def test_the_comparison_benchmark_records_its_own_command(tmp_path):
+    import importlib.util
+
+    from tests.helpers.examples import EXAMPLES
+
+    spec = importlib.util.spec_from_file_location(
+        "tfrs_comparison", EXAMPLES.parent / "benchmarks" / "tfrs_comparison.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    write_tiny_seqrec(tmp_path / "Tiny.txt", num_users=30, num_items=20, min_len=4, max_len=7)
+    out = tmp_path / "tfrs.csv"
+    bench.main(["--data-dir", str(tmp_path), "--dataset", "Tiny", "--epochs", "1", "--methods",
+                "sce", "--batch-size", "16", "--dim", "8", "--max-len", "5", "--out", str(out)])
+    with open(out) as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert row["command"].startswith("python benchmarks/tfrs_comparison.py --data-dir")
+    assert bench.DEFAULT_CSV.name == "tfrs_retrieval.csv"
