@@ -10,8 +10,7 @@ import keras_sce
 from keras_sce import kops
 from keras_sce.kops import losses as kops_losses
 from keras_sce.losses import baselines
-
-C, L, D = 97, 6, 8
+from tests.jax.fixtures import C, embedding_model, next_item_batches
 
 LOSSES = {
     "full": (keras_sce.losses.FullCrossEntropyLoss, {}),
@@ -24,26 +23,10 @@ LOSSES = {
 }
 
 
-def _model():
-    keras.utils.set_random_seed(0)  # the same initial weights whatever ran before
-    items = keras.layers.Embedding(C, D, name="items")
-    inputs = keras.Input((L,), dtype="int32")
-    hidden = keras.layers.Dense(D, name="proj")(items(inputs))
-    return keras.Model(inputs, hidden), items
-
-
-def _batches(n=192, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.integers(1, C, size=(n, L))
-    y = (x * 5 + 1) % (C - 1) + 1  # a learnable map from each item to its next
-    y[:, :2] = 0  # padding positions
-    return x, y
-
-
 @pytest.mark.parametrize("name", list(LOSSES))
 def test_each_baseline_dispatches_to_its_keras_ops_class(name):
     cls, options = LOSSES[name]
-    _, items = _model()
+    _, items = embedding_model()
     loss = cls(items, **options)
     assert type(loss) is kops_losses.keras_ops_class(cls) and type(loss) is not cls
     assert isinstance(loss, cls) and isinstance(loss, kops_losses.KerasOpsItemTableLoss)
@@ -58,9 +41,9 @@ def test_each_baseline_dispatches_to_its_keras_ops_class(name):
 @pytest.mark.parametrize("name", list(LOSSES))
 def test_fit_under_jit_lowers_the_loss_and_trains_the_table(name):
     cls, options = LOSSES[name]
-    model, items = _model()
+    model, items = embedding_model()
     model.compile(keras.optimizers.Adam(0.02), loss=cls(items, **options), jit_compile=True)
-    x, y = _batches()
+    x, y = next_item_batches()
     before = np.array(items.embeddings.numpy())
     history = model.fit(x, y, epochs=3, batch_size=32, verbose=0).history["loss"]
     assert model.jit_compile is True
@@ -69,8 +52,8 @@ def test_fit_under_jit_lowers_the_loss_and_trains_the_table(name):
 
 
 def test_full_ce_loss_equals_the_op_and_sampled_losses_follow_their_seed():
-    model, items = _model()
-    x, y = _batches(8)
+    model, items = embedding_model()
+    x, y = next_item_batches(8)
     hidden = model(x)
     full = keras_sce.losses.FullCrossEntropyLoss(items)
     np.testing.assert_allclose(float(full(y, hidden)),
@@ -86,7 +69,7 @@ def test_full_ce_loss_equals_the_op_and_sampled_losses_follow_their_seed():
 
 
 def test_constructor_errors_are_the_tensorflow_ones():
-    _, items = _model()
+    _, items = embedding_model()
     with pytest.raises(ValueError, match="sampler='unigram' needs item_counts"):
         keras_sce.losses.SampledSoftmaxLoss(items, sampler="unigram")
     with pytest.raises(ValueError, match="num_sampled"):
@@ -102,9 +85,9 @@ def test_constructor_errors_are_the_tensorflow_ones():
     with pytest.raises(TypeError, match="seed"):
         keras_sce.losses.SampledBCELoss(items, seed=1.5)
     loss = keras_sce.losses.FullCrossEntropyLoss(items)
-    x, y = _batches(4)
+    x, y = next_item_batches(4)
     with pytest.raises(NotImplementedError, match="sample weights"):
-        loss(y, _model()[0](x), sample_weight=np.ones(y.shape))
+        loss(y, embedding_model()[0](x), sample_weight=np.ones(y.shape))
 
 
 def test_unknown_item_table_loss_subclasses_still_need_tensorflow():
@@ -118,9 +101,9 @@ def test_unknown_item_table_loss_subclasses_still_need_tensorflow():
 @pytest.mark.parametrize("name", ["full", "gbce"])
 def test_saved_model_loads_with_its_keras_ops_loss_bound(name, tmp_path):
     cls, options = LOSSES[name]
-    model, items = _model()
+    model, items = embedding_model()
     model.compile("adam", loss=cls(items, **options))
-    x, y = _batches(32)
+    x, y = next_item_batches(32)
     model.fit(x, y, epochs=1, batch_size=16, verbose=0)
     path = tmp_path / "model.keras"
     model.save(path)

@@ -11,19 +11,9 @@ from keras_sce import _options, kops
 from keras_sce.kops import _tensors
 from keras_sce.kops.sampled import sample_without_replacement
 from tests.jax import oracle
-
-C, D = 29, 7  # odd sizes: no chunk divides the catalogue
-
-
-def _data(seed=0, shape=(3, 5), padding=True):
-    rng = np.random.default_rng(seed)
-    table = rng.normal(size=(C, D)).astype("float32")
-    hidden = rng.normal(size=(*shape, D)).astype("float32")
-    labels = rng.integers(1, C, size=shape)
-    if padding:
-        labels[0, -2:] = 0
-        labels[-1, 0] = 0
-    return hidden, labels, table
+from tests.jax.fixtures import OP_C as C
+from tests.jax.fixtures import OP_D as D
+from tests.jax.fixtures import op_data
 
 
 def _value_and_grads(fn, hidden, table, jit=False):
@@ -47,7 +37,7 @@ CHUNKS = [None, 1, 4, 6, C - 1, C, 100]
 @pytest.mark.parametrize("chunk", CHUNKS, ids=[f"chunk-{c}" for c in CHUNKS])
 @pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
 def test_chunked_cross_entropy_equals_full_ce_in_values_and_gradients(chunk, jit):
-    hidden, labels, table = _data(1)
+    hidden, labels, table = op_data(1)
     value, gx, gw = _value_and_grads(
         lambda h, w: kops.chunked_cross_entropy(h, labels, w, chunk_size=chunk), hidden, table,
         jit)
@@ -59,7 +49,7 @@ def test_chunked_cross_entropy_equals_full_ce_in_values_and_gradients(chunk, jit
 
 @pytest.mark.parametrize("padding_id", [None, 0, 7], ids=["no-padding", "pad-0", "pad-7"])
 def test_full_and_chunked_ce_agree_for_any_padding_row(padding_id):
-    hidden, labels, table = _data(2, padding=False)
+    hidden, labels, table = op_data(2, padding=False)
     if padding_id is not None:
         labels[1, :2] = padding_id
     else:
@@ -72,7 +62,7 @@ def test_full_and_chunked_ce_agree_for_any_padding_row(padding_id):
 
 
 def test_chunked_ce_sample_weights_weigh_rows():
-    hidden, labels, table = _data(3, padding=False)
+    hidden, labels, table = op_data(3, padding=False)
     weight = np.linspace(0.0, 2.0, labels.size).reshape(labels.shape).astype("float32")
     *_, row_ce = oracle.full_ce(hidden, labels, table)
     want = float((weight.ravel() * row_ce).sum() / weight.sum())
@@ -111,7 +101,7 @@ def _log_expected_real(num_sampled, log_q, padding_id=0):
 
 @pytest.mark.parametrize("sampler", ["uniform", "unigram"])
 def test_sampled_softmax_matches_the_reference_for_its_candidates(sampler):
-    hidden, labels, table = _data(5)
+    hidden, labels, table = op_data(5)
     counts = np.arange(C) % 5 + 1.0
     options = dict(num_sampled=9, sampler=sampler, seed=[3, 1])
     if sampler == "unigram":
@@ -131,7 +121,7 @@ def test_sampled_softmax_matches_the_reference_for_its_candidates(sampler):
 
 @pytest.mark.parametrize("sampler", ["uniform", "unigram"])
 def test_sampled_softmax_over_every_item_is_the_full_ce(sampler):
-    hidden, labels, table = _data(6)
+    hidden, labels, table = op_data(6)
     extra = {"item_counts": np.arange(C) + 1.0} if sampler == "unigram" else {}
     value, gx, gw = _value_and_grads(
         lambda h, w: kops.sampled_softmax(h, labels, w, num_sampled=C - 1, sampler=sampler,
@@ -143,7 +133,7 @@ def test_sampled_softmax_over_every_item_is_the_full_ce(sampler):
 
 
 def test_unigram_sampler_prefers_popular_items():
-    hidden, labels, table = _data(7)
+    hidden, labels, table = op_data(7)
     counts = np.ones(C)
     counts[1:5] = 1e4
     picked = set()
@@ -164,7 +154,7 @@ def _negatives(seed, labels, k, padding_id=0):
 @pytest.mark.parametrize("loss", ["bce", "gbce"])
 @pytest.mark.parametrize("offset", ["balanced", 0.0, 1.5])
 def test_binary_losses_match_the_reference_for_their_negatives(loss, offset):
-    hidden, labels, table = _data(8)
+    hidden, labels, table = op_data(8)
     k, t = 6, 0.5
     negatives = _negatives([5, 2], labels, k)
     assert 0 not in negatives and (negatives < C).all()
@@ -184,7 +174,7 @@ def test_binary_losses_match_the_reference_for_their_negatives(loss, offset):
 
 
 def test_gbce_with_t_zero_is_bce():
-    hidden, labels, table = _data(9)
+    hidden, labels, table = op_data(9)
     bce = kops.sampled_bce(hidden, labels, table, num_negatives=4, seed=1, logit_offset=0.0)
     gbce = kops.gbce(hidden, labels, table, num_negatives=4, t=0.0, seed=1, logit_offset=0.0)
     np.testing.assert_allclose(float(gbce), float(bce), rtol=1e-6)
@@ -205,7 +195,7 @@ LOSSES = {
 @pytest.mark.parametrize("name", list(LOSSES))
 @pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
 def test_all_padding_gives_zero_with_zero_gradient(name, jit):
-    hidden, _, table = _data(10)
+    hidden, _, table = op_data(10)
     labels = np.zeros(hidden.shape[:-1], "int32")
     value, gx, gw = _value_and_grads(lambda h, w: LOSSES[name](h, labels, w), hidden, table, jit)
     assert value == 0.0 and not gx.any() and not gw.any()
@@ -213,7 +203,7 @@ def test_all_padding_gives_zero_with_zero_gradient(name, jit):
 
 @pytest.mark.parametrize("name", list(LOSSES))
 def test_padding_rows_are_ignored_even_when_nan(name):
-    hidden, labels, table = _data(11)
+    hidden, labels, table = op_data(11)
     poisoned = hidden.copy()
     poisoned[labels == 0] = np.nan
     clean, gx, _ = _value_and_grads(lambda h, w: LOSSES[name](h, labels, w), hidden, table)
@@ -226,7 +216,7 @@ def test_padding_rows_are_ignored_even_when_nan(name):
 
 @pytest.mark.parametrize("name", list(LOSSES))
 def test_non_finite_counted_hidden_state_makes_the_loss_nan(name):
-    hidden, labels, table = _data(12)
+    hidden, labels, table = op_data(12)
     hidden[1, 2, 0] = np.inf
     assert np.isnan(float(LOSSES[name](hidden, labels, table)))
     assert np.isnan(float(jax.jit(lambda h: LOSSES[name](h, labels, table))(hidden)))
@@ -234,7 +224,7 @@ def test_non_finite_counted_hidden_state_makes_the_loss_nan(name):
 
 @pytest.mark.parametrize("name", ["sampled", "unigram", "bce", "gbce"])
 def test_seeds_contract(name):
-    hidden, labels, table = _data(13)
+    hidden, labels, table = op_data(13)
     fn = LOSSES[name]
     same = [float(fn(hidden, labels, table, seed=4)) for _ in range(2)]
     assert same[0] == same[1]  # an int seed: the same draws at every call
@@ -285,7 +275,7 @@ FUNCTIONS = {"full": kops.full_cross_entropy, "chunked": kops.chunked_cross_entr
 
 @pytest.mark.parametrize(("name", "change", "error", "words"), BAD)
 def test_bad_input_raises_naming_the_argument(name, change, error, words):
-    hidden, labels, table = _data(14)
+    hidden, labels, table = op_data(14)
     args = dict(hidden=hidden, labels=labels, table=table)
     options = {k: v for k, v in change.items() if k not in args}
     args.update({k: v for k, v in change.items() if k in args})
@@ -301,6 +291,6 @@ def test_a_table_of_only_the_padding_row_is_refused():
 
 @pytest.mark.parametrize("name", ["full", "chunked", "sampled", "bce"])
 def test_traced_bad_ids_turn_the_loss_nan(name):
-    hidden, labels, table = _data(15)
+    hidden, labels, table = op_data(15)
     labels[1, 1] = C + 3
     assert np.isnan(float(jax.jit(lambda h, y: LOSSES[name](h, y, table))(hidden, labels)))

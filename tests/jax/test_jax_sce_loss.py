@@ -16,28 +16,11 @@ import pytest
 import keras_sce
 from keras_sce import kops
 from keras_sce.kops.loss import KerasOpsSCELoss
-
-C, L, D = 97, 6, 8
-
-
-def _model():
-    keras.utils.set_random_seed(0)  # the same initial weights whatever ran before
-    items = keras.layers.Embedding(C, D, name="items")
-    inputs = keras.Input((L,), dtype="int32")
-    hidden = keras.layers.Dense(D, name="proj")(items(inputs))
-    return keras.Model(inputs, hidden), items
-
-
-def _batches(n=192, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.integers(1, C, size=(n, L))
-    y = (x * 5 + 1) % (C - 1) + 1  # a learnable map from each item to its next
-    y[:, :2] = 0  # padding positions
-    return x, y
+from tests.jax.fixtures import C, D, embedding_model, next_item_batches
 
 
 def test_sce_loss_dispatches_to_keras_ops_under_jax():
-    model, items = _model()
+    model, items = embedding_model()
     loss = keras_sce.SCELoss(items, bucket_size_y=16, seed=0)
     assert keras.backend.backend() == "jax"
     assert type(loss) is KerasOpsSCELoss and isinstance(loss, keras_sce.SCELoss)
@@ -48,10 +31,10 @@ def test_sce_loss_dispatches_to_keras_ops_under_jax():
 
 
 def test_fit_with_sce_loss_under_jit_lowers_the_loss_and_trains_the_table():
-    model, items = _model()
+    model, items = embedding_model()
     model.compile(keras.optimizers.Adam(0.02), loss=keras_sce.SCELoss(
         items, num_buckets=4, bucket_size_y=16, chunk_size=40, seed=1))
-    x, y = _batches()
+    x, y = next_item_batches()
     before = np.array(items.embeddings.numpy())
     history = model.fit(x, y, epochs=4, batch_size=32, verbose=0).history["loss"]
     assert model.jit_compile is True or model.jit_compile == "auto"
@@ -60,8 +43,8 @@ def test_fit_with_sce_loss_under_jit_lowers_the_loss_and_trains_the_table():
 
 
 def test_same_seed_same_loss_and_different_batches_different_centres():
-    model, items = _model()
-    x, y = _batches(16)
+    model, items = embedding_model()
+    x, y = next_item_batches(16)
     hidden = model(x)
     first = keras_sce.SCELoss(items, bucket_size_y=8, seed=3)
     again = keras_sce.SCELoss(items, bucket_size_y=8, seed=3)
@@ -70,8 +53,8 @@ def test_same_seed_same_loss_and_different_batches_different_centres():
 
 
 def test_full_coverage_loss_equals_full_ce():
-    model, items = _model()
-    x, y = _batches(8)
+    model, items = embedding_model()
+    x, y = next_item_batches(8)
     hidden = model(x)
     rows = int((y != 0).sum())
     loss = keras_sce.SCELoss(items, num_buckets=1, bucket_size_x=rows, bucket_size_y=C - 1)
@@ -82,9 +65,9 @@ def test_full_coverage_loss_equals_full_ce():
 
 
 def test_saved_model_loads_with_its_loss_bound(tmp_path):
-    model, items = _model()
+    model, items = embedding_model()
     model.compile("adam", loss=keras_sce.SCELoss(items, bucket_size_y=12, mix_x=True, seed=5))
-    x, y = _batches(32)
+    x, y = next_item_batches(32)
     model.fit(x, y, epochs=1, batch_size=16, verbose=0)
     path = tmp_path / "model.keras"
     model.save(path)

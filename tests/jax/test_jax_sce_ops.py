@@ -13,19 +13,9 @@ import pytest
 
 from keras_sce import kops
 from tests.jax import oracle
-
-C, D = 29, 7  # odd sizes on purpose: no chunk divides the catalogue
-
-
-def _data(seed=0, shape=(3, 5), padding=True):
-    rng = np.random.default_rng(seed)
-    table = rng.normal(size=(C, D)).astype("float32")
-    hidden = rng.normal(size=(*shape, D)).astype("float32")
-    labels = rng.integers(1, C, size=shape)
-    if padding:
-        labels[0, -2:] = 0
-        labels[-1, 0] = 0
-    return hidden, labels, table
+from tests.jax.fixtures import OP_C as C
+from tests.jax.fixtures import OP_D as D
+from tests.jax.fixtures import op_data
 
 
 def _sce(hidden, labels, table, **kwargs):
@@ -42,7 +32,7 @@ FULL_COVERAGE = [
 
 @pytest.mark.parametrize("options", FULL_COVERAGE)
 def test_full_coverage_equals_full_ce_values_and_gradients(options):
-    hidden, labels, table = _data()
+    hidden, labels, table = op_data()
     rows = int((labels != 0).sum())
     want, want_gx, want_gw, _ = oracle.full_ce(hidden, labels, table)
 
@@ -56,7 +46,7 @@ def test_full_coverage_equals_full_ce_values_and_gradients(options):
 
 
 def test_full_ce_op_matches_oracle():
-    hidden, labels, table = _data(1)
+    hidden, labels, table = op_data(1)
     want, want_gx, want_gw, _ = oracle.full_ce(hidden, labels, table)
     value, (gx, gw) = jax.value_and_grad(
         lambda h, w: kops.full_cross_entropy(h, labels, w), argnums=(0, 1)
@@ -69,7 +59,7 @@ def test_full_ce_op_matches_oracle():
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("mix_x", [False, True], ids=["gauss", "mix-x"])
 def test_each_covered_row_is_a_lower_bound_of_its_full_ce(seed, mix_x):
-    hidden, labels, table = _data(seed, shape=(4, 9))
+    hidden, labels, table = op_data(seed, shape=(4, 9))
     *_, row_ce = oracle.full_ce(hidden, labels, table)
     loss, details = _sce(
         hidden, labels, table, num_buckets=3, bucket_size_x=6, bucket_size_y=5,
@@ -84,7 +74,7 @@ def test_each_covered_row_is_a_lower_bound_of_its_full_ce(seed, mix_x):
 
 @pytest.mark.parametrize("chunk", [None, 4, 11], ids=["dense", "chunk-4", "chunk-11"])
 def test_fixed_centres_match_the_numpy_reference(chunk):
-    hidden, labels, table = _data(4, shape=(2, 11))
+    hidden, labels, table = op_data(4, shape=(2, 11))
     centres = np.random.default_rng(9).normal(size=(4, D)).astype("float32")
     want = oracle.sce_fixed_centres(hidden, labels, table, centres, b_x=5, b_y=6)
     got = _sce(hidden, labels, table, centers=centres, bucket_size_x=5, bucket_size_y=6,
@@ -98,7 +88,7 @@ def test_tensorflow_core_and_jax_agree_for_the_same_fixed_centres():
 
     from keras_sce import ops as tf_ops
 
-    hidden, labels, table = _data(5, shape=(3, 7))
+    hidden, labels, table = op_data(5, shape=(3, 7))
     centres = np.random.default_rng(2).normal(size=(3, D)).astype("float32")
     kwargs = dict(centers=centres, bucket_size_x=4, bucket_size_y=7)
     want = oracle.sce_fixed_centres(hidden, labels, table, centres, b_x=4, b_y=7)
@@ -110,7 +100,7 @@ def test_tensorflow_core_and_jax_agree_for_the_same_fixed_centres():
 
 
 def test_padding_rows_are_ignored_even_when_nan():
-    hidden, labels, table = _data(6)
+    hidden, labels, table = op_data(6)
     poisoned = hidden.copy()
     poisoned[labels == 0] = np.nan
 
@@ -127,7 +117,7 @@ def test_padding_rows_are_ignored_even_when_nan():
 
 @pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
 def test_all_padding_gives_zero_with_zero_gradient(jit):
-    hidden, _, table = _data(7)
+    hidden, _, table = op_data(7)
     labels = np.zeros(hidden.shape[:-1], "int32")
     fn = jax.value_and_grad(lambda h, w: _sce(h, labels, w, bucket_size_y=8, seed=0),
                             argnums=(0, 1))
@@ -137,7 +127,7 @@ def test_all_padding_gives_zero_with_zero_gradient(jit):
 
 
 def test_zero_weights_ignore_rows_and_weights_scale_rows():
-    hidden, labels, table = _data(8, padding=False)
+    hidden, labels, table = op_data(8, padding=False)
     weight = np.ones(labels.shape, "float32")
     weight[0] = 0.0
     options = dict(num_buckets=1, bucket_size_x=15, bucket_size_y=C - 1, seed=0)
@@ -151,7 +141,7 @@ def test_zero_weights_ignore_rows_and_weights_scale_rows():
 @pytest.mark.parametrize("where", ["hidden", "target-row"])
 @pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
 def test_non_finite_counted_input_makes_the_loss_nan(where, jit):
-    hidden, labels, table = _data(9)
+    hidden, labels, table = op_data(9)
     if where == "hidden":
         hidden[1, 2, 0] = np.inf
     else:
@@ -161,7 +151,7 @@ def test_non_finite_counted_input_makes_the_loss_nan(where, jit):
 
 
 def test_jit_equals_eager_and_streaming_equals_dense():
-    hidden, labels, table = _data(10, shape=(4, 6))
+    hidden, labels, table = op_data(10, shape=(4, 6))
     options = dict(num_buckets=3, bucket_size_x=5, bucket_size_y=7, seed=[4, 2])
     eager = float(_sce(hidden, labels, table, **options))
     jitted = float(jax.jit(lambda h: _sce(h, labels, table, **options))(hidden))
@@ -184,7 +174,7 @@ def test_kops_imports_no_tensorflow():
 
 def test_the_keras_ops_path_on_another_backend_matches_the_reference():
     """The same functions on the TensorFlow backend (keras.ops.fori_loop streaming)."""
-    hidden, labels, table = _data(11, shape=(2, 9))
+    hidden, labels, table = op_data(11, shape=(2, 9))
     centres = np.random.default_rng(3).normal(size=(3, D)).astype("float32")
     want = oracle.sce_fixed_centres(hidden, labels, table, centres, b_x=4, b_y=5)
     code = (
