@@ -12,10 +12,11 @@
 # and namex installed for $PYTHON (default: python): Keras and the two of its needs
 # that the device machine lacks (it has numpy, absl-py, rich, h5py, ml-dtypes,
 # packaging and JAX). The run installs them into /tmp/gpu_check_site when
-# benchmarks/wheels/ holds any, and uses the keras_sce of this working tree.
+# benchmarks/wheels/ (or $GPU_CHECK_WHEELS) holds any, and uses the keras_sce of this
+# working tree.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-wheels=benchmarks/wheels
+wheels="${GPU_CHECK_WHEELS:-benchmarks/wheels}"
 
 if [ "${1:-}" = fetch ]; then
   py="${PYTHON:-python}"

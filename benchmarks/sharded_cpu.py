@@ -15,11 +15,13 @@ configuration runs in a fresh process:
   or split by rows over 8 forced host devices
   (`--xla_force_host_platform_device_count`): per-device memory from XLA's memory
   analysis of the compiled step (arguments + outputs + temporaries - donated), the
-  median step time and the process's peak resident size. `--compile-only C:D` plans a
+  median step time and the process's resident size (inputs ready, and peak).
+  `--compile-only C:D` plans a
   configuration without running it.
 - TensorFlow (`benchmarks/loss_scaling.py --methods sce`, table on one device, sparse
   `IndexedSlices` table gradient and `scatter_sub`): its median step time and the
-  process's peak resident size (its baseline plus the measured peak above it).
+  process's resident size (its baseline once the table exists, and that plus the
+  measured peak above it).
 
 On CPU the 8 devices are threads of one process sharing the same memory and cores, so
 the split shows the per-device layout, not a speed-up. Writes `--out` (CSV) and the
@@ -42,7 +44,7 @@ REPO_ROOT = HERE.parent
 MB = 2**20
 COLUMNS = ("backend", "items", "dim", "rows", "devices", "status", "step_ms", "steps_ms",
            "per_device_mb", "table_per_device_mb", "argument_mb", "output_mb", "temp_mb",
-           "rss_peak_mb", "loss", "note")
+           "rss_start_mb", "rss_peak_mb", "loss", "note")
 SINGLE_THREAD = {"OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1",
                  "TF_NUM_INTEROP_THREADS": "1"}
 XLA_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false"
@@ -113,6 +115,7 @@ def jax_row(args, items, devices, folder):
         got = next(csv.DictReader(handle))
     row.update(status=got["status"], step_ms=got["step_ms"], steps_ms=got["steps_ms"],
                per_device_mb=got["peak_mem_mb"], rss_peak_mb=got["rss_peak_mb"],
+               rss_start_mb=got["rss_start_mb"],
                loss=got["loss"], note=got["note"] or ("" if run else "not run"))
     for key in ("argument", "output", "temp"):
         row[f"{key}_mb"] = round(int(got[f"{key}_bytes"]) / MB, 1)
@@ -138,7 +141,7 @@ def tensorflow_rows(args, folder):
     for items in args.items:
         row = dict.fromkeys(COLUMNS, "")
         row.update(backend="tensorflow", items=items, dim=args.dim, rows=args.rows,
-                   devices=1, table_per_device_mb=round(items * args.dim * 4 / MB, 1))
+                   devices=1, table_per_device_mb=round(items * args.dim * 4 / MB, 2))
         source = got.get(items)
         if source is None:
             row.update(status="failed", note=failure or "no row")
@@ -146,6 +149,7 @@ def tensorflow_rows(args, folder):
             row.update(status=source["status"], step_ms=source["step_ms"],
                        loss=source["loss"], note=source["note"].split(";")[0])
             if source["status"] == "ok":
+                row["rss_start_mb"] = round(float(source["baseline_mb"]), 1)
                 row["rss_peak_mb"] = round(float(source["baseline_mb"])
                                            + float(source["peak_mem_mb"]), 1)
                 row["steps_ms"] = " ".join(
@@ -162,7 +166,8 @@ def write_markdown(rows, path, command):
         "`benchmarks/sharded_cpu.py` (its docstring defines the step), at niceness "
         f"{os.nice(0)} on CPUs {sorted(os.sched_getaffinity(0))} of {os.cpu_count()}.", "",
         "| backend | C | devices | step (ms) | per device: compiled (MiB) | table shard (MiB) "
-        "| arguments / outputs / temporaries (MiB) | process peak RSS (MiB) | note |",
+        "| arguments / outputs / temporaries (MiB) | process RSS: inputs ready / peak (MiB) "
+        "| note |",
         "|---|---:|---:|---:|---:|---:|---|---:|---|",
     ]
     for row in rows:
@@ -171,13 +176,14 @@ def write_markdown(rows, path, command):
             f"| {row['backend']} | {int(row['items']):,} | {row['devices']} | "
             f"{row['step_ms'] or '-'} | {row['per_device_mb'] or '-'} | "
             f"{row['table_per_device_mb']} | {parts if row['argument_mb'] != '' else '-'} | "
-            f"{row['rss_peak_mb'] or '-'} | {row['status']}"
+            f"{row['rss_start_mb'] or '-'} / {row['rss_peak_mb'] or '-'} | {row['status']}"
             f"{'; ' + row['note'] if row['note'] else ''} |")
     lines += [
         "",
         "Per-device memory is XLA's plan of the compiled JAX step (the donated table's "
         "buffer is reused by the updated table, so it counts once); TensorFlow has no "
-        "such plan, and for both the process's peak resident size is given. The "
+        "such plan. For both, the process's resident size once the framework, the inputs and "
+        "the table exist, and its peak over the run. The "
         "machine was shared with other jobs while this ran (the measurement itself ran "
         "at the lowest priority on one core): compare times within this table only.", "",
     ]

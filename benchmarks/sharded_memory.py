@@ -22,11 +22,12 @@ Options beyond the SCE step:
 - `--sgd`: the step also applies `table -= 0.1 * grad` and returns the new table (the
   table's buffer is donated, so it is updated in place), the step that
   `benchmarks/loss_scaling.py` times on TensorFlow.
-- `--run`: allocate the inputs (random normal hidden states and table, uniform labels
-  in `[1, C)`), run `--warmup` steps, then time `--steps` steps (each waited for with
-  `block_until_ready`); `step_ms` is their median. An out-of-memory error while
-  compiling or running is recorded in the row (`status` `out-of-memory`, its first
-  line in `note`) instead of stopping the script.
+- `--run`: allocate the inputs (normal hidden states, a table of normal rows times
+  0.05, uniform labels in `[1, C)`, drawn with NumPy on the host shard by shard, the
+  same values however the table is split), run `--warmup` steps, then time `--steps`
+  steps (each waited for with `block_until_ready`); `step_ms` is their median. An
+  out-of-memory error while compiling or running is recorded in the row (`status`
+  `out-of-memory`, its first line in `note`) instead of stopping the script.
 
 Output: one line per device count with the columns of `COLUMNS`, the first ten
 `method, kind, items, dim, rows, devices, argument_bytes, output_bytes, temp_bytes,
@@ -36,7 +37,8 @@ else across them, so it bounds the step's live memory per device from above),
 `status` (`compiled`, `ok`, `out-of-memory`), `step_ms`, `steps_ms` (every timed
 step), `compile_s`, `loss`, `device_kind`, `allocator_peak_mb` (the device
 allocator's `peak_bytes_in_use` after the run, where the device reports it: GPUs, not
-CPUs), `rss_peak_mb` (the process's peak resident size) and `note`.
+CPUs), `rss_peak_mb` (the process's peak resident size), `rss_start_mb` (its
+resident size once the inputs exist, before the first step) and `note`.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ import time
 COLUMNS = ("method", "kind", "items", "dim", "rows", "devices", "argument_bytes",
            "output_bytes", "temp_bytes", "alias_bytes", "peak_mem_mb", "status", "step_ms",
            "steps_ms", "compile_s", "loss", "device_kind", "allocator_peak_mb",
-           "rss_peak_mb", "note")
+           "rss_peak_mb", "rss_start_mb", "note")
 METHODS = ("sce", "chunked_ce", "full_ce")
 LEARNING_RATE = 0.1
 MB = 2**20
@@ -190,19 +192,49 @@ def _allocator_peak_mb(device):
     return round(stats["peak_bytes_in_use"] / MB, 1)
 
 
+def draw_rows(shape, dtype, start, stop, seed, block_rows, draw):
+    """Rows `[start, stop)` of an array of `shape`, drawn in blocks of `block_rows` rows.
+
+    Each block comes from its own NumPy generator (`draw(rng, block_shape)`), so the
+    values do not depend on how the rows are split into shards.
+    """
+    import numpy as np
+
+    out = np.empty((stop - start, *shape[1:]), dtype)
+    for block in range(start // block_rows, -(-stop // block_rows)):
+        first = block * block_rows
+        size = min(block_rows, shape[0] - first)
+        values = draw(np.random.default_rng([seed, block]), (size, *shape[1:]))
+        lo, hi = max(start, first), min(stop, first + size)
+        out[lo - start:hi - start] = values[lo - first:hi - first]
+    return out
+
+
+def _draw(spec, seed, block_rows, draw):
+    """A global array of `spec`'s shape and sharding, drawn on the host shard by shard
+    (the host holds one shard and a block beside the array at a time)."""
+    import jax
+
+    def shard(index):
+        start, stop, _ = (index[0] if index else slice(None)).indices(spec.shape[0])
+        return draw_rows(spec.shape, spec.dtype, start, stop, seed, block_rows, draw)
+
+    return jax.make_array_from_callback(spec.shape, spec.sharding, shard)
+
+
 def _run(args, compiled, specs):
     """Allocates the inputs with the compiled step's shardings and times the step."""
     import jax
+    import numpy as np
 
     hidden_spec, labels_spec, table_spec = specs
-    key_h, key_y, key_w = jax.random.split(jax.random.key(0), 3)
-    # Each device draws its own rows of the table: nothing of size C x d crosses the host.
-    make = jax.jit(
-        lambda: (jax.random.normal(key_h, hidden_spec.shape),
-                 jax.random.randint(key_y, labels_spec.shape, 1, args.items, "int32"),
-                 0.05 * jax.random.normal(key_w, table_spec.shape)),
-        out_shardings=(hidden_spec.sharding, labels_spec.sharding, table_spec.sharding))
-    hidden, labels, table = jax.block_until_ready(make())
+    normal = lambda scale: lambda rng, shape: scale * rng.standard_normal(shape, "float32")  # noqa: E731
+    hidden = _draw(hidden_spec, 0, 4096, normal(1.0))
+    labels = _draw(labels_spec, 1, 4096,
+                   lambda rng, shape: rng.integers(1, args.items, shape, dtype=np.int32))
+    table = _draw(table_spec, 2, 65_536, normal(0.05))
+    jax.block_until_ready((hidden, labels, table))
+    resident = _resident_mb()
     times = []
     for index in range(args.warmup + args.steps):
         start = time.perf_counter()
@@ -213,7 +245,18 @@ def _run(args, compiled, specs):
             table = out[2]
     loss = float(out[0])
     return {"status": "ok", "step_ms": round(statistics.median(times), 2),
+            "rss_start_mb": resident,
             "steps_ms": " ".join(f"{t:.2f}" for t in times), "loss": round(loss, 5)}
+
+
+def _resident_mb():
+    """The process's resident size now, in MiB (Linux; blank elsewhere)."""
+    try:
+        with open("/proc/self/statm") as handle:
+            pages = int(handle.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return ""
+    return round(pages * os.sysconf("SC_PAGE_SIZE") / MB, 1)
 
 
 def write_csv(rows, path):
