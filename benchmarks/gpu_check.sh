@@ -44,5 +44,4 @@ export KERAS_BACKEND=jax PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
   "$py" -c 'import jax, keras; print("jax", jax.__version__, "keras", keras.__version__, jax.devices())'
 } 2>&1 | tee "$dest/gpu_check_device.txt"
-set -o pipefail
 timeout 480 "$py" benchmarks/gpu_check_jax.py --out-dir "$dest" "$@" 2>&1 | tee "$dest/gpu_check.log"

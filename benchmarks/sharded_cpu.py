@@ -158,10 +158,19 @@ def tensorflow_rows(args, folder):
     return rows
 
 
+def _launch_prefix() -> str:
+    """`nice -n N taskset -c CPUS ` as this process was started (empty parts left out)."""
+    prefix = f"nice -n {os.nice(0)} " if os.nice(0) else ""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < (os.cpu_count() or len(cpus)):
+        prefix += f"taskset -c {','.join(map(str, cpus))} "
+    return prefix
+
+
 def write_markdown(rows, path, command):
     lines = [
         "# SCE step on CPU: the item table on 1 vs 8 devices, TensorFlow vs JAX", "",
-        f"Command: `{command}`", "",
+        f"Command: `{_launch_prefix()}{command}`", "",
         f"Written {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC by "
         "`benchmarks/sharded_cpu.py` (its docstring defines the step), at niceness "
         f"{os.nice(0)} on CPUs {sorted(os.sched_getaffinity(0))} of {os.cpu_count()}.", "",
