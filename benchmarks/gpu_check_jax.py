@@ -148,20 +148,23 @@ def write_markdown(rows, path, args, command):
         "method in a fresh process.", "",
         f"Command: `{command}`", "",
         f"Written {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC.", "",
-        "| method | status | step (ms) | allocator peak (MiB) | compiled: arguments / outputs"
-        " / temporaries (MiB) | loss | note |",
+        "| method | status | step (ms) | allocator peak / limit (MiB) | compiled: arguments"
+        " / outputs / temporaries (MiB) | loss | note |",
         "|---|---|---:|---:|---|---:|---|",
     ]
     for row in rows:
         compiled = " / ".join(_mib(row[f"{key}_bytes"]) for key in ("argument", "output", "temp"))
         compiled = "" if compiled == " /  / " else compiled
+        allocator = (f"{row['allocator_peak_mb']} / {row['allocator_limit_mb']}"
+                     if str(row["allocator_peak_mb"]) else "-")
         lines.append(f"| {row['method']} | {row['status']} | {row['step_ms']} | "
-                     f"{row['allocator_peak_mb']} | {compiled} | {row['loss']} | "
+                     f"{allocator} | {compiled} | {row['loss']} | "
                      f"{row['note']} |")
     if "sce" in times and "chunked_ce" in times and times["sce"] > 0:
         lines += ["", f"Chunked CE takes {times['chunked_ce'] / times['sce']:.1f} times SCE's "
                       "step time."]
-    lines += ["", "The allocator peak includes the inputs (hidden states, labels, table). "
+    lines += ["", "The allocator peak includes the inputs (hidden states, labels, table); "
+              "JAX's default float32 matmul precision. "
               "The compiled sizes are XLA's plan of the step; a method that does not fit "
               "shows them with its out-of-memory error.", ""]
     Path(path).write_text("\n".join(lines))

@@ -37,8 +37,9 @@ else across them, so it bounds the step's live memory per device from above),
 `status` (`compiled`, `ok`, `out-of-memory`), `step_ms`, `steps_ms` (every timed
 step), `compile_s`, `loss`, `device_kind`, `allocator_peak_mb` (the device
 allocator's `peak_bytes_in_use` after the run, where the device reports it: GPUs, not
-CPUs), `rss_peak_mb` (the process's peak resident size), `rss_start_mb` (its
-resident size once the inputs exist, before the first step) and `note`.
+CPUs), `allocator_limit_mb` (the memory that allocator may use), `rss_peak_mb`
+(the process's peak resident size), `rss_start_mb` (its resident size once the
+inputs exist, before the first step) and `note`.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ import time
 COLUMNS = ("method", "kind", "items", "dim", "rows", "devices", "argument_bytes",
            "output_bytes", "temp_bytes", "alias_bytes", "peak_mem_mb", "status", "step_ms",
            "steps_ms", "compile_s", "loss", "device_kind", "allocator_peak_mb",
+           "allocator_limit_mb",
            "rss_peak_mb", "rss_start_mb", "note")
 METHODS = ("sce", "chunked_ce", "full_ce")
 LEARNING_RATE = 0.1
@@ -167,11 +169,12 @@ def measure(args, devices):
         compiled = jitted.lower(hidden, labels, table).compile()
         row["compile_s"] = round(time.perf_counter() - start, 3)
         stats = compiled.memory_analysis()
-        sizes = {key: int(getattr(stats, f"{key}_size_in_bytes"))
-                 for key in ("argument", "output", "temp", "alias")}
-        row.update({f"{key}_bytes": value for key, value in sizes.items()})
-        live = sizes["argument"] + sizes["output"] + sizes["temp"] - sizes["alias"]
-        row["peak_mem_mb"] = round(float(np.float64(live)) / MB, 3)
+        if stats is not None:  # some platforms give no analysis
+            sizes = {key: int(getattr(stats, f"{key}_size_in_bytes"))
+                     for key in ("argument", "output", "temp", "alias")}
+            row.update({f"{key}_bytes": value for key, value in sizes.items()})
+            live = sizes["argument"] + sizes["output"] + sizes["temp"] - sizes["alias"]
+            row["peak_mem_mb"] = round(float(np.float64(live)) / MB, 3)
         row["status"] = "compiled"
         if args.run:
             row.update(_run(args, compiled, (hidden, labels, table)))
@@ -180,16 +183,16 @@ def measure(args, devices):
             raise
         row["status"] = "out-of-memory"
         row["note"] = _first_line(error)
-    row["allocator_peak_mb"] = _allocator_peak_mb(jax.devices()[0])
+    row["allocator_peak_mb"], row["allocator_limit_mb"] = _allocator_mb(jax.devices()[0])
     row["rss_peak_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return row
 
 
-def _allocator_peak_mb(device):
-    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
-    if not stats or "peak_bytes_in_use" not in stats:
-        return ""
-    return round(stats["peak_bytes_in_use"] / MB, 1)
+def _allocator_mb(device):
+    """The allocator's peak bytes in use and its limit, in MiB (blank where not reported)."""
+    stats = (device.memory_stats() if hasattr(device, "memory_stats") else None) or {}
+    return tuple(round(stats[key] / MB, 1) if key in stats else ""
+                 for key in ("peak_bytes_in_use", "bytes_limit"))
 
 
 def draw_rows(shape, dtype, start, stop, seed, block_rows, draw):
