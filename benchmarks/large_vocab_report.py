@@ -130,7 +130,7 @@ def _targets(summary) -> list[str]:
 
 def _raw_options(calibrated_options: str) -> str:
     """The raw-SCE options of a calibrated configuration (its calibration left out)."""
-    return calibrated_options.split(" calibration=", 1)[0].split("calibration=", 1)[0].strip()
+    return calibrated_options.partition("calibration=")[0].strip()
 
 
 def _calibrated_targets(summary, by) -> list[str]:

@@ -13,19 +13,23 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 ITEMS, DIM = 4096, 16
 
 
-def test_split_table_memory_per_device_is_about_an_eighth(tmp_path):
+def _run_bench(out, *extra):
+    """Runs benchmarks/sharded_memory.py on 1 and 8 devices into `out`; its two CSV rows."""
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": path}
-    out = tmp_path / "memory.csv"
     command = [sys.executable, "benchmarks/sharded_memory.py", "--items", str(ITEMS), "--dim",
                str(DIM), "--rows", "64", "--devices", "1", "8", "--num-buckets", "8",
                "--bucket-size-x", "16", "--bucket-size-y", "32", "--chunk-size", "128",
-               "--csv", str(out)]
+               *extra, "--csv", str(out)]
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    return result, list(csv.DictReader(out.open()))
+
+
+def test_split_table_memory_per_device_is_about_an_eighth(tmp_path):
+    result, (one, split) = _run_bench(tmp_path / "memory.csv")
     assert result.stdout.splitlines()[0].startswith("method, kind, items")
-    one, split = list(csv.DictReader(out.open()))
     assert (one["kind"], one["devices"], split["kind"], split["devices"]) == (
         "one-device", "1", "sharded", "8")
     table = ITEMS * DIM * 4
@@ -37,17 +41,8 @@ def test_split_table_memory_per_device_is_about_an_eighth(tmp_path):
 
 
 def test_run_with_sgd_times_the_same_loss_on_one_and_eight_devices(tmp_path):
-    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": path}
-    out = tmp_path / "run.csv"
-    command = [sys.executable, "benchmarks/sharded_memory.py", "--items", str(ITEMS), "--dim",
-               str(DIM), "--rows", "64", "--devices", "1", "8", "--num-buckets", "8",
-               "--bucket-size-x", "16", "--bucket-size-y", "32", "--chunk-size", "128",
-               "--run", "--sgd", "--steps", "2", "--warmup", "1", "--csv", str(out)]
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    one, split = list(csv.DictReader(out.open()))
+    _, (one, split) = _run_bench(tmp_path / "run.csv", "--run", "--sgd", "--steps", "2",
+                                 "--warmup", "1")
     table = ITEMS * DIM * 4
     for row, devices in ((one, 1), (split, 8)):
         assert row["status"] == "ok" and len(row["steps_ms"].split()) == 2
