@@ -1,7 +1,7 @@
 """SCE in `keras.ops`: the backend-neutral core (JAX, and any Keras 3 backend).
 
 - `scalable_cross_entropy` — SCE (arXiv 2409.18721), as `keras_sce.ops`
-  computes it on TensorFlow.
+  computes it on TensorFlow, calibrated on request (`keras_sce.kops.calibration`).
 - `bucket_top_k` — the per-bucket top-k item search, streamed over chunks.
 - `full_cross_entropy`, `chunked_cross_entropy` — the exact softmax cross-entropy
   over the catalogue (materialised, or streamed over catalogue chunks).

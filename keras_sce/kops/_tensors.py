@@ -48,15 +48,17 @@ def batch_fingerprint(labels):
     return ops.sum(y * weights + ops.right_shift(y, 7))
 
 
-def _jax_key(seed, labels):
+def _jax_key(seed, labels, salt=None):
     import jax
 
     if seed is None:
         seed = (0, batch_fingerprint(labels))
     if isinstance(seed, int):
-        return jax.random.PRNGKey(seed)
-    seed = ops.cast(ops.convert_to_tensor(seed), "int32")
-    return jax.random.fold_in(jax.random.PRNGKey(seed[0]), seed[1])
+        key = jax.random.PRNGKey(seed)
+    else:
+        seed = ops.cast(ops.convert_to_tensor(seed), "int32")
+        key = jax.random.fold_in(jax.random.PRNGKey(seed[0]), seed[1])
+    return key if salt is None else jax.random.fold_in(key, salt)
 
 
 def _python_seed(seed):
@@ -71,23 +73,26 @@ def _python_seed(seed):
     return seed
 
 
-def draw(kind, shape, seed, labels, dtype="float32", minval=0, maxval=1):
+def draw(kind, shape, seed, labels, dtype="float32", minval=0, maxval=1, salt=None):
     """Random `"normal"`, `"uniform"` (floats in `[minval, maxval)`) or `"randint"` draws.
 
     Under JAX stateless: `seed` is an int, an int pair or a `[2]` tensor, and None
     means `(0, batch_fingerprint(labels))`. On other backends Keras' generator
-    (`seed`: None or a Python int).
+    (`seed`: None or a Python int). An int `salt` gives a second stream of the
+    same seed, independent of the first (the calibration samples beside the centres).
     """
     if keras.backend.backend() == "jax":
         import jax
 
-        key = _jax_key(seed, labels)
+        key = _jax_key(seed, labels, salt)
         if kind == "normal":
             return jax.random.normal(key, shape, dtype=dtype)
         if kind == "uniform":
             return jax.random.uniform(key, shape, dtype=dtype, minval=minval, maxval=maxval)
         return jax.random.randint(key, shape, minval, maxval, dtype="int32")
     seed = _python_seed(seed)
+    if seed is not None and salt is not None:
+        seed = (seed * 1_000_003 + salt) % (2**31)
     if kind == "normal":
         return keras.random.normal(shape, dtype=dtype, seed=seed)
     if kind == "uniform":

@@ -11,7 +11,8 @@ saved on one backend loads on the other) and the same method, computed by
   and a run is reproducible for a given `seed`; the same batch seen twice gets
   the same centres. `seed=None` picks a random `seed` once, at construction
   (not saved). `seed_position` is accepted and has no effect.
-- `calibration` is not available (NotImplementedError).
+- `calibration`: the same estimator, its samples drawn like the centres, from
+  `(seed, batch)` (`keras_sce.kops.calibration` says what else differs).
 - The table gradient is a dense `[C, d]` scatter-add (no `IndexedSlices`).
 """
 
@@ -23,6 +24,7 @@ import keras
 import numpy as np
 
 from keras_sce import _options
+from keras_sce._calibration import resolve_calibration
 from keras_sce.kops._tensors import batch_fingerprint
 from keras_sce.kops.sce import scalable_cross_entropy
 from keras_sce.kops.sharded import table_sharding
@@ -62,11 +64,6 @@ class KerasOpsSCELoss(SCELoss):
         unknown = sorted(set(options) - set(_SCE_DEFAULTS))
         if unknown:
             raise TypeError(f"Unexpected keyword arguments for SCELoss: {unknown}")
-        if options["calibration"] is not None:
-            raise NotImplementedError(
-                f"SCELoss(calibration=...) needs the TensorFlow backend (Keras runs on "
-                f"{keras.backend.backend()!r}); pass calibration=None."
-            )
         # keras.losses.Loss directly: ItemTableLoss.__init__ requires TensorFlow.
         keras.losses.Loss.__init__(
             self, name=options["name"], reduction="sum_over_batch_size", dtype=options["dtype"]
@@ -82,7 +79,9 @@ class KerasOpsSCELoss(SCELoss):
             options["chunk_size"],
         )
         self.mix_x = bool(options["mix_x"])
-        self._calibration = self.calibration = None
+        self._calibration = resolve_calibration(options["calibration"])
+        # As saved: the options' config dict (SCELoss keeps the same attribute).
+        self.calibration = None if self._calibration is None else self._calibration.get_config()
         self.check_ids = bool(options["check_ids"])
         self.seed = _options.as_int(options["seed"], "seed", allow_none=True)
         _options.as_int(options["seed_position"], "seed_position", minimum=0)
@@ -100,7 +99,7 @@ class KerasOpsSCELoss(SCELoss):
         return dict(
             num_buckets=self.num_buckets, bucket_size_x=self.bucket_size_x,
             bucket_size_y=self.bucket_size_y, mix_x=self.mix_x, padding_id=self.padding_id,
-            chunk_size=self.chunk_size, check_ids=self.check_ids,
+            chunk_size=self.chunk_size, check_ids=self.check_ids, calibration=self._calibration,
         )
 
     def _compute(self, y_true, y_pred, table, sample_weight):

@@ -8,7 +8,9 @@ chunks (see `keras_sce.kops.search`); `keras.ops.top_k` and
 Differences from the TensorFlow core: the table gradient is a dense `[C, d]`
 scatter-add (JAX has no `IndexedSlices`); bad ids and bad weights raise a
 `ValueError` when the values are concrete and turn the loss NaN when traced;
-`calibration` is not available; `seed=None` gives centres derived from the batch.
+calibrated SCE draws its samples from the backend's generator
+(`keras_sce.kops.calibration` says what else differs); `seed=None` gives centres
+(and samples) derived from the batch.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import functools
 from keras import ops
 
 from keras_sce import _options
+from keras_sce._calibration import resolve_calibration
 from keras_sce.kops._tensors import all_finite, draw_centers, dtype_of, prepare_rows, safe_ratio
+from keras_sce.kops.calibration import calibrated_row_loss
 from keras_sce.kops.search import NEG_INF, bucket_top_k
 from keras_sce.kops.sharded import sharded_bucket_top_k, sharded_take
 from keras_sce.ops.defaults import DEFAULT_BUCKET_SIZE_Y, default_num_buckets  # no TensorFlow
@@ -70,7 +74,12 @@ def scalable_cross_entropy(
             derived from the batch's labels; other backends: Keras' global generator).
         centers: optional fixed `[n_b, d]` centres (overrides `num_buckets`,
             `mix_x` and `seed`).
-        calibration: must be None (calibrated SCE runs on the TensorFlow core only).
+        calibration: None (off, the loss as published) or calibrated SCE: True
+            (defaults), a dict of `keras_sce.ops.calibration.Calibration` options
+            or a `Calibration`. Each covered row's loss then estimates its full
+            softmax cross-entropy: its kept bucket's exact terms plus `m` sampled
+            items for the rest of the catalogue (extra memory `N x m`); see
+            `keras_sce.kops.calibration` and docs/calibrated-sce.md.
         sample_weight: optional non-negative weights broadcastable to `labels`.
         check_ids: check that labels lie in `[0, C)`: a concrete violation raises,
             a traced one turns the loss NaN.
@@ -88,7 +97,6 @@ def scalable_cross_entropy(
     Raises:
         TypeError: non-float hidden states or table, non-integer labels.
         ValueError: mismatched shapes, bad options, bad ids or weights (concrete).
-        NotImplementedError: `calibration` is not None.
 
     Example:
 
@@ -100,11 +108,7 @@ def scalable_cross_entropy(
     >>> labels = rng.integers(1, 500, size=(4, 10))
     >>> loss = scalable_cross_entropy(hidden, labels, table, bucket_size_y=64, seed=0)
     """
-    if calibration is not None:
-        raise NotImplementedError(
-            "`calibration` is available in the TensorFlow core only "
-            "(keras_sce.ops.scalable_cross_entropy); pass calibration=None here."
-        )
+    calibration = resolve_calibration(calibration)
     rows = prepare_rows(hidden, labels, item_table, padding_id, sample_weight, check_ids)
     num_buckets, bucket_size_x, bucket_size_y, chunk = _options.check_sce_sizes(
         num_buckets, bucket_size_x, bucket_size_y, chunk_size
@@ -175,6 +179,12 @@ def scalable_cross_entropy(
     row_loss = ops.segment_max(flat_loss, flat_rows, num_segments=num_rows)
     membership = ops.segment_sum(ops.cast(flat_member, "int32"), flat_rows, num_segments=num_rows)
     kept = ops.logical_and(membership > 0, valid)
+    if calibration is not None:  # add the estimated mass of the items no bucket saw
+        row_loss = calibrated_row_loss(
+            calibration, x=x, y=y, take_rows=take_rows, num_items=num_items,
+            positives=positives, kept=kept, bucket_rows=bucket_rows, flat_loss=flat_loss,
+            bucket_items=bucket_items, item_ok=item_ok, padding_id=padding_id, seed=seed,
+        )
     row_loss = ops.where(kept, row_loss, ops.zeros_like(row_loss))
 
     # 9. Mean over covered valid rows; 0 when none is.

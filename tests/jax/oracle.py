@@ -18,9 +18,18 @@ def _logsumexp(values):
     return top + np.log(np.sum(np.exp(values - top)))
 
 
-def full_ce(hidden, labels, table, padding_id=0):
-    """``(loss, d loss / d hidden, d loss / d table, per-row CE)``; padding excluded."""
+def full_ce(hidden, labels, table, padding_id=0, row_weight=None):
+    """``(loss, d loss / d hidden, d loss / d table, per-row CE)``; padding excluded.
+
+    ``row_weight`` (one per flat row) weighs the mean, e.g. 0/1 for the rows a
+    bucket covers.
+    """
     x, y, valid = _flat(hidden, labels, padding_id)
+    if row_weight is not None:
+        valid = valid & (np.asarray(row_weight) > 0)
+    weight = valid.astype(np.float64)
+    if row_weight is not None:
+        weight = weight * np.asarray(row_weight, np.float64)
     w = np.asarray(table, np.float64)
     logits = x @ w.T
     if padding_id is not None:
@@ -30,11 +39,11 @@ def full_ce(hidden, labels, table, padding_id=0):
     prob /= prob.sum(axis=1, keepdims=True)
     rows = np.arange(len(y))
     row_ce = -np.log(np.where(valid, prob[rows, y], 1.0))
-    count = max(int(valid.sum()), 1)
-    loss = float(row_ce[valid].sum() / count) if valid.any() else 0.0
+    count = weight.sum() if valid.any() else 1.0
+    loss = float((weight * np.where(valid, row_ce, 0.0)).sum() / count) if valid.any() else 0.0
     dlogits = prob.copy()
     dlogits[rows, y] -= 1.0
-    dlogits *= valid[:, None] / count
+    dlogits *= weight[:, None] / count
     grad_x = (dlogits @ w).reshape(np.shape(hidden))
     grad_w = dlogits.T @ x
     return loss, grad_x, grad_w, np.where(valid, row_ce, 0.0)

@@ -47,7 +47,7 @@ BAD = [
                  id="negative-weight"),
     pytest.param(dict(sample_weight=np.ones((3,))), ValueError, "does not fit",
                  id="weight-shape"),
-    pytest.param(dict(calibration=True), NotImplementedError, "TensorFlow core",
+    pytest.param(dict(calibration={"num_samples": 0}), ValueError, "num_samples",
                  id="calibration"),
 ]
 
