@@ -14,22 +14,24 @@ What differs from the TensorFlow core, and why:
 - The draws come from the backend's generator (under JAX, `jax.random` with the
   centres' key folded with a salt), so the same `seed` gives other samples than on
   TensorFlow; the distribution is the same.
-- The unigram proposal is sampled by inverse CDF over about `2^62` integers, each
-  drawn as a pair of int32 (JAX computes in 32 bits unless x64 is enabled). Each
-  sample's weight uses the probability its integer interval really has, so the
-  estimate is unbiased for the proposal actually sampled; an item whose interval
-  would be empty (a probability below `2^-62`) is refused.
+- The unigram proposal is sampled by inverse CDF over `(2^31 - 1)^2` (about `2^62`)
+  integers, each drawn as a pair of int32 (JAX computes in 32 bits unless x64 is
+  enabled). Each sample's weight uses the probability its integer interval really
+  has, so the estimate is unbiased for the proposal actually sampled; an item whose
+  interval would be empty (a probability below `1 / (2^31 - 1)^2`) is refused.
 - The kept bucket is chosen by one segment maximum over int32 keys: the loss's
   order-preserving integer image with its lowest bits replaced by the bucket index.
   That picks a bucket whose loss is within a relative `2^(bits - 23)` of the
-  largest (`bits = ceil(log2 n_b)`), and the row's exact part is then read from
-  that very bucket, so the exact terms and the excluded set always agree.
+  largest (`bits = ceil(log2 n_b)`; among losses in the same quantisation cell as
+  the largest, the lowest index), and the row's exact part is then read from that
+  very bucket, so the exact terms and the excluded set always agree.
 """
 
 from __future__ import annotations
 
 import math
 
+import keras
 import numpy as np
 from keras import ops
 
@@ -138,7 +140,7 @@ def draw_samples(calibration, num_items: int, padding_id, seed, labels, dtype):
     high, low = draw("randint", (2, m), seed, labels, minval=0, maxval=_BASE, salt=_SAMPLE_SALT)
     ids = to_real_ids(_count_at_most(upper, high, low), padding_id)
     with np.errstate(divide="ignore"):  # the padding id's log q is -inf; it is never drawn
-        log_q = ops.convert_to_tensor(np.log(q).astype(dtype))
+        log_q = ops.convert_to_tensor(np.log(q).astype(keras.backend.standardize_dtype(dtype)))
     return ids, -math.log(m) - ops.take(log_q, ids)
 
 
@@ -158,7 +160,8 @@ def kept_bucket(bucket_rows, flat_loss, num_rows):
     """`([N] bucket, [N] loss)`: each row's kept bucket and the row's loss in it.
 
     The bucket is one whose loss is the row's largest up to a relative
-    `2^(bits - 23)` (ties and near-ties: the lowest index); see the module docstring.
+    `2^(bits - 23)` (the lowest index among the losses that share the largest's
+    quantisation cell); see the module docstring.
     Rows in no bucket get a clipped index and a `-inf` loss (they are not kept).
     """
     num_buckets = int(bucket_rows.shape[0])

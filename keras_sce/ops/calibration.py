@@ -132,7 +132,7 @@ def kept_bucket(bucket_rows, flat_loss, num_rows):
     return tf.clip_by_value(first, 0, num_buckets - 1)
 
 
-def calibrated_row_loss(calibration, *, x, y, item_table, positives, row_loss, kept,
+def calibrated_row_loss(calibration, *, x, y, item_table, positives, kept,
                         bucket_rows, flat_loss, bucket_items, item_ok, padding_id, seed):
     """Per-row calibrated loss `log(Z_hat) - s_y` for the bucket each row keeps.
 
@@ -148,7 +148,6 @@ def calibrated_row_loss(calibration, *, x, y, item_table, positives, row_loss, k
         y: their item ids `[N]`.
         item_table: the item table `[C, d]`.
         positives: the positive logits `[N]`.
-        row_loss: `[N]` raw SCE loss of each row's kept bucket (before masking).
         kept: `[N]` bool, rows that get a loss.
         bucket_rows: `[n_b, b_x]` rows per bucket.
         flat_loss: `[n_b * b_x]` the bucket losses of those rows, flattened (`-inf`
@@ -172,6 +171,15 @@ def calibrated_row_loss(calibration, *, x, y, item_table, positives, row_loss, k
     sampled = tf.matmul(x, tf.cast(tf.gather(item_table, samples), dtype), transpose_b=True)
     in_bucket = samples_in_buckets(bucket_items, item_ok, samples)  # [n_b, m]
     row_bucket = kept_bucket(bucket_rows, flat_loss, num_rows)
+    # The exact part is read from the chosen bucket itself: the choice compares
+    # float32 images, so for float64 losses that tie in float32 the largest float64
+    # loss could be another bucket's, whose items the exclusion below would miss.
+    bucket_of = tf.reshape(tf.broadcast_to(tf.range(tf.shape(bucket_rows)[0])[:, tf.newaxis],
+                                           tf.shape(bucket_rows)), [-1])
+    flat_rows = tf.reshape(bucket_rows, [-1])
+    own = tf.where(tf.equal(bucket_of, tf.gather(row_bucket, flat_rows)), flat_loss,
+                   tf.constant(float("-inf"), flat_loss.dtype))
+    row_loss = tf.math.unsorted_segment_max(own, flat_rows, num_rows)
     seen = tf.logical_or(tf.gather(in_bucket, row_bucket),
                          tf.equal(samples[tf.newaxis, :], y[:, tf.newaxis]))
     terms = tf.where(seen, tf.constant(float("-inf"), dtype), sampled + log_w[tf.newaxis, :])

@@ -204,7 +204,7 @@ def scalable_cross_entropy(
     if calibration is not None:  # add the estimated mass of the items no bucket saw
         row_loss = calibrated_row_loss(
             calibration, x=x, y=y, item_table=item_table, positives=positives,
-            row_loss=row_loss, kept=kept, bucket_rows=bucket_rows, flat_loss=flat_loss,
+            kept=kept, bucket_rows=bucket_rows, flat_loss=flat_loss,
             bucket_items=bucket_items, item_ok=item_ok, padding_id=padding_id, seed=seed,
         )
     row_loss = tf.where(kept, row_loss, tf.zeros_like(row_loss))

@@ -284,17 +284,23 @@ def test_samples_follow_the_seed():
 
 
 def test_tensorflow_and_jax_cores_agree_on_the_exact_cover_loss():
-    """The TF core (its own process) and this one: same centres, the cover proposal."""
+    """The TF core and keras.ops on the TF backend (their own process) and this one:
+    same centres, the cover proposal; and the unigram proposal runs there too."""
     from test_jax_sce_ops import _python
 
     code = (
-        "import numpy as np, keras_sce.ops as o\n"
+        "import numpy as np, keras_sce.ops as o, keras_sce.kops as k\n"
         "r = np.random.default_rng(3)\n"
         "t = r.normal(size=(60, 6)).astype('float32'); h = r.normal(size=(20, 6)).astype("
         "'float32'); y = r.integers(1, 60, size=20); y[:3] = 0\n"
         "c = r.normal(size=(4, 6)).astype('float32')\n"
-        "print(float(o.scalable_cross_entropy(h, y, t, centers=c, bucket_size_x=7, "
-        "bucket_size_y=9, calibration={'proposal': 'cover'})))\n"
+        "kw = dict(centers=c, bucket_size_x=7, bucket_size_y=9)\n"
+        "uni = {'proposal': 'unigram', 'item_counts': np.arange(60.0), 'num_samples': 16}\n"
+        "print(float(k.scalable_cross_entropy(h, y, t, seed=0, calibration=uni, **kw)))\n"
+        "print(float(k.scalable_cross_entropy(h, y, t, calibration={'proposal': 'cover'}, "
+        "**kw)))\n"
+        "print(float(o.scalable_cross_entropy(h, y, t, calibration={'proposal': 'cover'}, "
+        "**kw)))\n"
     )
     rng = np.random.default_rng(3)
     table = rng.normal(size=(60, 6)).astype("float32")
@@ -304,7 +310,9 @@ def test_tensorflow_and_jax_cores_agree_on_the_exact_cover_loss():
     centers = rng.normal(size=(4, 6)).astype("float32")
     here = float(_sce(hidden, labels, table, centers=centers, bucket_size_x=7, bucket_size_y=9,
                       calibration={"proposal": "cover"}))
-    np.testing.assert_allclose(float(_python(code, "tensorflow")[-1]), here, rtol=1e-5)
+    unigram, kops_tf, core_tf = (float(v) for v in _python(code, "tensorflow")[-3:])
+    assert np.isfinite(unigram)
+    np.testing.assert_allclose([kops_tf, core_tf], [here, here], rtol=1e-5)
 
 
 @pytest.mark.parametrize(
