@@ -85,12 +85,16 @@ def parse_args(argv=None):
                    help="compute loss_hlo_mb for the CSV's rows that lack it (after any runs)")
     p.add_argument("--no-loss-memory", action="store_true",
                    help="leave loss_hlo_mb empty in new rows (fill it later)")
+    p.add_argument("--full-ce-memory", action="store_true",
+                   help="compile (never run) full CE's loss for --corpus and --vocab and "
+                        "record its loss_hlo_mb in <out>_full_ce_memory.csv: the memory "
+                        "ratios' reference where full CE cannot train")
     args = p.parse_args(argv)
     if args.method and args.steps is None and args.time is None:
         p.error("give a budget: --steps N or --time SECONDS")
-    if not args.method and not args.table and not args.fill_loss_memory:
-        p.error("nothing to do: give --method (with a budget), --fill-loss-memory "
-                "and/or --table")
+    if not (args.method or args.table or args.fill_loss_memory or args.full_ce_memory):
+        p.error("nothing to do: give --method (with a budget), --fill-loss-memory, "
+                "--full-ce-memory and/or --table")
     return args
 
 
@@ -152,6 +156,27 @@ def loss_memory(cfg: dict, table_rows: int) -> float:
         return math.nan
 
 
+def corpus_name(cfg: dict) -> str:
+    """The CSV's `corpus`: the name, or a tarball's file name."""
+    return cfg["corpus"] if cfg["corpus"] in ("gcide", "synthetic") else Path(cfg["corpus"]).name
+
+
+def full_ce_reference(args, command: str) -> dict:
+    """Full CE's compiled loss memory for the corpus and vocabulary, appended to the
+    reference CSV (compiled in a child, never executed: no ``[1024, K]`` buffer is
+    allocated)."""
+    from benchmarks.large_vocab_loss_memory import loss_hlo_mb
+
+    cfg = child_config(args, "ce", 0, check_files=False)
+    cfg.update(ce_kind="full", table_rows=args.vocab + 2)  # + padding and OOV ids
+    row = dict(corpus=corpus_name(cfg), vocab=args.vocab, table_rows=cfg["table_rows"],
+               loss_hlo_mb=loss_hlo_mb([cfg])[0], command=command)
+    report.REFERENCE_SCHEMA.append(report.reference_path(args.out), row)
+    print(f"full CE, {row['corpus']} K={row['vocab']}: compiled loss {row['loss_hlo_mb']} MB",
+          flush=True)
+    return row
+
+
 def make_row(cfg: dict, result: dict, command: str) -> dict:
     budget = f"steps {cfg['steps']}" if cfg.get("steps") else f"time {cfg['seconds']:g}s"
     keys = ("bucket_size_y", "num_buckets") if cfg["method"].startswith("sce") else (
@@ -160,9 +185,7 @@ def make_row(cfg: dict, result: dict, command: str) -> dict:
     options = " ".join(f"{k}={cfg[k]}" for k in keys if cfg.get(k))
     if cfg["method"] == "sce_calibrated":
         options += " " + report.calibration_label(cfg["calibration"])
-    corpus = cfg["corpus"] if cfg["corpus"] in ("gcide", "synthetic") else Path(
-        cfg["corpus"]).name
-    return dict(corpus=corpus, vocab=cfg["vocab"], method=cfg["method"], budget=budget,
+    return dict(corpus=corpus_name(cfg), vocab=cfg["vocab"], method=cfg["method"], budget=budget,
                 seed=cfg["seed"], optimizer=cfg["optimizer"], options=options,
                 machine=f"{platform.machine()} nproc={os.cpu_count()}", command=command,
                 **result)
@@ -172,7 +195,7 @@ def main(argv=None):
     args = parse_args(argv)
     command = "python benchmarks/large_vocab.py " + shlex.join(
         a for a in (argv if argv is not None else sys.argv[1:])
-        if a not in ("--table", "--fill-loss-memory", "--no-loss-memory"))
+        if a not in ("--table", "--fill-loss-memory", "--no-loss-memory", "--full-ce-memory"))
     rows = []
     for method in args.method or ():
         for seed in args.seed or [0]:
@@ -187,6 +210,8 @@ def main(argv=None):
                   f"{row['test_acc@10']}, loss mem {row['loss_mem_mb']} MB "
                   f"(compiled loss {row['loss_hlo_mb']} MB), "
                   f"{row['sec_per_step']} s/step ({row['ce_kind'] or '-'})", flush=True)
+    if args.full_ce_memory:
+        full_ce_reference(args, command)
     if args.fill_loss_memory:
         from benchmarks.large_vocab_loss_memory import fill_main
 
@@ -194,7 +219,8 @@ def main(argv=None):
     if args.table:
         out = Path(args.out)
         print(report.write_table(report.read_rows(out), out.with_suffix(".md"),
-                                 out.with_suffix(".png")))
+                                 out.with_suffix(".png"),
+                                 references=report.read_references(out)))
     return rows
 
 

@@ -201,3 +201,26 @@ def test_calibrated_rows_are_checked_against_exact_ce_and_raw_sce(tmp_path):
     assert "Compiled loss memory 5.4 vs raw SCE 5.0 MB: +8.0% (target: within +10%)" in text
     ce_line = next(line for line in text.splitlines() if "| ce |" in line)
     assert "±" not in ce_line  # one seed: no spread shown
+
+
+def test_full_ce_reference_memory_is_compiled_and_used_where_no_full_row_exists(tmp_path):
+    """Where full CE cannot train, its compiled-only loss memory is the ratio's reference."""
+    out = tmp_path / "lv.csv"
+    bench.main(["--corpus", "synthetic", "--vocab", "20000", "--full-ce-memory",
+                "--out", str(out)])
+    (ref,) = report.REFERENCE_SCHEMA.read(report.reference_path(out))
+    logits_mb = 1024 * 20_002 * 4 / 2**20
+    assert ref["table_rows"] == "20002" and logits_mb <= float(ref["loss_hlo_mb"])
+    assert "--full-ce-memory" not in ref["command"] and "--vocab 20000" in ref["command"]
+    rows = [_row(mem=40.0), _row("ce", 0, "chunked", mem=300.0)]
+    for row in rows:
+        row["vocab"] = 20000
+    references = report.read_references(out)
+    text = report.write_table(rows, tmp_path / "lv.md", references=references)
+    ratio = 4.0 / float(ref["loss_hlo_mb"])
+    assert f"SCE / full CE (compiled only, never run) = {ratio:.4f}" in text
+    # A full-CE row, when there is one, is the reference instead.
+    full = _row("ce", 0, "full", mem=1000.0)
+    full["vocab"] = 20000
+    text = report.write_table(rows + [full], tmp_path / "lv.md", references=references)
+    assert "compiled only" not in text and "SCE / full CE = 0.0400" in text
