@@ -10,8 +10,6 @@ import jax.numpy as jnp
 import keras
 import numpy as np
 import pytest
-from fixtures import embedding_model, next_item_batches
-from oracle import full_ce
 
 import keras_sce
 from keras_sce import kops
@@ -22,6 +20,9 @@ from keras_sce.kops.calibration import (
     integer_proposal,
     kept_bucket,
 )
+from tests.helpers.calibration_oracle import check_estimates, seen_parts
+from tests.jax.fixtures import embedding_model, next_item_batches
+from tests.jax.oracle import full_ce
 
 N, C, D = 37, 1001, 17  # odd shapes on purpose
 
@@ -75,24 +76,6 @@ def test_default_off_is_bit_identical():
         np.testing.assert_array_equal(ref[1], got[1])
 
 
-def _seen_oracle(hidden, labels, table, centers, b_y):
-    """Per row: the exact part A (kept bucket + positive) and the rest R, from float64."""
-    h, w, y = (np.asarray(v, np.float64) for v in (hidden, table, labels))
-    y = y.astype(int)
-    e = np.exp(h @ w.T)
-    scores = np.asarray(centers, np.float64) @ w.T
-    scores[:, 0] = -np.inf
-    buckets = np.argsort(-scores, axis=1, kind="stable")[:, :b_y]
-    seen = np.zeros((N, C), bool)
-    for i in range(N):
-        lse = [np.log(e[i, b[b != y[i]]].sum() + e[i, y[i]]) for b in buckets]
-        seen[i, buckets[int(np.argmax(lse))]] = True
-    seen[np.arange(N), y] = True
-    e[:, 0] = 0.0
-    unseen = np.where(seen, 0.0, e)
-    return (e * seen).sum(1), unseen, e[np.arange(N), y]
-
-
 _PROPOSALS = {
     "uniform": dict(proposal="uniform"),
     "unigram_pow075_mix": dict(proposal="unigram", item_counts=_unigram(zeros=50), power=0.75,
@@ -109,26 +92,12 @@ def test_normaliser_estimate_is_unbiased_and_log_bias_within_the_bound(case):
     run = jax.jit(lambda s: _sce(hidden, labels, table, bucket_size_x=N, bucket_size_y=b_y,
                                  centers=centers, seed=s, calibration=cal,
                                  return_details=True)[1]["row_loss"])
-    exact_part, unseen, positive = _seen_oracle(hidden, labels, table, centers, b_y)
-    row_loss = np.stack([np.asarray(run(jnp.array([7, s]))) for s in range(seeds)])
-    z_hat = np.exp(row_loss.astype(np.float64)) * positive
+    row_losses = np.stack([np.asarray(run(jnp.array([7, s]))) for s in range(seeds)])
+    exact_part, unseen = seen_parts(hidden, labels, table, centers, b_y)
     # The weights use the probability each item's integer interval really has.
     q = integer_proposal(cal, C, 0)[1] if cal.proposal == "unigram" else (
-        np.r_[0.0, np.full(C - 1, 1.0 / (C - 1))])
-    rest = unseen.sum(1)
-    var = ((unseen**2 / np.where(q > 0, q, 1.0)).sum(1) - rest**2) / m
-    valid = labels != 0
-    z_hat, z, exact_part, var = z_hat[:, valid], (exact_part + rest)[valid], exact_part[valid], \
-        var[valid]
-    se = z_hat.std(0, ddof=1) / np.sqrt(seeds)
-    assert np.all(np.abs(z_hat.mean(0) - z) < 4.5 * se + 1e-5 * z)
-    np.testing.assert_allclose(z_hat.var(0, ddof=1).sum(), var.sum(), rtol=0.25)
-    # Jensen: 0 <= log Z - E[log Z_hat] <= Var / (2 Z A).
-    log_gap = np.log(z) - np.log(z_hat)
-    gap, gap_se = log_gap.mean(0), log_gap.std(0, ddof=1) / np.sqrt(seeds)
-    bound = var / (2 * z * exact_part)
-    assert np.all(gap > -4.5 * gap_se - 1e-5)
-    assert np.all(gap < bound + 4.5 * gap_se + 1e-5)
+        cal.proposal_probabilities(C, 0))
+    check_estimates(row_losses, hidden, labels, table, exact_part, unseen, q, m)
 
 
 def test_padding_and_positive_are_never_sampled_negatives():
@@ -286,7 +255,7 @@ def test_samples_follow_the_seed():
 def test_tensorflow_and_jax_cores_agree_on_the_exact_cover_loss():
     """The TF core and keras.ops on the TF backend (their own process) and this one:
     same centres, the cover proposal; and the unigram proposal runs there too."""
-    from test_jax_sce_ops import _python
+    from tests.jax.test_jax_sce_ops import _python
 
     code = (
         "import numpy as np, keras_sce.ops as o, keras_sce.kops as k\n"
