@@ -64,6 +64,8 @@ def parse_args(argv=None):
     p.add_argument("--optimizer", choices=("adam", "lazy_adam"), default="adam")
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--bucket-size-y", type=int, default=256)
+    p.add_argument("--mix-x", action="store_true",
+                   help="SCE's centres as random mixtures of the batch's rows (the paper's mix_x)")
     p.add_argument("--sce-memory-budget-mb", type=float,
                    help="choose SCE's buckets with keras_sce.suggest_buckets for this budget")
     p.add_argument("--calibration", default="{}",
@@ -102,6 +104,7 @@ def child_config(args, method: str, seed: int, check_files: bool = True) -> dict
     cfg = dict(corpus=args.corpus, vocab=args.vocab, method=method, seed=seed,
                steps=args.steps, seconds=args.time, optimizer=args.optimizer,
                learning_rate=args.learning_rate, bucket_size_y=args.bucket_size_y,
+               mix_x=args.mix_x,
                calibration=args.calibration, ce_kind=args.ce_kind,
                full_ce_max_mb=args.full_ce_max_mb, num_sampled=args.num_sampled,
                num_negatives=args.num_negatives, eval_tokens=args.eval_tokens, jit=args.jit)
@@ -179,7 +182,7 @@ def full_ce_reference(args, command: str) -> dict:
 
 def make_row(cfg: dict, result: dict, command: str) -> dict:
     budget = f"steps {cfg['steps']}" if cfg.get("steps") else f"time {cfg['seconds']:g}s"
-    keys = ("bucket_size_y", "num_buckets") if cfg["method"].startswith("sce") else (
+    keys = ("bucket_size_y", "num_buckets", "mix_x") if cfg["method"].startswith("sce") else (
         ("num_sampled",) if cfg["method"] == "sampled_softmax" else
         ("num_negatives",) if cfg["method"] in ("bce", "gbce") else ())
     options = " ".join(f"{k}={cfg[k]}" for k in keys if cfg.get(k))

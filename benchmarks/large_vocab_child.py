@@ -65,7 +65,8 @@ def make_loss(cfg, table_layer, corpus):
 
     method, seed = cfg["method"], cfg["seed"]
     if method in ("sce", "sce_calibrated"):
-        options = dict(bucket_size_y=cfg["bucket_size_y"], seed=seed)
+        options = dict(bucket_size_y=cfg["bucket_size_y"], mix_x=cfg.get("mix_x", False),
+                       seed=seed)
         if cfg.get("num_buckets"):
             options.update(num_buckets=cfg["num_buckets"], bucket_size_x=cfg["bucket_size_x"])
         if method == "sce_calibrated":

@@ -115,6 +115,11 @@ def test_a_row_configuration_is_rebuilt_from_its_command():
     assert cfg["calibration"] == '{"num_samples": 64}' and cfg["bucket_size_y"] == 256
     with pytest.raises(ValueError, match="not a large_vocab.py command"):
         config_of_row(dict(row, command="python other.py"))
+    assert cfg["mix_x"] is False
+    mixed = config_of_row(dict(row, method="sce", command=row["command"] + " --mix-x"))
+    assert mixed["mix_x"] is True
+    assert "mix_x=True" in bench.make_row(mixed, {}, "python x")["options"]
+    assert "mix_x" not in bench.make_row(cfg, {}, "python x")["options"]
 
 
 def test_rows_whose_command_cannot_be_read_are_left_empty(tmp_path, capsys):
