@@ -81,42 +81,49 @@ def integer_proposal(calibration, num_items: int, padding_id) -> tuple[np.ndarra
     return upper, drawn
 
 
-def count_below(sorted_values, probes, inclusive=False):
-    """Per row, how many of `sorted_values [B, L]` are `<` (`<=`) each probe `[B, M]`.
+def _binary_count(length: int, probe_shape, at_or_below):
+    """Per probe, how many of `length` sorted values pass `at_or_below(index)`.
 
-    A binary search by gathers: `log2 L` steps, memory `B x M` (never `B x M x L`).
+    `at_or_below(index)` tells, for an index tensor of the probes' shape, whether
+    each probe's value at that index passes (a prefix of the sorted values does).
+    A binary search by gathers: `log2 length` steps, memory of the probes' shape.
     """
-    length = int(sorted_values.shape[-1])
-    below = ops.zeros(ops.shape(probes), dtype="int32")
-    step = 1 << (length.bit_length() - 1)
-    while step >= 1:
+    below = ops.zeros(probe_shape, dtype="int32")
+    step = 1 << max(length.bit_length() - 1, 0)
+    while length and step >= 1:
         candidate = below + step
-        value = ops.take_along_axis(sorted_values, ops.minimum(candidate, length) - 1, axis=1)
-        hit = value <= probes if inclusive else value < probes
+        hit = at_or_below(ops.minimum(candidate, length) - 1)
         below = ops.where(ops.logical_and(candidate <= length, hit), candidate, below)
         step //= 2
     return below
 
 
+def count_below(sorted_values, probes, inclusive=False):
+    """Per row, how many of `sorted_values [B, L]` are `<` (`<=`) each probe `[B, M]`.
+
+    Memory `B x M` (never `B x M x L`).
+    """
+    def at_or_below(index):
+        value = ops.take_along_axis(sorted_values, index, axis=1)
+        return value <= probes if inclusive else value < probes
+
+    return _binary_count(int(sorted_values.shape[-1]), ops.shape(probes), at_or_below)
+
+
 def _count_at_most(upper, high, low):
     """How many of the sorted int64 `upper` are `<= high * _BASE + low`, per probe.
 
-    The same binary search over `(high, low)` int32 pairs compared in order, so that
-    it runs in 32-bit arithmetic (JAX without x64).
+    The values are compared as `(high, low)` int32 pairs, in order, so that the
+    search runs in 32-bit arithmetic (JAX without x64).
     """
-    length = int(upper.shape[0])
     upper_high = ops.convert_to_tensor((upper // _BASE).astype(np.int32))
     upper_low = ops.convert_to_tensor((upper % _BASE).astype(np.int32))
-    below = ops.zeros(ops.shape(high), dtype="int32")
-    step = 1 << max(length.bit_length() - 1, 0)
-    while length and step >= 1:
-        candidate = below + step
-        index = ops.minimum(candidate, length) - 1
+
+    def at_or_below(index):
         u_high, u_low = ops.take(upper_high, index), ops.take(upper_low, index)
-        at_most = ops.logical_or(u_high < high, ops.logical_and(u_high == high, u_low <= low))
-        below = ops.where(ops.logical_and(candidate <= length, at_most), candidate, below)
-        step //= 2
-    return below
+        return ops.logical_or(u_high < high, ops.logical_and(u_high == high, u_low <= low))
+
+    return _binary_count(int(upper.shape[0]), ops.shape(high), at_or_below)
 
 
 def draw_samples(calibration, num_items: int, padding_id, seed, labels, dtype):

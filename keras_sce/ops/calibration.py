@@ -114,11 +114,16 @@ def samples_in_buckets(bucket_items, item_ok, samples):
 
 
 def kept_bucket(bucket_rows, flat_loss, num_rows):
-    """`[N]` index of the bucket with each row's largest loss (the first on a tie).
+    """`([N] bucket, [N] loss)`: each row's kept bucket and the row's loss in it.
 
-    One segment maximum over int64 keys that pack the loss (as an order-preserving
-    int32 image of its float32 value) above the bucket index, so the argmax needs no
-    float equality test (which a compiler may break by recomputing the losses).
+    The bucket is the one with the row's largest loss (the first on a tie), found
+    with one segment maximum over int64 keys that pack the loss (as an
+    order-preserving int32 image of its float32 value) above the bucket index, so
+    the argmax needs no float equality test (which a compiler may break by
+    recomputing the losses). The loss is then read from that bucket: for float64
+    losses that tie in float32, the largest float64 loss could be another bucket's,
+    whose items the calibrated exclusion would miss. Rows in no bucket get a
+    clipped index and a `-inf` loss.
     """
     num_buckets = tf.shape(bucket_rows)[0]
     flat_rows = tf.reshape(bucket_rows, [-1])
@@ -129,7 +134,10 @@ def kept_bucket(bucket_rows, flat_loss, num_rows):
     key = tf.cast(ordered, tf.int64) * 2**32 + tf.cast(num_buckets - 1 - bucket_of, tf.int64)
     best = tf.math.unsorted_segment_max(key, flat_rows, num_rows)
     first = num_buckets - 1 - tf.cast(tf.math.floormod(best, 2**32), tf.int32)
-    return tf.clip_by_value(first, 0, num_buckets - 1)
+    bucket = tf.clip_by_value(first, 0, num_buckets - 1)
+    own = tf.where(tf.equal(bucket_of, tf.gather(bucket, flat_rows)), flat_loss,
+                   tf.constant(float("-inf"), flat_loss.dtype))
+    return bucket, tf.math.unsorted_segment_max(own, flat_rows, num_rows)
 
 
 def calibrated_row_loss(calibration, *, x, y, item_table, positives, kept,
@@ -170,16 +178,7 @@ def calibrated_row_loss(calibration, *, x, y, item_table, positives, kept,
     # sampled rows of W; the ids and weights are constants of the draw.
     sampled = tf.matmul(x, tf.cast(tf.gather(item_table, samples), dtype), transpose_b=True)
     in_bucket = samples_in_buckets(bucket_items, item_ok, samples)  # [n_b, m]
-    row_bucket = kept_bucket(bucket_rows, flat_loss, num_rows)
-    # The exact part is read from the chosen bucket itself: the choice compares
-    # float32 images, so for float64 losses that tie in float32 the largest float64
-    # loss could be another bucket's, whose items the exclusion below would miss.
-    bucket_of = tf.reshape(tf.broadcast_to(tf.range(tf.shape(bucket_rows)[0])[:, tf.newaxis],
-                                           tf.shape(bucket_rows)), [-1])
-    flat_rows = tf.reshape(bucket_rows, [-1])
-    own = tf.where(tf.equal(bucket_of, tf.gather(row_bucket, flat_rows)), flat_loss,
-                   tf.constant(float("-inf"), flat_loss.dtype))
-    row_loss = tf.math.unsorted_segment_max(own, flat_rows, num_rows)
+    row_bucket, row_loss = kept_bucket(bucket_rows, flat_loss, num_rows)
     seen = tf.logical_or(tf.gather(in_bucket, row_bucket),
                          tf.equal(samples[tf.newaxis, :], y[:, tf.newaxis]))
     terms = tf.where(seen, tf.constant(float("-inf"), dtype), sampled + log_w[tf.newaxis, :])

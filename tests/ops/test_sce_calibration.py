@@ -209,7 +209,7 @@ def test_binary_search_and_kept_bucket_match_numpy():
         np.testing.assert_array_equal(got, want)
     rows = np.stack([rng.permutation(9)[:4] for _ in range(6)])  # 6 buckets x 4 rows
     loss = rng.choice([-np.inf, 0.0, 1.5, 2.25, -0.5], size=rows.shape)
-    got = kept_bucket(tf.constant(rows), tf.constant(loss.ravel(), tf.float32), 9).numpy()
+    got = kept_bucket(tf.constant(rows), tf.constant(loss.ravel(), tf.float32), 9)[0].numpy()
     for r in range(9):
         where = np.argwhere(rows == r)
         if len(where):
