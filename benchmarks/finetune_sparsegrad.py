@@ -1,25 +1,38 @@
-"""SparseGrad against full fine-tuning and LoRA on Rotten Tomatoes: accuracy, memory, time.
+"""SparseGrad against full fine-tuning, LoRA and MeProp on real tasks: accuracy, memory, time.
 
-Runs ``examples/finetune_sparsegrad.py``'s fine-tuning (``run_one``) for every
-(method, seed) of the grid, each in a fresh process (`keras_sce.app.harness`), so
-that its peak memory is its own: ``peak_mem_mb`` is the peak resident size during
-``fit`` (XLA compilation included; the kernel's counter is reset when training
-begins, after the data and the model are loaded), ``process_peak_mem_mb`` the peak
-from then to the end of the run (evaluation and folding included). Rows are appended
-to ``<output>.csv`` as they land, and the grid resumes where it stopped; at the end
-the script writes a Markdown table (mean ± std over seeds) with the targets checked,
-and a PNG (``benchmarks/finetune_sparsegrad_report.py``).
+Runs ``examples/finetune_sparsegrad.py``'s fine-tuning (``run_one``: early stopping on
+validation accuracy, best weights restored) for every (method, learning rate, seed)
+of the protocol, each in a fresh process (`keras_sce.app.harness`), so that its peak
+memory is its own:
+
+1. the learning-rate grid: seed 0 at every learning rate of the method's grid
+   (``--grid``); the learning rate with the best seed-0 validation accuracy is the
+   method's (`finetune_sparsegrad_report.chosen_learning_rate`);
+2. the other seeds (``--seeds``) at the chosen learning rate only; a method's seeds
+   start as soon as its grid is done.
+
+Per run: ``peak_mem_mb`` is the peak resident size during ``fit`` (XLA compilation and
+the validations included; the kernel's counter is reset when training begins, after
+the data and the model are loaded and prepared), ``prep_peak_mem_mb`` the peak of the
+preparation alone (basis and support estimation for SparseGrad) above the resident
+size at its start, ``step_ms`` the median CPU time of a training step, and, on
+SparseGrad rows, ``floor_step_ms``: the step of `full` (same task and seed) times the
+matrix-product floor (`benchmarks/sparsegrad_step.matmul_floor`, formulation
+`auto`). Rows are appended to ``<output>.csv`` as they land and the protocol resumes
+where it stopped; the script then writes a Markdown summary (mean ± std over seeds,
+the grid, the targets) and a PNG (``benchmarks/finetune_sparsegrad_report.py``).
 
 Usage (the protocol of the committed results)::
 
-    PYTHONPATH=. python benchmarks/finetune_sparsegrad.py --jobs 2 \\
-        --output benchmarks/results/finetune_rotten_tomatoes
+    PYTHONPATH=. python benchmarks/finetune_sparsegrad.py --task rotten_tomatoes --jobs 2
+    PYTHONPATH=. python benchmarks/finetune_sparsegrad.py --task gcide_pos --jobs 2
     PYTHONPATH=. python benchmarks/finetune_sparsegrad.py --report-only
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import shlex
 import sys
 import threading
 import time
@@ -30,10 +43,35 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks import finetune_sparsegrad_report as report  # noqa: E402
+from benchmarks.sparsegrad_step import matmul_floor  # noqa: E402
 from examples import finetune_sparsegrad as example  # noqa: E402
 from keras_sce.app import harness, memory, runner  # noqa: E402
 
 MIB = 2**20
+#: Learning rates of the MLP (or whole-model, LoRA) parameters tried with seed 0.
+DEFAULT_GRID = {
+    "full": (2e-5, 5e-5, 1e-4), "full_mlp": (3e-5, 1e-4, 3e-4), "lora": (3e-4, 1e-3, 3e-3),
+    "meprop": (3e-4, 1e-3, 3e-3), "sparsegrad": (3e-4, 1e-3, 3e-3),
+    "sparsegrad_ok": (3e-4, 1e-3, 3e-3), "sparsegrad_pool": (3e-4, 1e-3, 3e-3),
+}
+
+
+class _PrepMemory:
+    """Context manager: the attributable peak RSS of the preparation."""
+
+    def __enter__(self):
+        self.window = harness.MemoryWindow.open(gpu=False, trim=True)
+        return self
+
+    def __exit__(self, *exc):
+        self.window.close()
+        return False
+
+    @property
+    def attributable_mb(self) -> float:
+        if not self.window.reset:
+            return float("nan")
+        return round((self.window.peak_bytes - self.window.baseline_bytes) / MIB, 1)
 
 
 def _memory_callback(label: str):
@@ -54,61 +92,146 @@ def _memory_callback(label: str):
     return TrainingMemory()
 
 
+def command_of(args, method: str, seed: int, lr: float) -> str:
+    """The example's command line that reproduces one run (options off their default)."""
+    defaults = example.build_parser().parse_args([])
+    parts = ["PYTHONPATH=.", "python", "examples/finetune_sparsegrad.py", "--task", args.task,
+             "--methods", method, "--seed", str(seed), "--mlp-lr", f"{method}={lr:g}"]
+    for name in ("data", "checkpoint", "sequence_length", "num_train", "num_val", "num_test",
+                 "max_steps", "eval_every", "patience", "batch_size", "eval_batch_size",
+                 "rank", "support_factor", "pool_factor", "basis_steps", "selection",
+                 "head_lr", "weight_decay", "threads"):
+        value = getattr(args, name)
+        if value != getattr(defaults, name):
+            parts += ["--" + name.replace("_", "-"), str(value)]
+    if args.no_jit:
+        parts.append("--no-jit")
+    return " ".join(shlex.quote(p) if p != "PYTHONPATH=." else p for p in parts)
+
+
+def floor_ratio(args, row) -> float:
+    """SparseGrad's matrix products over full fine-tuning's at this run's shapes."""
+    import keras_hub
+
+    from examples.rotten_tomatoes import resolve_checkpoint
+
+    config = keras_hub.models.BertBackbone.from_preset(
+        resolve_checkpoint(args.checkpoint), load_weights=False).get_config()
+    full, sparse = matmul_floor(config["num_layers"], config["hidden_dim"],
+                                config["intermediate_dim"], args.batch_size,
+                                args.sequence_length, "auto")
+    return sparse / full
+
+
 def run_job(job) -> dict:
-    """One (args, method, seed) in this (fresh) process: the example's row + memory."""
-    args, method, seed = job
-    probe = _memory_callback(f"{method} seed {seed}")
-    row = example.run_one(args, method, seed, callbacks=[probe])
+    """One (args, method, seed, lr) in this (fresh) process: the example's row + memory."""
+    import copy
+
+    args, method, seed, lr = job
+    args = copy.copy(args)
+    args.mlp_lr = {**args.mlp_lr, method: lr}
+    probe, prep = _memory_callback(f"{method} lr {lr:g} seed {seed}"), _PrepMemory()
+    row = example.run_one(args, method, seed, callbacks=[probe], prep_context=prep)
     window = probe.window
     row["peak_mem_mb"] = round(window.peak_bytes / MIB, 1) if window.reset else float("nan")
+    row["prep_peak_mem_mb"] = prep.attributable_mb
     row["process_peak_mem_mb"] = round(memory.peak_rss_bytes() / MIB, 1)
+    row["command"] = command_of(args, method, seed, lr)
+    if method in report.SPARSE_METHODS:
+        row["floor_ratio"] = round(floor_ratio(args, row), 4)
     return row
+
+
+def _parse_grid(text: str) -> dict:
+    grid = dict(DEFAULT_GRID)
+    for item in filter(None, (t.strip() for t in (text or "").split(";"))):
+        name, _, values = item.partition("=")
+        if name not in example.METHODS or not values:
+            raise ValueError(f"--grid: expected method=lr,lr,... got {item!r}")
+        grid[name] = tuple(float(v) for v in values.split(","))
+    return grid
 
 
 def build_parser():
     p = example.build_parser(__doc__.split("\n\n")[0])
     p.set_defaults(methods=",".join(example.DEFAULT_METHODS))
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--output", default="benchmarks/results/finetune_rotten_tomatoes",
+    p.add_argument("--seeds", default="1,2", help="seeds run at the chosen learning rate")
+    p.add_argument("--grid", default="",
+                   help="learning-rate grids replacing the defaults: 'method=lr,lr;...'")
+    p.add_argument("--output", default="benchmarks/results/finetune",
                    help="prefix of the .csv/.md/.png outputs")
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (one process each)")
     p.add_argument("--report-only", action="store_true")
     return p
 
 
-def run_grid(args, methods, seeds, csv_path) -> None:
-    """Runs the (method, seed) pairs the CSV lacks; appends each row as it lands."""
-    runner.import_tensorflow_quietly()  # for Keras's progress bar, without the start-up lines
-    import keras
+def _fill_floor(row, rows):
+    """``floor_step_ms`` of a SparseGrad row: `full`'s step (same task, seed) x the floor."""
+    if row.get("floor_ratio") in (None, ""):
+        return
+    full = [r for r in rows if r["task"] == row["task"] and r["method"] == "full"
+            and int(r["seed"]) == int(row["seed"])]
+    if full:
+        row["floor_step_ms"] = round(float(full[0]["step_ms"]) * float(row["floor_ratio"]), 1)
 
-    done = {(r["method"], int(r["seed"])) for r in report.read_rows(csv_path)}
-    # Seed-major order: every method gets its first seed before any gets a second.
-    grid = [(m, s) for s in seeds for m in methods if (m, s) not in done]
-    print(f"{len(done)} runs already in {csv_path}; {len(grid)} to go")
+
+def run_protocol(args, methods, seeds, grid, csv_path) -> None:
+    """Runs the protocol's runs the CSV lacks; appends each row as it lands."""
+    runner.import_tensorflow_quietly()
+
+    rows = report.read_rows(csv_path)
+    done = {(r["task"], r["method"], int(r["seed"]), float(r["learning_rate"])) for r in rows}
     threads = str(args.threads)
     env = dict(TF_NUM_INTRAOP_THREADS=threads, TF_NUM_INTEROP_THREADS=threads,
                OMP_NUM_THREADS=threads)
-    progress = keras.utils.Progbar(len(grid), unit_name="run")
     lock = threading.Lock()
-    finished = [0]
 
-    def launch(pair):
-        method, seed = pair
+    def launch(method, seed, lr):
         start = time.time()
-        row = harness.run_config(run_job, (args, method, seed), name=f"{method} seed {seed}",
-                                 env=env)
+        row = harness.run_config(run_job, (args, method, seed, lr),
+                                 name=f"{args.task} {method} lr {lr:g} seed {seed}", env=env)
         with lock:
-            finished[0] += 1
             if row["status"] != "ok":
-                print(f"run {method} seed {seed} failed: {row['cause']}")
-            else:
-                report.append_row(csv_path, row)
-                print(f"{method} seed {seed}: test accuracy {row['test_accuracy']:.4f} "
-                      f"({time.time() - start:.0f}s)")
-            progress.update(finished[0])
+                print(f"run {method} lr {lr:g} seed {seed} failed: {row['cause']}", flush=True)
+                return
+            _fill_floor(row, rows)
+            report.append_row(csv_path, row)
+            rows.append({k: str(v) for k, v in row.items()})
+            print(f"{args.task} {method} lr {lr:g} seed {seed}: val {row['val_accuracy']:.4f} "
+                  f"test {row['test_accuracy']:.4f} after {row['steps']} steps "
+                  f"({time.time() - start:.0f}s)", flush=True)
 
+    def grid_runs(method):
+        return [(method, report.GRID_SEED, lr) for lr in grid[method]
+                if (args.task, method, report.GRID_SEED, lr) not in done]
+
+    def seed_runs(method):
+        with lock:
+            lr = report.chosen_learning_rate(rows, args.task, method)
+        if lr is None:
+            return []
+        return [(method, s, lr) for s in seeds if (args.task, method, s, lr) not in done]
+
+    # `full` first: the SparseGrad rows' floor reads its step.
+    order = sorted(methods, key=lambda m: m != "full")
+    pending = {m: grid_runs(m) for m in order}
     with concurrent.futures.ThreadPoolExecutor(max(1, args.jobs)) as pool:
-        list(pool.map(launch, grid))
+        running = {}
+        queue = [job for m in order for job in pending[m]]
+        queue += [job for m in order if not pending[m] for job in seed_runs(m)]
+        while queue or running:
+            while queue and len(running) < max(1, args.jobs):
+                job = queue.pop(0)
+                running[pool.submit(launch, *job)] = job
+            finished, _ = concurrent.futures.wait(
+                running, return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in finished:
+                method, seed, lr = running.pop(future)
+                future.result()
+                if (method, seed, lr) in pending[method]:
+                    pending[method].remove((method, seed, lr))
+                    if not pending[method]:  # the grid is done: the other seeds
+                        queue += seed_runs(method)
 
 
 def main(argv=None) -> int:
@@ -118,7 +241,13 @@ def main(argv=None) -> int:
     if not args.report_only:
         methods = example.parse_methods(parser, args.methods)
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-        run_grid(args, methods, seeds, csv_path)
+        try:
+            grid = _parse_grid(args.grid)
+        except ValueError as error:
+            parser.error(str(error))
+        if report.GRID_SEED in seeds:
+            parser.error(f"--seeds: seed {report.GRID_SEED} is the grid's seed")
+        run_protocol(args, methods, seeds, grid, csv_path)
     print(report.write_report(csv_path, args.output))
     return 0
 

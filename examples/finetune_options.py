@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import argparse
 
-METHODS = ("full", "lora", "meprop", "sparsegrad", "sparsegrad_ok", "sparsegrad_pool")
-DEFAULT_METHODS = METHODS[:5]
-DEFAULT_MLP_LR = {"full": 1e-4, "lora": 1e-3, "meprop": 1e-3, "sparsegrad": 1e-3,
-                  "sparsegrad_ok": 1e-3, "sparsegrad_pool": 1e-3}
+from finetune_tasks import TASKS
+
+#: `full` trains the whole model (as in the paper), `full_mlp` only the MLP layers.
+METHODS = ("full", "full_mlp", "lora", "meprop", "sparsegrad", "sparsegrad_ok",
+           "sparsegrad_pool")
+DEFAULT_METHODS = METHODS[:6]
+DEFAULT_MLP_LR = {"full": 5e-5, "full_mlp": 1e-4, "lora": 1e-3, "meprop": 1e-3,
+                  "sparsegrad": 1e-3, "sparsegrad_ok": 1e-3, "sparsegrad_pool": 1e-3}
 
 
 def _parse_lrs(text: str) -> dict:
@@ -27,18 +31,43 @@ def _parse_lrs(text: str) -> dict:
     return lrs
 
 
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def build_parser(description: str) -> argparse.ArgumentParser:
     """The options of one fine-tuning run (data, model, budget, learning rates)."""
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--data", default=None, help="Rotten Tomatoes CSV (.csv or .csv.bz2)")
+    p.add_argument("--task", default="rotten_tomatoes", choices=TASKS)
+    p.add_argument("--data", default=None,
+                   help="the task's data file (Rotten Tomatoes CSV, GCIDE gcide.txt.xz)")
     p.add_argument("--checkpoint", default=None, help="keras-hub preset or local HF folder")
     p.add_argument("--methods", default="sparsegrad", help=f"comma-separated, from {METHODS}")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sequence-length", type=int, default=32)
-    p.add_argument("--num-train", type=int, default=3072, help="training subset (0 = all)")
-    p.add_argument("--num-val", type=int, default=512, help="cap on the val split (0 = all)")
-    p.add_argument("--num-test", type=int, default=0, help="cap on the test split (0 = all)")
-    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--num-train", type=_non_negative, default=0,
+                   help="training examples (0 = the task's default: 3,072 / 10,000)")
+    p.add_argument("--num-val", type=_non_negative, default=0,
+                   help="validation examples (0 = the task's default: all / 5,000)")
+    p.add_argument("--num-test", type=_non_negative, default=0,
+                   help="test examples (0 = the task's default: all / 5,000)")
+    p.add_argument("--max-steps", type=_positive, default=960,
+                   help="training steps at most")
+    p.add_argument("--eval-every", type=_positive, default=96,
+                   help="steps between two validations")
+    p.add_argument("--patience", type=_non_negative, default=2,
+                   help="validations without a better validation accuracy before training "
+                   "stops (the best weights are restored); 0 trains --max-steps steps")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--eval-batch-size", type=int, default=128)
     p.add_argument("--rank", type=int, default=4, help="LoRA rank; k = rank * (in + out)")

