@@ -15,7 +15,11 @@ Each configuration runs in a fresh child process on one model and one batch shap
 - `sparsegrad_topk` (on request): `sparsegrad` with `selection="top_k"` whatever
   `--selection` says;
 - `sparsegrad_ok`: SparseGrad whose selection and optimizer state are restricted to a
-  (random) support of `2k` entries per kernel (O(k) optimizer memory).
+  (random) support of `2k` entries per kernel (O(k) optimizer memory);
+- `basis_estimation` (on request; no training step): the one-off preparation of
+  SparseGrad, `sparsegrad.apply` estimating the bases from `--basis-steps` batches'
+  gradients and converting the layers. Its "step" columns are the whole
+  preparation's wall and CPU time, its peak is the preparation's attributable peak.
 
 Outside the MLP, every method but `full` freezes the backbone (the head and the MLP
 biases are trained by AdamW). SparseGrad's bases are random orthogonal matrices (the
@@ -57,6 +61,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 CONFIGS = ("head_only", "full", "full_mlp", "lora", "meprop")
 SPARSE = ("meprop", "sparsegrad", "sparsegrad_act", "sparsegrad_ok", "sparsegrad_topk")
 CONFIGS += SPARSE[1:4]  # sparsegrad_topk on request
+#: On request: no training, the memory and time of estimating the bases (`apply`).
+BASIS = "basis_estimation"
 SHAPES = {"minilm": (6, 384, 1536), "bert_base": (12, 768, 3072)}  # layers, hidden, inter
 FIELDS = (
     "model", "config", "trainable_params", "optimizer_state_bytes", "rss_loaded_mb", "rss_warm_mb",
@@ -130,6 +136,8 @@ def run_child(args):
 
     config, k = args.child, sparsegrad.lora_equivalent_budget(args.rank, hidden, inter)
     slots = sparsegrad.find_feedforward_layers(backbone)
+    if config == BASIS:
+        return _basis_estimation_row(args, model, x, y, loss, rss_loaded, k)
     if config != "full":
         mlp = {id(s.layer) for s in slots} if config != "head_only" else set()
         for layer in backbone._flatten_layers(include_self=False):
@@ -194,12 +202,36 @@ def run_child(args):
     return row
 
 
+def _basis_estimation_row(args, model, x, y, loss, rss_loaded, k):
+    """The preparation of SparseGrad alone: bases from gradients, layers converted."""
+    from keras_sce import sparsegrad
+
+    window = harness.MemoryWindow.open(gpu=False, trim=True)
+    wall, cpu = time.perf_counter(), time.process_time()
+    sparsegrad.apply(model, data=[(x, y)] * args.basis_steps, loss=loss,
+                     num_steps=args.basis_steps, num_selected=k)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    window.close()
+    peak = window.peak_bytes / 2**20
+    return {
+        "model": args.model, "config": BASIS, "trainable_params": 0,
+        "optimizer_state_bytes": 0, "rss_loaded_mb": round(rss_loaded, 1),
+        "rss_warm_mb": round(window.baseline_bytes / 2**20, 1),
+        "attributable_peak_mb": round(peak - rss_loaded, 1), "process_peak_mb": round(peak, 1),
+        "step_ms": round(1000 * wall, 1), "step_cpu_ms": round(1000 * cpu, 1),
+        "batch": args.batch, "seq": args.seq, "k": k,
+    }  # fmt: skip
+
+
 def report(rows, args, path):
     layers, hidden, inter = SHAPES[args.model]
     harness.CsvSchema("sparsegrad_step", FIELDS).write(path + ".csv", rows)
+    basis = [r for r in rows if r["config"] == BASIS]
+    rows = [r for r in rows if r["config"] != BASIS]
     by = {r["config"]: r for r in rows}
     lines = [
-        f"# {args.model}: batch {args.batch} x {args.seq} tokens, k = {rows[0]['k']} per MLP "
+        f"# {args.model}: batch {args.batch} x {args.seq} tokens, "
+        f"k = {(rows or basis)[0]['k']} per MLP "
         f"kernel, {'XLA' if not args.no_jit else 'graph mode'}, selection `{args.selection}`",
         "",
         "| config | trainable params | optimizer state (MiB) | attributable peak (MiB) "
@@ -214,6 +246,12 @@ def report(rows, args, path):
             f"{r['step_ms']:.0f} | {r['step_cpu_ms']:.0f} | {ratio:.2f} |"
         )
     lines.append("")
+    for r in basis:
+        lines.append(
+            f"- basis estimation (`sparsegrad.apply` over {args.basis_steps} batches, once "
+            f"before training): attributable peak {r['attributable_peak_mb']:.0f} MiB, "
+            f"{r['step_ms'] / 1000:.1f} s wall, {r['step_cpu_ms'] / 1000:.1f} s CPU"
+        )
     for formulation, config in (("activation", "sparsegrad_act"), ("auto", "sparsegrad")):
         full, sparse = matmul_floor(layers, hidden, inter, args.batch, args.seq, formulation)
         measured = ""
@@ -231,6 +269,8 @@ def report(rows, args, path):
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
     names = [r["config"] for r in rows]
+    if not rows:
+        return
     harness.plot_panels([
         dict(bars=(names, [r["step_cpu_ms"] for r in rows]), xlabel="CPU ms per training step"),
         dict(bars=(names, [r["attributable_peak_mb"] for r in rows]),
@@ -241,13 +281,16 @@ def report(rows, args, path):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", choices=sorted(SHAPES), default="minilm")
-    parser.add_argument("--configs", nargs="*", choices=CONFIGS + SPARSE[4:], default=CONFIGS)
+    parser.add_argument("--configs", nargs="*", choices=CONFIGS + SPARSE[4:] + (BASIS,),
+                        default=CONFIGS)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=64)
     parser.add_argument("--rank", type=int, default=7, help="k = rank * (in + out)")
     parser.add_argument("--selection", choices=("top_k", "approx"), default="approx")
     parser.add_argument("--warmup-steps", type=int, default=2)
     parser.add_argument("--timed-steps", type=int, default=5)
+    parser.add_argument("--basis-steps", type=int, default=8,
+                        help="batches of gradients for basis_estimation")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-jit", action="store_true")
     parser.add_argument("--output", default=None, help="path prefix of .csv/.md/.png")

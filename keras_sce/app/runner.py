@@ -123,8 +123,17 @@ def _forward_stderr(fd: int, keep_all: bool) -> None:
                 sys.stderr.flush()
 
 
+# Starting a child swaps the parent's file descriptor 2 and environment for a moment:
+# two threads doing it at once would leave fd 2 on one child's pipe, whose forwarder
+# then reads back its own writes forever. One start at a time.
+_SPAWN_LOCK = threading.Lock()
+
+
 def _start_with_filtered_stderr(proc) -> threading.Thread:
-    """Starts `proc` with its stderr on a pipe, forwarded by a thread; returns the thread."""
+    """Starts `proc` with its stderr on a pipe, forwarded by a thread; returns the thread.
+
+    Call with `_SPAWN_LOCK` held (fd 2 is redirected while the child starts).
+    """
     read_fd, write_fd = os.pipe()
     sys.stderr.flush()
     saved = os.dup(2)
@@ -252,7 +261,7 @@ def run_in_child(
     reader, writer = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child_main, args=(writer, fn, args, kwargs), name=name)
     start = time.perf_counter()
-    with _environment(env or {}):
+    with _SPAWN_LOCK, _environment(env or {}):
         forwarder = _start_with_filtered_stderr(proc)
     writer.close()  # the parent's copy: EOF on the reader once the child is gone
     result = ChildResult(name)

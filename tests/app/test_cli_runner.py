@@ -94,6 +94,44 @@ def test_startup_noise_is_dropped_and_the_rest_forwarded(capfd):
     assert "absl::InitializeLog" not in err and "oneDNN" not in err
 
 
+_RACE = """
+import concurrent.futures, multiprocessing, os, sys, time
+from keras_sce.app import runner
+
+def say(word):
+    sys.stderr.write(f"child says {word}\\n")
+    return word
+
+if __name__ == "__main__":
+    # A slow start widens the moment fd 2 is swapped, so the threads' starts overlap.
+    process = multiprocessing.get_context("spawn").Process
+    start = process.start
+    process.start = lambda self: (time.sleep(0.3), start(self))[1]
+    before = os.fstat(2)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        values = list(pool.map(lambda w: runner.run_in_child(say, w, name=w).value, "abcd"))
+    after = os.fstat(2)
+    print(values, (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino))
+"""
+
+
+def test_children_started_from_threads_at_once_leave_the_parent_stderr_alone(tmp_path):
+    # Each start swaps the parent's fd 2 for a moment; unserialised, one thread could
+    # keep another child's pipe as "the" stderr, whose forwarder then read back its own
+    # lines forever (a benchmark's parent burnt a core so). In a fresh interpreter:
+    # pytest's own capture also swaps fd 2.
+    import subprocess
+
+    script = tmp_path / "race.py"
+    script.write_text(_RACE)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": root})
+    assert done.stdout.strip() == "['a', 'b', 'c', 'd'] True", done.stderr[-2000:]
+    said = sorted(line for line in done.stderr.splitlines() if line.startswith("child says"))
+    assert said == [f"child says {w}" for w in "abcd"]
+
+
 @pytest.mark.parametrize(
     ("exitcode", "text"),
     [
