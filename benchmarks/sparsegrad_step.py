@@ -234,10 +234,11 @@ def report(rows, args, path):
         f"k = {(rows or basis)[0]['k']} per MLP "
         f"kernel, {'XLA' if not args.no_jit else 'graph mode'}, selection `{args.selection}`",
         "",
-        "| config | trainable params | optimizer state (MiB) | attributable peak (MiB) "
-        "| step (ms, wall) | step (ms, CPU) | CPU step / full |",
-        "|---|---:|---:|---:|---:|---:|---:|",
     ]
+    if rows:
+        lines += ["| config | trainable params | optimizer state (MiB) | attributable peak (MiB) "
+                  "| step (ms, wall) | step (ms, CPU) | CPU step / full |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         ratio = r["step_cpu_ms"] / by["full"]["step_cpu_ms"] if "full" in by else float("nan")
         lines.append(
