@@ -96,7 +96,7 @@ def command_of(args, method: str, seed: int, lr: float) -> str:
     """The example's command line that reproduces one run (options off their default)."""
     defaults = example.build_parser().parse_args([])
     parts = ["PYTHONPATH=.", "python", "examples/finetune_sparsegrad.py", "--task", args.task,
-             "--methods", method, "--seed", str(seed), "--mlp-lr", f"{method}={lr:g}"]
+             "--methods", method, "--seed", str(seed), "--mlp-lr", f"{method}={lr!r}"]
     for name in ("data", "checkpoint", "sequence_length", "num_train", "num_val", "num_test",
                  "max_steps", "eval_every", "patience", "batch_size", "eval_batch_size",
                  "rank", "support_factor", "pool_factor", "basis_steps", "selection",
@@ -107,6 +107,20 @@ def command_of(args, method: str, seed: int, lr: float) -> str:
     if args.no_jit:
         parts.append("--no-jit")
     return " ".join(shlex.quote(p) if p != "PYTHONPATH=." else p for p in parts)
+
+
+def protocol_of(command: str) -> str:
+    """A row's command without its method, seed and learning rate: the shared options."""
+    words = shlex.split(command)
+    kept, skip = [], 0
+    for i, word in enumerate(words):
+        if skip:
+            skip -= 1
+        elif word in ("--methods", "--seed", "--mlp-lr"):
+            skip = 1
+        elif i >= 3:  # after PYTHONPATH=. python examples/finetune_sparsegrad.py
+            kept.append(word)
+    return " ".join(kept)
 
 
 def floor_ratio(args, row) -> float:
@@ -166,13 +180,20 @@ def build_parser():
 
 
 def _fill_floor(row, rows):
-    """``floor_step_ms`` of a SparseGrad row: `full`'s step (same task, seed) x the floor."""
+    """``floor_step_ms`` of a SparseGrad row: `full`'s step (same task, seed) x the floor.
+
+    The median over `full`'s rows of that seed (the grid seed has one per learning
+    rate; the step does not depend on it). The report recomputes the floor of a
+    summary from `full`'s chosen-rate rows, so a row left without one is no loss.
+    """
+    import statistics
+
     if row.get("floor_ratio") in (None, ""):
         return
-    full = [r for r in rows if r["task"] == row["task"] and r["method"] == "full"
-            and int(r["seed"]) == int(row["seed"])]
-    if full:
-        row["floor_step_ms"] = round(float(full[0]["step_ms"]) * float(row["floor_ratio"]), 1)
+    steps = [float(r["step_ms"]) for r in rows if r["task"] == row["task"]
+             and r["method"] == "full" and int(r["seed"]) == int(row["seed"])]
+    if steps:
+        row["floor_step_ms"] = round(statistics.median(steps) * float(row["floor_ratio"]), 1)
 
 
 def run_protocol(args, methods, seeds, grid, csv_path) -> None:
@@ -180,11 +201,17 @@ def run_protocol(args, methods, seeds, grid, csv_path) -> None:
     runner.import_tensorflow_quietly()
 
     rows = report.read_rows(csv_path)
+    mine = protocol_of(command_of(args, "full", 1, 1.0))
+    other = sorted({protocol_of(r["command"]) for r in rows if r["task"] == args.task} - {mine})
+    if other:
+        raise SystemExit(f"{csv_path} holds {args.task} runs of other options ({other[0]!r}); "
+                         f"these are {mine!r}. Write to another --output.")
     done = {(r["task"], r["method"], int(r["seed"]), float(r["learning_rate"])) for r in rows}
     threads = str(args.threads)
     env = dict(TF_NUM_INTRAOP_THREADS=threads, TF_NUM_INTEROP_THREADS=threads,
                OMP_NUM_THREADS=threads)
     lock = threading.Lock()
+    failed = []  # (method, seed, lr) of the failed runs; a failed grid run holds its seeds
 
     def launch(method, seed, lr):
         start = time.time()
@@ -193,6 +220,7 @@ def run_protocol(args, methods, seeds, grid, csv_path) -> None:
         with lock:
             if row["status"] != "ok":
                 print(f"run {method} lr {lr:g} seed {seed} failed: {row['cause']}", flush=True)
+                failed.append((method, seed, lr))
                 return
             _fill_floor(row, rows)
             report.append_row(csv_path, row)
@@ -230,8 +258,13 @@ def run_protocol(args, methods, seeds, grid, csv_path) -> None:
                 future.result()
                 if (method, seed, lr) in pending[method]:
                     pending[method].remove((method, seed, lr))
-                    if not pending[method]:  # the grid is done: the other seeds
+                    grid_failed = any(m == method and s == report.GRID_SEED
+                                      for m, s, _ in failed)
+                    if not pending[method] and not grid_failed:  # the grid is done
                         queue += seed_runs(method)
+    if failed:
+        raise SystemExit(f"{len(failed)} runs failed (above): {failed}; run again to retry "
+                         "them (the seeds of a method follow its whole grid).")
 
 
 def main(argv=None) -> int:
@@ -247,6 +280,8 @@ def main(argv=None) -> int:
             parser.error(str(error))
         if report.GRID_SEED in seeds:
             parser.error(f"--seeds: seed {report.GRID_SEED} is the grid's seed")
+        if args.max_steps < args.eval_every:
+            parser.error("--max-steps is below --eval-every: no validation would run")
         run_protocol(args, methods, seeds, grid, csv_path)
     print(report.write_report(csv_path, args.output))
     return 0

@@ -75,7 +75,7 @@ def summarize(rows: list[dict]) -> list[dict]:
             mine = _at(rows, task, method, lr)
             test = 100.0 * _values(mine, "test_accuracy")
             val = 100.0 * _values(mine, "val_accuracy")
-            floor = _values(mine, "floor_step_ms")
+            ratio = _values(mine, "floor_ratio")
             summary.append({
                 "task": task, "method": method, "learning_rate": lr, "seeds": len(mine),
                 "grid": len({r["learning_rate"] for r in rows if r["task"] == task
@@ -90,13 +90,19 @@ def summarize(rows: list[dict]) -> list[dict]:
                 "prep_peak_mem_mb": (float(np.median(_values(mine, "prep_peak_mem_mb")))
                                      if len(_values(mine, "prep_peak_mem_mb")) else None),
                 "step_ms": float(np.median(_values(mine, "step_ms"))),
-                "floor_step_ms": float(np.median(floor)) if len(floor) else None,
+                "floor_ratio": float(np.median(ratio)) if len(ratio) else None,
             })
+    # The floor: `full`'s step at its chosen rate x the matmul ratio at these shapes.
+    full = {s["task"]: s["step_ms"] for s in summary if s["method"] == "full"}
+    for s in summary:
+        s["floor_step_ms"] = (s["floor_ratio"] * full[s["task"]]
+                              if s["floor_ratio"] and s["task"] in full else None)
     return summary
 
 
 SUMMARY_COLUMNS = [
-    ("method", "method", "s"), ("learning_rate", "lr", "g"), ("seeds", "seeds", "d"),
+    ("method", "method", "s"), ("learning_rate", "lr", "g"), ("grid", "rates tried", "d"),
+    ("seeds", "seeds", "d"),
     ("test", "test accuracy (%)", ">s"), ("val_mean", "val accuracy (%)", ".2f"),
     ("steps", "steps to best val", ".0f"), ("trainable_params", "trainable params", ",d"),
     ("state_mb", "optimizer state (MiB)", ".2f"), ("peak_mem_mb", "peak RSS in fit (MiB)", ".0f"),
@@ -165,7 +171,8 @@ def target_checks(summary: list[dict], task: str) -> str:
 
 
 def folded_check(rows: list[dict]) -> str:
-    folded = [r for r in rows if r.get("folded_test_accuracy") not in ("", None)]
+    folded = [r for r in rows if r["method"] in ("meprop", *SPARSE_METHODS)
+              and r.get("folded_test_accuracy") not in ("", None)]
     if not folded:
         return ""
     same = sum(float(r["folded_test_accuracy"]) == float(r["test_accuracy"]) for r in folded)

@@ -62,12 +62,13 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--num-test", type=_non_negative, default=0,
                    help="test examples (0 = the task's default: all / 5,000)")
     p.add_argument("--max-steps", type=_positive, default=960,
-                   help="training steps at most")
+                   help="training steps at most (rounded down to a multiple of --eval-every)")
     p.add_argument("--eval-every", type=_positive, default=96,
                    help="steps between two validations")
     p.add_argument("--patience", type=_non_negative, default=2,
                    help="validations without a better validation accuracy before training "
-                   "stops (the best weights are restored); 0 trains --max-steps steps")
+                   "stops; 0 trains --max-steps steps. Either way the weights of the best "
+                   "validation are restored")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--eval-batch-size", type=int, default=128)
     p.add_argument("--rank", type=int, default=4, help="LoRA rank; k = rank * (in + out)")
@@ -90,7 +91,7 @@ def build_parser(description: str) -> argparse.ArgumentParser:
 
 def parse_methods(parser, text: str) -> list[str]:
     """The comma-separated ``--methods``; a parser error names an unknown one."""
-    methods = [m.strip() for m in text.split(",") if m.strip()]
+    methods = list(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         parser.error(f"--methods: unknown {unknown}; choose from {METHODS}")

@@ -70,6 +70,8 @@ from finetune_tools import (  # noqa: E402
 from rotten_tomatoes import resolve_checkpoint  # noqa: E402
 
 SPARSE_OPTIMIZER_METHODS = ("sparsegrad", "sparsegrad_ok", "sparsegrad_pool")
+#: The methods whose MLP layers are SparseGradDense (top-k selection, fold-back).
+SELECTIVE_METHODS = ("meprop", *SPARSE_OPTIMIZER_METHODS)
 
 
 def _accuracy(model, x, y, batch_size):
@@ -100,6 +102,9 @@ def run_one(args, method: str, seed: int, callbacks=(), prep_context=None) -> di
 
     if method not in METHODS:
         raise ValueError(f"Unknown method {method!r}; choose from {METHODS}.")
+    if args.max_steps < args.eval_every:
+        raise ValueError(f"--max-steps ({args.max_steps}) is below --eval-every "
+                         f"({args.eval_every}): no validation would run.")
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     keras.utils.set_random_seed(seed)
@@ -216,7 +221,7 @@ def run_one(args, method: str, seed: int, callbacks=(), prep_context=None) -> di
     val_accuracy, _ = _accuracy(model, x_val, y_val, args.eval_batch_size)
     test_accuracy, predictions = _accuracy(model, x_test, y_test, args.eval_batch_size)
     folded_accuracy = ""
-    if method not in ("full", "lora"):
+    if method in SELECTIVE_METHODS:
         sparsegrad.fold(model)
         leftover = [
             lyr for lyr in model._flatten_layers() if isinstance(lyr, keras_sce.SparseGradDense)
@@ -252,7 +257,7 @@ def run_one(args, method: str, seed: int, callbacks=(), prep_context=None) -> di
         "num_test": len(y_test),
         "sequence_length": args.sequence_length,
         "batch_size": args.batch_size,
-        "num_selected": k if method not in ("full", "lora") else "",
+        "num_selected": k if method in SELECTIVE_METHODS else "",
         "lora_rank": args.rank,
     }
     print(f"[{method} seed {seed}] prep {prep_seconds:.1f}s, train {train_seconds:.1f}s")
@@ -276,7 +281,8 @@ def main(argv=None) -> int:
         row = run_one(args, method, args.seed)
         print(f"{method}: test accuracy {row['test_accuracy']:.4f} (validation "
               f"{row['val_accuracy']:.4f}); {row['mlp_trainable_params']:,} trainable MLP "
-              f"entries; MLP optimizer state {row['mlp_optimizer_state_bytes'] / 2**20:.2f} MiB; "
+              f"entries; optimizer state of the method's parameters "
+              f"{row['mlp_optimizer_state_bytes'] / 2**20:.2f} MiB; "
               f"{row['step_ms']:.0f} CPU ms per step")
         keras.backend.clear_session()
     return 0

@@ -37,8 +37,8 @@ def test_the_summary_uses_the_rows_at_the_chosen_rate_and_checks_the_targets():
                                                                   step_ms=100),
             _row("lora", 0, 1e-3, 0.78, 0.76), _row("lora", 1, 1e-3, 0.78, 0.78),
             _row("lora", 0, 3e-4, 0.70, 0.99),  # not chosen: its test accuracy is ignored
-            _row("sparsegrad", 0, 1e-3, 0.80, 0.80, step_ms=150, floor_step_ms=160),
-            _row("sparsegrad", 1, 1e-3, 0.80, 0.80, step_ms=150, floor_step_ms=160)]
+            _row("sparsegrad", 0, 1e-3, 0.80, 0.80, step_ms=150, floor_ratio=1.6),
+            _row("sparsegrad", 1, 1e-3, 0.80, 0.80, step_ms=150, floor_ratio=1.6)]
     by = {s["method"]: s for s in report.summarize(rows)}
     assert by["lora"]["learning_rate"] == 1e-3 and by["lora"]["seeds"] == 2
     assert by["lora"]["test_mean"] == pytest.approx(77.0)
@@ -58,10 +58,11 @@ def test_a_spread_larger_than_the_gap_asks_for_more_seeds():
 
 def test_the_floor_of_a_sparsegrad_row_reads_full_of_the_same_task_and_seed():
     rows = [_row("full", 0, 1e-4, 0.8, 0.8, step_ms=200),
-            _row("full", 1, 1e-4, 0.8, 0.8, step_ms=300)]
+            _row("full", 1, 1e-4, 0.8, 0.8, step_ms=300),
+            _row("full", 1, 5e-5, 0.8, 0.8, step_ms=500)]
     row = {"task": "rotten_tomatoes", "seed": 1, "floor_ratio": 1.5}
     bench._fill_floor(row, rows)
-    assert row["floor_step_ms"] == 450.0
+    assert row["floor_step_ms"] == 600.0  # the median of seed 1's two full steps, x 1.5
     row = {"task": "gcide_pos", "seed": 1, "floor_ratio": 1.5}
     bench._fill_floor(row, rows)
     assert "floor_step_ms" not in row
@@ -88,14 +89,38 @@ def test_the_committed_table_is_rebuilt_from_the_committed_csv(tmp_path):
     assert text == (RESULTS / "finetune.md").read_text()
 
 
+def test_a_protocol_is_a_command_without_method_seed_and_rate():
+    args = bench.build_parser().parse_args(["--task", "gcide_pos", "--patience", "3"])
+    one = bench.command_of(args, "lora", 1, 1e-3)
+    two = bench.command_of(args, "sparsegrad", 2, 3.3e-4)
+    assert bench.protocol_of(one) == bench.protocol_of(two) == "--task gcide_pos --patience 3"
+    other = bench.build_parser().parse_args(["--task", "gcide_pos"])
+    assert bench.protocol_of(bench.command_of(other, "lora", 1, 1e-3)) != bench.protocol_of(one)
+
+
+def test_a_csv_of_other_options_is_refused(tmp_path, capsys):
+    path = tmp_path / "ft.csv"
+    args = bench.build_parser().parse_args(["--patience", "5"])
+    report.append_row(path, _row("lora", 0, 1e-3, 0.8, 0.8,
+                                 command=bench.command_of(args, "lora", 0, 1e-3)))
+    with pytest.raises(SystemExit, match="holds rotten_tomatoes runs of other options"):
+        bench.main(["--output", str(tmp_path / "ft"), "--methods", "lora"])
+
+
+def test_only_selective_methods_count_in_the_fold_check():
+    rows = [_row("full_mlp", 0, 1e-4, 0.8, 0.8, folded_test_accuracy=0.8),
+            _row("sparsegrad", 0, 1e-3, 0.8, 0.8, folded_test_accuracy=0.8)]
+    assert "identical to the unfolded one in 1 of 1" in report.folded_check(rows)
+
+
 def test_a_row_command_parses_back_to_the_run_options():
     args = bench.build_parser().parse_args(["--task", "gcide_pos", "--max-steps", "480",
                                             "--patience", "3"])
-    command = bench.command_of(args, "sparsegrad_ok", 2, 3e-4)
+    command = bench.command_of(args, "sparsegrad_ok", 2, 1.2345678e-4)
     argv = shlex.split(command)[3:]  # after PYTHONPATH=. python examples/...
     parsed = bench.example.build_parser().parse_args(argv)
     assert (parsed.task, parsed.methods, parsed.seed) == ("gcide_pos", "sparsegrad_ok", 2)
-    assert parsed.mlp_lr["sparsegrad_ok"] == 3e-4
+    assert parsed.mlp_lr["sparsegrad_ok"] == 1.2345678e-4  # every digit
     assert (parsed.max_steps, parsed.patience, parsed.eval_every) == (480, 3, 96)
 
 
@@ -117,6 +142,7 @@ def test_bad_options_are_named(argv, message, capsys):
     pytest.param(["--grid", "lora"], "expected method=lr", id="grid-without-values"),
     pytest.param(["--grid", "dora=1e-3"], "expected method=lr", id="grid-unknown-method"),
     pytest.param(["--seeds", "0,1"], "seed 0 is the grid's seed", id="grid-seed-again"),
+    pytest.param(["--max-steps", "10"], "below --eval-every", id="steps-below-eval"),
 ])
 def test_bad_protocol_options_are_named(argv, message, capsys):
     with pytest.raises(SystemExit):
@@ -144,3 +170,48 @@ def test_an_unknown_task_or_a_missing_file_fails_clearly(tmp_path):
         finetune_tasks.load_task("imdb", "unused", 32)
     with pytest.raises(FileNotFoundError, match="gcide_pos data not found"):
         finetune_tasks.load_task("gcide_pos", "unused", 32, path=tmp_path / "none.xz")
+
+
+def _fake_runs(monkeypatch, fail=()):
+    """run_config replaced: a run's validation accuracy is its learning rate x 100."""
+    calls = []
+
+    def run_config(fn, job, *, name, env=None, timeout=None):
+        args, method, seed, lr = job
+        calls.append((method, seed, lr))
+        if (method, seed, lr) in fail:
+            return {"status": "failed", "cause": "boom"}
+        row = _row(method, seed, lr, 0, 0, command=bench.command_of(args, method, seed, lr))
+        return {**row, "val_accuracy": lr * 100, "test_accuracy": 0.5, "steps": 96,
+                "status": "ok", "cause": ""}
+
+    monkeypatch.setattr(bench.harness, "run_config", run_config)
+    return calls
+
+
+def test_the_protocol_runs_the_grid_then_the_seeds_at_the_chosen_rate(tmp_path, monkeypatch):
+    calls = _fake_runs(monkeypatch)
+    out = str(tmp_path / "ft")
+    bench.main(["--output", out, "--methods", "lora,full", "--grid", "lora=1e-3,3e-3;full=1e-4",
+                "--seeds", "1,2", "--jobs", "2"])
+    grid = [c for c in calls if c[1] == 0]
+    seeds = [c for c in calls if c[1] != 0]
+    assert sorted(grid) == [("full", 0, 1e-4), ("lora", 0, 1e-3), ("lora", 0, 3e-3)]
+    assert sorted(seeds) == [("full", 1, 1e-4), ("full", 2, 1e-4), ("lora", 1, 3e-3),
+                             ("lora", 2, 3e-3)]
+    for method in ("lora", "full"):  # a method's seeds come after its whole grid
+        first_seed = min(calls.index(c) for c in seeds if c[0] == method)
+        assert first_seed > max(calls.index(c) for c in grid if c[0] == method)
+    calls.clear()
+    bench.main(["--output", out, "--methods", "lora,full", "--grid", "lora=1e-3,3e-3;full=1e-4",
+                "--seeds", "1,2"])
+    assert calls == []  # resumed: nothing left to run
+    assert len(report.read_rows(out + ".csv")) == 7
+
+
+def test_a_failed_grid_run_holds_the_method_seeds_and_fails(tmp_path, monkeypatch):
+    calls = _fake_runs(monkeypatch, fail={("lora", 0, 3e-3)})
+    with pytest.raises(SystemExit, match="1 runs failed"):
+        bench.main(["--output", str(tmp_path / "ft"), "--methods", "lora",
+                    "--grid", "lora=1e-3,3e-3", "--seeds", "1"])
+    assert sorted(calls) == [("lora", 0, 1e-3), ("lora", 0, 3e-3)]  # no seed 1 at 1e-3
