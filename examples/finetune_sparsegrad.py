@@ -105,8 +105,14 @@ def run_one(args, method: str, seed: int, callbacks=(), prep_context=None) -> di
     if args.max_steps < args.eval_every:
         raise ValueError(f"--max-steps ({args.max_steps}) is below --eval-every "
                          f"({args.eval_every}): no validation would run.")
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    except RuntimeError:  # TensorFlow already running in this process (a notebook)
+        import warnings
+
+        warnings.warn(f"TensorFlow is already initialised: --threads {args.threads} is not "
+                      "applied in this process.", stacklevel=2)
     keras.utils.set_random_seed(seed)
     checkpoint = resolve_checkpoint(args.checkpoint)
     (x_train, y_train), (x_val, y_val), (x_test, y_test), class_names = load_task(

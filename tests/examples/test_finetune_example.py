@@ -1,7 +1,8 @@
 """examples/finetune_sparsegrad.py end to end on the real checkpoint and data, tiny sizes.
 
-Each method trains a few steps with early stopping on the real tasks; the row's
-accounting must say what the method trains.
+Each method trains a few steps with early stopping on the real tasks, through the
+benchmark's job in a fresh process (as `benchmarks/finetune_sparsegrad.py` runs it);
+the row's accounting must say what the method trains.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ def test_a_method_trains_and_its_row_says_what_it_trained(task, method):
     require_shared_data("text", "gcide.txt.xz" if task == "gcide_pos" else
                         "rotten_tomatoes_corpus_full.csv.bz2")
     args = _args("--task", task)
-    row = bench.example.run_one(args, method, seed=0)
+    row = bench.harness.require_ok(
+        bench.harness.run_config(bench.run_job, (args, method, 0, 1e-3), name=method),
+        f"{task} {method}")
     assert row["task"] == task and row["method"] == method
     assert row["num_train"] == 64 and row["num_val"] == 32 and row["num_test"] == 32
     assert row["steps"] in (2, 4, 6) and row["steps"] <= row["steps_trained"] <= 6
@@ -47,3 +50,6 @@ def test_a_method_trains_and_its_row_says_what_it_trained(task, method):
         assert row["folded_test_accuracy"] == row["test_accuracy"]  # fold-back is exact
     if method == "sparsegrad_ok":  # only the support can change: 2k entries per kernel
         assert row["mlp_trainable_params"] == 12 * 2 * row["num_selected"]
+    if method != "full":  # the matrix-product floor at 16 x 16 tokens, and the prep's peak
+        assert row["floor_ratio"] > 1.0 and row["prep_peak_mem_mb"] > 0
+    assert row["learning_rate"] == 1e-3 and f"--mlp-lr {method}=0.001" in row["command"]
