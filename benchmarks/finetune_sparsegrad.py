@@ -6,8 +6,10 @@ of the protocol, each in a fresh process (`keras_sce.app.harness`), so that its 
 memory is its own:
 
 1. the learning-rate grid: seed 0 at every learning rate of the method's grid
-   (``--grid``); the learning rate with the best seed-0 validation accuracy is the
-   method's (`finetune_sparsegrad_report.chosen_learning_rate`);
+   (``--grid``); where the best seed-0 validation accuracy is at an edge of the grid,
+   one more rate past that edge (the grid's own step), up to ``--max-extensions``
+   times; the learning rate with the best seed-0 validation accuracy is the method's
+   (`finetune_sparsegrad_report.chosen_learning_rate`);
 2. the other seeds (``--seeds``) at the chosen learning rate only; a method's seeds
    start as soon as its grid is done.
 
@@ -172,6 +174,9 @@ def build_parser():
     p.add_argument("--seeds", default="1,2", help="seeds run at the chosen learning rate")
     p.add_argument("--grid", default="",
                    help="learning-rate grids replacing the defaults: 'method=lr,lr;...'")
+    p.add_argument("--max-extensions", type=int, default=2,
+                   help="rates added past an edge of a method's grid when the best seed-0 "
+                   "validation accuracy is there (each one step of the grid's own ratio)")
     p.add_argument("--output", default="benchmarks/results/finetune",
                    help="prefix of the .csv/.md/.png outputs")
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (one process each)")
@@ -233,6 +238,30 @@ def run_protocol(args, methods, seeds, grid, csv_path) -> None:
         return [(method, report.GRID_SEED, lr) for lr in grid[method]
                 if (args.task, method, report.GRID_SEED, lr) not in done]
 
+    def extension(method):
+        """One more grid run past an edge of the grid that holds the best rate, or None."""
+        with lock:
+            tried = sorted({float(r["learning_rate"]) for r in rows if r["task"] == args.task
+                            and r["method"] == method and int(r["seed"]) == report.GRID_SEED})
+            lr = report.chosen_learning_rate(rows, args.task, method)
+        if lr is None or len(tried) < 2 or len(tried) - len(grid[method]) >= args.max_extensions:
+            return None
+        if lr == tried[0]:
+            new = tried[0] * tried[0] / tried[1]
+        elif lr == tried[-1]:
+            new = tried[-1] * tried[-1] / tried[-2]
+        else:
+            return None
+        return (method, report.GRID_SEED, float(f"{new:.2g}"))
+
+    def after_grid(method):
+        """The grid of `method` is done: extend it past an edge, or start its seeds."""
+        more = extension(method)
+        if more is None:
+            return seed_runs(method)
+        pending[method].append(more)
+        return [more]
+
     def seed_runs(method):
         with lock:
             lr = report.chosen_learning_rate(rows, args.task, method)
@@ -246,7 +275,7 @@ def run_protocol(args, methods, seeds, grid, csv_path) -> None:
     with concurrent.futures.ThreadPoolExecutor(max(1, args.jobs)) as pool:
         running = {}
         queue = [job for m in order for job in pending[m]]
-        queue += [job for m in order if not pending[m] for job in seed_runs(m)]
+        queue += [job for m in order if not pending[m] for job in after_grid(m)]
         while queue or running:
             while queue and len(running) < max(1, args.jobs):
                 job = queue.pop(0)
@@ -261,7 +290,7 @@ def run_protocol(args, methods, seeds, grid, csv_path) -> None:
                     grid_failed = any(m == method and s == report.GRID_SEED
                                       for m, s, _ in failed)
                     if not pending[method] and not grid_failed:  # the grid is done
-                        queue += seed_runs(method)
+                        queue[:0] = after_grid(method)  # first: seeds may wait on it
     if failed:
         raise SystemExit(f"{len(failed)} runs failed (above): {failed}; run again to retry "
                          "them (the seeds of a method follow its whole grid).")

@@ -192,8 +192,9 @@ def _fake_runs(monkeypatch, fail=()):
 def test_the_protocol_runs_the_grid_then_the_seeds_at_the_chosen_rate(tmp_path, monkeypatch):
     calls = _fake_runs(monkeypatch)
     out = str(tmp_path / "ft")
-    bench.main(["--output", out, "--methods", "lora,full", "--grid", "lora=1e-3,3e-3;full=1e-4",
-                "--seeds", "1,2", "--jobs", "2"])
+    common = ["--output", out, "--methods", "lora,full", "--grid", "lora=1e-3,3e-3;full=1e-4",
+              "--seeds", "1,2", "--max-extensions", "0"]
+    bench.main([*common, "--jobs", "2"])
     grid = [c for c in calls if c[1] == 0]
     seeds = [c for c in calls if c[1] != 0]
     assert sorted(grid) == [("full", 0, 1e-4), ("lora", 0, 1e-3), ("lora", 0, 3e-3)]
@@ -203,10 +204,17 @@ def test_the_protocol_runs_the_grid_then_the_seeds_at_the_chosen_rate(tmp_path, 
         first_seed = min(calls.index(c) for c in seeds if c[0] == method)
         assert first_seed > max(calls.index(c) for c in grid if c[0] == method)
     calls.clear()
-    bench.main(["--output", out, "--methods", "lora,full", "--grid", "lora=1e-3,3e-3;full=1e-4",
-                "--seeds", "1,2"])
+    bench.main(common)
     assert calls == []  # resumed: nothing left to run
     assert len(report.read_rows(out + ".csv")) == 7
+
+
+def test_a_best_rate_at_the_edge_extends_the_grid_before_the_seeds(tmp_path, monkeypatch):
+    calls = _fake_runs(monkeypatch)  # validation accuracy grows with the rate: top edge
+    bench.main(["--output", str(tmp_path / "ft"), "--methods", "lora",
+                "--grid", "lora=1e-4,3e-4", "--seeds", "1", "--max-extensions", "2"])
+    assert calls == [("lora", 0, 1e-4), ("lora", 0, 3e-4), ("lora", 0, 9e-4),
+                     ("lora", 0, 2.7e-3), ("lora", 1, 2.7e-3)]
 
 
 def test_a_failed_grid_run_holds_the_method_seeds_and_fails(tmp_path, monkeypatch):
