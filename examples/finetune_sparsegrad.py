@@ -203,6 +203,7 @@ def run_one(args, method: str, seed: int, callbacks=(), prep_context=None) -> di
     history = model.fit(
         train,
         steps_per_epoch=args.eval_every,
+        shuffle=False,  # the dataset shuffles itself
         epochs=rounds,
         validation_data=(x_val, y_val),
         validation_batch_size=args.eval_batch_size,
