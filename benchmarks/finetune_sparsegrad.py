@@ -14,13 +14,16 @@ memory is its own:
    start as soon as its grid is done.
 
 Per run: ``peak_mem_mb`` is the peak resident size during ``fit`` (XLA compilation and
-the validations included; the kernel's counter is reset when training begins, after
-the data and the model are loaded and prepared), ``prep_peak_mem_mb`` the peak of the
-preparation alone (basis and support estimation for SparseGrad) above the resident
-size at its start, ``step_ms`` the median CPU time of a training step, and, on
-SparseGrad rows, ``floor_step_ms``: the step of `full` (same task and seed) times the
-matrix-product floor (`benchmarks/sparsegrad_step.matmul_floor`, formulation
-`auto`). Rows are appended to ``<output>.csv`` as they land and the protocol resumes
+the validations included; the kernel's counter is reset when training begins, after the
+data and the model are loaded and prepared), ``fit_attributable_mb`` that peak above the
+resident size when ``fit`` starts (``fit_rss_start_mb``), ``loaded_rss_mb`` the resident
+size once the data and the model are loaded (before the preparation),
+``prep_peak_mem_mb`` the peak of the preparation alone (basis and support estimation for
+SparseGrad) above the resident size at its start, ``step_ms`` the median CPU time of a
+training step, and, on SparseGrad rows, ``floor_step_ms``: the step of `full` (same task
+and seed) times the matrix-product floor (`benchmarks/sparsegrad_step.matmul_floor`,
+formulation `auto`).
+Rows are appended to ``<output>.csv`` as they land and the protocol resumes
 where it stopped; the script then writes a Markdown summary (mean ± std over seeds,
 the grid, the targets) and a PNG (``benchmarks/finetune_sparsegrad_report.py``).
 
@@ -151,6 +154,12 @@ def run_job(job) -> dict:
     window = probe.window
     row["peak_mem_mb"] = round(window.peak_bytes / MIB, 1) if window.reset else float("nan")
     row["prep_peak_mem_mb"] = prep.attributable_mb
+    # Above the resident size when fit starts (the preparation's leftovers excluded:
+    # they are the preparation's, reported by prep_peak_mem_mb), and above the
+    # loaded model (before the preparation).
+    row["fit_attributable_mb"] = round((window.peak_bytes - window.baseline_bytes) / MIB, 1)
+    row["loaded_rss_mb"] = round(prep.window.baseline_bytes / MIB, 1)
+    row["fit_rss_start_mb"] = round(window.baseline_bytes / MIB, 1)
     row["process_peak_mem_mb"] = round(memory.peak_rss_bytes() / MIB, 1)
     row["command"] = command_of(args, method, seed, lr)
     if method in report.SPARSE_METHODS:

@@ -77,7 +77,7 @@ def test_a_report_is_written_with_its_plot(tmp_path):
     text = report.write_report(path, tmp_path / "ft")
     assert "## Rotten Tomatoes" in text and "## GCIDE part of speech" in text
     assert (tmp_path / "ft.png").read_bytes()[:4] == b"\x89PNG"
-    assert path.read_text().splitlines()[0] == ",".join(report.CSV_FIELDS)
+    assert path.read_text().splitlines()[0] == ",".join(report.SCHEMA.columns)
 
 
 def test_the_committed_table_is_rebuilt_from_the_committed_csv(tmp_path):

@@ -53,3 +53,4 @@ def test_a_method_trains_and_its_row_says_what_it_trained(task, method):
     if method != "full":  # the matrix-product floor at 16 x 16 tokens, and the prep's peak
         assert row["floor_ratio"] > 1.0 and row["prep_peak_mem_mb"] > 0
     assert row["learning_rate"] == 1e-3 and f"--mlp-lr {method}=0.001" in row["command"]
+    assert row["fit_attributable_mb"] > 0 and row["fit_rss_start_mb"] >= row["loaded_rss_mb"] > 0
