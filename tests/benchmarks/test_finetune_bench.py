@@ -35,12 +35,15 @@ def test_the_learning_rate_is_chosen_on_seed_zero_validation_only():
 def test_the_summary_uses_the_rows_at_the_chosen_rate_and_checks_the_targets():
     rows = [_row("full", 0, 1e-4, 0.80, 0.80, step_ms=100), _row("full", 1, 1e-4, 0.8, 0.82,
                                                                   step_ms=100),
+            _row("full", 2, 1e-4, 0.80, 0.81, step_ms=100),
+            _row("lora", 2, 1e-3, 0.78, 0.77), _row("sparsegrad", 2, 1e-3, 0.80, 0.80,
+                                                    step_ms=150, floor_ratio=1.6),
             _row("lora", 0, 1e-3, 0.78, 0.76), _row("lora", 1, 1e-3, 0.78, 0.78),
             _row("lora", 0, 3e-4, 0.70, 0.99),  # not chosen: its test accuracy is ignored
             _row("sparsegrad", 0, 1e-3, 0.80, 0.80, step_ms=150, floor_ratio=1.6),
             _row("sparsegrad", 1, 1e-3, 0.80, 0.80, step_ms=150, floor_ratio=1.6)]
     by = {s["method"]: s for s in report.summarize(rows)}
-    assert by["lora"]["learning_rate"] == 1e-3 and by["lora"]["seeds"] == 2
+    assert by["lora"]["learning_rate"] == 1e-3 and by["lora"]["seeds"] == 3
     assert by["lora"]["test_mean"] == pytest.approx(77.0)
     assert by["lora"]["grid"] == 2
     text = report.markdown(rows)
@@ -50,9 +53,15 @@ def test_the_summary_uses_the_rows_at_the_chosen_rate_and_checks_the_targets():
     assert "**0.001: 78.00**" in text  # the chosen rate is marked in the grid
 
 
+def test_fewer_than_three_seeds_leave_the_accuracy_targets_open():
+    rows = [_row("lora", 0, 1e-3, 0.8, 0.70), _row("sparsegrad", 0, 1e-3, 0.8, 0.76)]
+    text = report.markdown(rows)
+    assert "target >= 0: open (1 of 3 seeds)" in text and "76.00 (1 seed)" in text
+
+
 def test_a_spread_larger_than_the_gap_asks_for_more_seeds():
-    rows = [_row("lora", 0, 1e-3, 0.8, 0.70), _row("lora", 1, 1e-3, 0.8, 0.80),
-            _row("sparsegrad", 0, 1e-3, 0.8, 0.76), _row("sparsegrad", 1, 1e-3, 0.8, 0.76)]
+    rows = [_row("lora", s, 1e-3, 0.8, a) for s, a in enumerate((0.70, 0.80, 0.75))]
+    rows += [_row("sparsegrad", s, 1e-3, 0.8, 0.76) for s in range(3)]
     assert "more seeds needed" in report.markdown(rows)
 
 
