@@ -128,7 +128,7 @@ def protocol_of(command: str) -> str:
     return " ".join(kept)
 
 
-def floor_ratio(args, row) -> float:
+def floor_ratio(args) -> float:
     """SparseGrad's matrix products over full fine-tuning's at this run's shapes."""
     import keras_hub
 
@@ -163,7 +163,7 @@ def run_job(job) -> dict:
     row["process_peak_mem_mb"] = round(memory.peak_rss_bytes() / MIB, 1)
     row["command"] = command_of(args, method, seed, lr)
     if method in report.SPARSE_METHODS:
-        row["floor_ratio"] = round(floor_ratio(args, row), 4)
+        row["floor_ratio"] = round(floor_ratio(args), 4)
     return row
 
 

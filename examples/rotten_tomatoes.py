@@ -1,6 +1,7 @@
 """Rotten Tomatoes for the fine-tuning example: the reviews, a fixed split, tokens.
 
-``../shared/data/text/rotten_tomatoes_corpus_full.csv.bz2`` (or ``$KERAS_SCE_DATA``):
+``../shared/data/text/rotten_tomatoes_corpus_full.csv.bz2`` (or ``$KERAS_SCE_DATA``; the
+path is `finetune_tasks.data_path`):
 ``plot`` rows are dropped; fresh = 1, rotten = 0; a fixed seeded 80/10/10 split.
 """
 
@@ -8,19 +9,10 @@ from __future__ import annotations
 
 import bz2
 import csv
-import os
 import pathlib
 
 LABELS = {"rotten": 0, "fresh": 1}
 DATA_FILE = ("text", "rotten_tomatoes_corpus_full.csv.bz2")
-
-
-def default_data_path() -> pathlib.Path:
-    root = os.environ.get("KERAS_SCE_DATA")
-    if root:
-        return pathlib.Path(root).joinpath(*DATA_FILE)
-    repo = pathlib.Path(__file__).resolve().parents[1]
-    return repo.parent.joinpath("shared", "data", *DATA_FILE)
 
 
 def load_rotten_tomatoes(path) -> tuple[list[str], list[int]]:
