@@ -89,6 +89,8 @@ def summarize(rows: list[dict]) -> list[dict]:
                 "task": task, "method": method, "learning_rate": lr, "seeds": len(mine),
                 "grid": len({r["learning_rate"] for r in rows if r["task"] == task
                              and r["method"] == method and int(r["seed"]) == GRID_SEED}),
+                "test_by_seed": {int(r["seed"]): 100.0 * float(r["test_accuracy"])
+                                 for r in mine},
                 "test_mean": float(test.mean()),
                 "test_std": float(test.std(ddof=1)) if len(test) > 1 else 0.0,
                 "val_mean": float(val.mean()),
@@ -147,6 +149,18 @@ def target_checks(summary: list[dict], task: str) -> str:
         spread = max(by[a]["test_std"], by[b]["test_std"])
         return by[a]["test_mean"] - by[b]["test_mean"], se, spread
 
+    def paired(a, b):
+        """The per-seed differences a − b over the seeds both have (the seed fixes the
+        head's initialisation and the order of the training examples)."""
+        import numpy as np
+
+        common = sorted(set(by[a]["test_by_seed"]) & set(by[b]["test_by_seed"]))
+        if len(common) < 2:
+            return ""
+        d = np.asarray([by[a]["test_by_seed"][s] - by[b]["test_by_seed"][s] for s in common])
+        return (f"; paired by seed: {d.mean():+.2f} ± {d.std(ddof=1):.2f} std "
+                f"over {len(common)} seeds")
+
     def note(d, spread, seeds):
         return (f"; spread {spread:.2f} > |gap| with {seeds} seeds: more seeds needed"
                 if spread > abs(d) else "")
@@ -165,12 +179,14 @@ def target_checks(summary: list[dict], task: str) -> str:
             d, se, spread = gap(sparse, "lora")
             lines.append(f"- `{sparse}` − `lora` = {d:+.2f} points (± {se:.2f} s.e.); "
                          f"target >= 0: {verdict(d >= 0, sparse, 'lora')}"
+                         + paired(sparse, "lora")
                          + note(d, spread, min(by[sparse]["seeds"], by["lora"]["seeds"])))
         for full in ("full", "full_mlp"):
             if full in by:
                 d, se, spread = gap(full, sparse)
                 lines.append(f"- `{full}` − `{sparse}` = {d:+.2f} points (± {se:.2f} s.e.); "
                              f"target <= 0.5: {verdict(d <= 0.5, full, sparse)}"
+                             + paired(full, sparse)
                              + note(d, spread, min(by[sparse]["seeds"], by[full]["seeds"])))
         if "full" in by:
             ratio = by[sparse]["step_ms"] / by["full"]["step_ms"]

@@ -48,6 +48,8 @@ def test_the_summary_uses_the_rows_at_the_chosen_rate_and_checks_the_targets():
     assert by["lora"]["grid"] == 2
     text = report.markdown(rows)
     assert "`sparsegrad` − `lora` = +3.00 points" in text and "target >= 0: met" in text
+    # seed by seed: 80 − 76, 80 − 78, 80 − 77
+    assert "paired by seed: +3.00 ± 1.00 std over 3 seeds" in text
     assert "`full` − `sparsegrad` = +1.00 points" in text and "target <= 0.5: missed" in text
     assert "step / `full` step = 1.50x" in text and "0.94x the floor" in text
     assert "**0.001: 78.00**" in text  # the chosen rate is marked in the grid
