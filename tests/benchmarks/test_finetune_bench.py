@@ -65,6 +65,8 @@ def test_a_spread_larger_than_the_gap_asks_for_more_seeds():
     rows = [_row("lora", s, 1e-3, 0.8, a) for s, a in enumerate((0.70, 0.80, 0.75))]
     rows += [_row("sparsegrad", s, 1e-3, 0.8, 0.76) for s in range(3)]
     assert "more seeds needed" in report.markdown(rows)
+    rows += [_row("lora", 3, 1e-3, 0.8, 0.70), _row("sparsegrad", 3, 1e-3, 0.8, 0.76)]
+    assert "more seeds needed" not in report.markdown(rows)  # more than 3: the mean decides
 
 
 def test_the_floor_of_a_sparsegrad_row_reads_full_of_the_same_task_and_seed():
