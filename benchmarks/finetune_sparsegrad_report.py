@@ -71,6 +71,13 @@ def _median_or_none(rows, key):
     return float(np.median(values)) if len(values) else None
 
 
+def _prep_peak(rows):
+    """The preparation's median peak above the loaded model; one that allocates nothing
+    reads as a few hundred KiB either side of 0 (RSS noise), shown as 0."""
+    peak = _median_or_none(rows, "prep_peak_mem_mb")
+    return None if peak is None else max(0.0, peak)
+
+
 def summarize(rows: list[dict]) -> list[dict]:
     """Per (task, method), at the chosen learning rate: mean ± std over seeds."""
     import numpy as np
@@ -99,10 +106,7 @@ def summarize(rows: list[dict]) -> list[dict]:
                 "state_mb": float(np.median(_values(mine, "optimizer_state_bytes"))) / 2**20,
                 "peak_mem_mb": float(np.median(_values(mine, "peak_mem_mb"))),
                 "fit_attributable_mb": _median_or_none(mine, "fit_attributable_mb"),
-                # above the loaded model; a preparation that allocates nothing reads as
-                # a few hundred KiB either side of 0 (RSS noise), shown as 0
-                "prep_peak_mem_mb": (max(0.0, float(np.median(_values(mine, "prep_peak_mem_mb"))))
-                                     if len(_values(mine, "prep_peak_mem_mb")) else None),
+                "prep_peak_mem_mb": _prep_peak(mine),
                 "step_ms": float(np.median(_values(mine, "step_ms"))),
                 "floor_ratio": float(np.median(ratio)) if len(ratio) else None,
             })
